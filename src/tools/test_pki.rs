@@ -710,6 +710,7 @@ mod tests {
                 assert!(dir.path().join(format!("{}{suffix}", spec.name)).is_file());
             }
         }
+        check_verdicts(dir.path());
         for name in [
             "root-ca.key",
             "intermediate-ca.key",
@@ -720,5 +721,54 @@ mod tests {
             assert!(files.iter().any(|f| f.file_name == name), "{name} listed");
             assert!(dir.path().join(name).is_file(), "{name} written");
         }
+    }
+
+    /// The generated files drive `trust::verify` to the intended verdict for each case.
+    fn check_verdicts(dir: &Path) {
+        use crate::trust::pki::{load_certificates, TrustStore};
+        use crate::trust::verify::{verify_chain, CertError, Usage};
+        use rustls_pki_types::UnixTime;
+
+        let store = TrustStore::load(
+            &[dir.join("anchors.pem")],
+            &[dir.join("intermediate-ca.pem")],
+            &[dir.join("intermediate-ca.crl.pem")],
+        )
+        .expect("generated store loads");
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_893_456_000)); // 2030-01-01
+        let verdict = |name: &str, usage: Usage| {
+            let chain = load_certificates(&dir.join(format!("{name}-chain.pem")))
+                .expect("generated chain loads");
+            verify_chain(&chain, &store, now, usage)
+        };
+        for name in [
+            "gateway",
+            "peer-a",
+            "peer-b",
+            "peer-a-cn-diff",
+            "whitelist-signer",
+        ] {
+            assert!(verdict(name, Usage::Client).is_ok(), "{name} accepted");
+        }
+        assert!(matches!(
+            verdict("peer-expired", Usage::Client),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            verdict("peer-not-yet-valid", Usage::Client),
+            Err(CertError::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            verdict("peer-revoked", Usage::Client),
+            Err(CertError::Revoked)
+        ));
+        assert!(matches!(
+            verdict("peer-foreign", Usage::Client),
+            Err(CertError::Untrusted(_))
+        ));
+        assert!(matches!(
+            verdict("peer-server-only", Usage::Client),
+            Err(CertError::WrongUsage { .. })
+        ));
     }
 }
