@@ -3,7 +3,9 @@
 //! configurations for both directions (`tls`).
 
 pub mod pki;
+pub mod tls;
 pub mod verify;
 
 pub use pki::{ExtKeyUsage, OurIdentity, PkiError, TrustStore};
+pub use tls::{client_config, server_config, TlsConfigError, TlsVersion, TlsVersions};
 pub use verify::{parse_identity, verify_chain, CertError, PeerIdentity, Usage};
