@@ -4,3 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod smtp;
+pub mod tools;
+pub mod trust;

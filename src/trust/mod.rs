@@ -1,0 +1,11 @@
+//! IGC Santé trust: loading our identity and the espace's anchors (`pki`), deciding
+//! whether a peer's certificate chain is acceptable (`verify`), and the rustls
+//! configurations for both directions (`tls`).
+
+pub mod pki;
+pub mod tls;
+pub mod verify;
+
+pub use pki::{ExtKeyUsage, OurIdentity, PkiError, TrustStore};
+pub use tls::{client_config, server_config, TlsConfigError, TlsVersion, TlsVersions};
+pub use verify::{parse_identity, verify_chain, CertError, PeerIdentity, Usage};
