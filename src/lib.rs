@@ -3,6 +3,12 @@
 //! The binary (`src/main.rs`), the integration tests and the benchmarks all use this library.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod gateway;
+pub mod inbound;
+pub mod metrics;
+pub mod policy;
 pub mod smtp;
+pub mod spool;
 pub mod tools;
 pub mod trust;

@@ -108,8 +108,12 @@ pub enum Event<'a> {
     /// refusal reply, if any, is sent once the client has finished sending the body.
     MessageAborted { reason: &'static str },
     /// A command was refused by the session itself; the reply is queued. For logs and
-    /// metrics.
-    Refused { reason: &'static str },
+    /// metrics: `stage` is the command (`mail`, `rcpt`, ...; `command` when it could not be
+    /// parsed).
+    Refused {
+        stage: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// What the session waits for from the driver.
@@ -176,6 +180,8 @@ pub struct Session {
     decoder: DataDecoder,
     /// EHLO/HELO was accepted (and not voided by STARTTLS since).
     helo_done: bool,
+    /// The command being processed, for the stage of refusals.
+    stage: &'static str,
 }
 
 /// The result of one processing step inside [`Session::poll`]. It holds no borrow, so the
@@ -234,6 +240,7 @@ impl Session {
             body: Body::Accepted,
             decoder: DataDecoder::new(),
             helo_done: false,
+            stage: "command",
         };
         s.push(&greeting);
         s
@@ -410,6 +417,7 @@ impl Session {
     }
 
     fn step_command(&mut self) -> Progress {
+        self.stage = "command";
         let rest = &self.input[self.pos..];
         let Some(nl) = memchr::memchr(b'\n', rest) else {
             if self.skip_line {
@@ -439,6 +447,7 @@ impl Session {
         }
         match Request::parse(&mut line.iter()) {
             Ok(req) => {
+                self.stage = stage_of(&req);
                 if self.phase == Phase::BdatWait
                     && matches!(
                         req,
@@ -720,7 +729,10 @@ impl Session {
             // Once a message is under way the driver must drop what it stored of it;
             // before that, it is a plain refusal. The 552 follows the chunk's bytes.
             return Progress::Event(if first {
-                Event::Refused { reason }
+                Event::Refused {
+                    stage: "data",
+                    reason,
+                }
             } else {
                 Event::MessageAborted { reason }
             });
@@ -843,7 +855,10 @@ impl Session {
     fn command_error(&mut self, r: Reply, reason: &'static str) -> Progress {
         self.push(&r);
         self.count_error();
-        Progress::Event(Event::Refused { reason })
+        Progress::Event(Event::Refused {
+            stage: self.stage,
+            reason,
+        })
     }
 
     /// Counts a refused command; too many in a row close the session.
@@ -884,6 +899,36 @@ impl Session {
 
     fn push(&mut self, r: &Reply) {
         r.write_to(&mut self.out);
+    }
+}
+
+/// The metrics and logs label of a command.
+fn stage_of<T>(req: &Request<T>) -> &'static str {
+    match req {
+        Request::Ehlo { .. } | Request::Helo { .. } | Request::Lhlo { .. } => "ehlo",
+        Request::Mail { .. } => "mail",
+        Request::Rcpt { .. } => "rcpt",
+        Request::Data | Request::Bdat { .. } => "data",
+        Request::StartTls => "starttls",
+        _ => "command",
+    }
+}
+
+impl<'a> Event<'a> {
+    /// Separates body bytes, which borrow the session's buffer, from every other event,
+    /// which owns its data and so can be handled while the session is used again.
+    pub fn detach(self) -> Result<Event<'static>, &'a [u8]> {
+        Ok(match self {
+            Event::MessageChunk(bytes) => return Err(bytes),
+            Event::Helo { host, extended } => Event::Helo { host, extended },
+            Event::StartTls => Event::StartTls,
+            Event::MailFrom(m) => Event::MailFrom(m),
+            Event::Rcpt(r) => Event::Rcpt(r),
+            Event::MessageStart => Event::MessageStart,
+            Event::MessageEnd => Event::MessageEnd,
+            Event::MessageAborted { reason } => Event::MessageAborted { reason },
+            Event::Refused { stage, reason } => Event::Refused { stage, reason },
+        })
     }
 }
 

@@ -1,0 +1,43 @@
+//! The command line: one subcommand per operator task.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// mssante-gateway: the SMTP connector of an MSSanté mail operator.
+///
+/// It receives mail from the other operators of the espace de confiance (mutual TLS with
+/// IGC Santé certificates, liste blanche), stores it durably and relays it to the internal
+/// mail server.
+#[derive(Debug, Parser)]
+#[command(name = "mssante-gateway", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and the files it names; exit 0 if valid, 2 otherwise,
+    /// listing every problem with the key and what is expected.
+    CheckConfig {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate a test PKI mimicking IGC Santé (root, intermediate, peer certificates and
+    /// the certificates the espace must refuse). Test keys only, never for production.
+    TestPki {
+        /// The output directory (created if needed; existing files are overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}

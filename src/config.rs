@@ -1,0 +1,593 @@
+//! Configuration: a TOML file turned into a typed, validated [`Config`].
+//!
+//! Loading collects every problem rather than stopping at the first, and each one names the
+//! file, the key and what is expected, so `check-config` can list them all at once. Paths
+//! in the file are relative to the directory holding the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::trust::pki::{self, OurIdentity, TrustStore};
+use crate::trust::tls::{TlsVersion, TlsVersions};
+
+/// Which espace de confiance the gateway belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Espace {
+    /// The test espace, for an operator's integration.
+    Test,
+    /// The production espace.
+    Production,
+}
+
+impl Espace {
+    /// The liste blanche URL of the espace (overridable by `whitelist.url`).
+    pub fn whitelist_url(self) -> &'static str {
+        match self {
+            Espace::Test => {
+                "https://espacedeconfiance.test.mssante.fr/listeblanchemssanteigcsante.xml"
+            }
+            Espace::Production => "https://espacedeconfiance.mssante.fr/listeblanchemssante.xml",
+        }
+    }
+
+    /// The name used in logs and documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Espace::Test => "test",
+            Espace::Production => "production",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    espace: Espace,
+    hostname: Option<String>,
+    local_domains: Vec<String>,
+    tls: RawTls,
+    #[serde(default)]
+    inbound: RawInbound,
+    spool: RawSpool,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: PathBuf,
+    key: PathBuf,
+    anchors: Vec<PathBuf>,
+    #[serde(default)]
+    intermediates: Vec<PathBuf>,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default = "default_min_version")]
+    min_version: String,
+    #[serde(default = "default_max_version")]
+    max_version: String,
+}
+
+fn default_min_version() -> String {
+    "1.2".into()
+}
+fn default_max_version() -> String {
+    "1.3".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawInbound {
+    listen: String,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    handshake_timeout: String,
+    command_timeout: String,
+    data_timeout: String,
+    max_message_size: usize,
+    max_recipients: usize,
+    max_errors: u32,
+}
+
+impl Default for RawInbound {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:25".into(),
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            handshake_timeout: "30s".into(),
+            command_timeout: "5m".into(),
+            data_timeout: "10m".into(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The espace de confiance.
+    pub espace: Espace,
+    /// Our host name: greeting, EHLO, Received. Equal to our certificate's CN, since peers
+    /// check hostname/CN coherence.
+    pub hostname: String,
+    /// The mail domains we receive for (lower case).
+    pub local_domains: Vec<String>,
+    /// TLS material and versions.
+    pub tls: TlsSettings,
+    /// The inbound listener's address and limits.
+    pub inbound: InboundSettings,
+    /// Where accepted messages are stored.
+    pub spool_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_level: String,
+}
+
+/// TLS material, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Our certificate chain and key.
+    pub identity: Arc<OurIdentity>,
+    /// The espace's anchors, known intermediates and CRLs.
+    pub trust: Arc<TrustStore>,
+    /// Allowed protocol versions.
+    pub versions: TlsVersions,
+}
+
+/// The inbound listener's settings.
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Most simultaneous connections; more are answered 421 and closed.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Longest wait for a command (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
+    pub command_timeout: Duration,
+    /// Longest wait for the next block of a message body (§4.5.3.2: 3 minutes at least).
+    pub data_timeout: Duration,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Consecutive refused commands before the connection is closed.
+    pub max_errors: u32,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The key (dotted path), or the position for syntax errors.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects problems while validating.
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`, loading the TLS material it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                key: "(file)".into(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path` (used for messages and relative paths).
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}")
+                }
+                None => "(syntax)".into(),
+            };
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                key,
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut p = Problems {
+            file: path,
+            list: Vec::new(),
+        };
+        let resolve = |rel: &Path| base.join(rel);
+
+        // TLS material.
+        let identity =
+            match OurIdentity::load(&resolve(&raw.tls.certificate), &resolve(&raw.tls.key)) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let key = match &e {
+                        pki::PkiError::KeyMismatch { .. }
+                        | pki::PkiError::NoPrivateKey { .. }
+                        | pki::PkiError::UnsupportedKey { .. } => "tls.key",
+                        pki::PkiError::Read { path, .. } | pki::PkiError::Pem { path, .. }
+                            if *path == resolve(&raw.tls.key) =>
+                        {
+                            "tls.key"
+                        }
+                        _ => "tls.certificate",
+                    };
+                    p.add(key, e.to_string());
+                    None
+                }
+            };
+        if raw.tls.anchors.is_empty() {
+            p.add(
+                "tls.anchors",
+                "at least one trust anchor file is needed: the espace's IGC Santé root certificates (PEM)",
+            );
+        }
+        let anchors: Vec<PathBuf> = raw.tls.anchors.iter().map(|a| resolve(a)).collect();
+        let intermediates: Vec<PathBuf> =
+            raw.tls.intermediates.iter().map(|a| resolve(a)).collect();
+        let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|a| resolve(a)).collect();
+        let trust = match TrustStore::load(&anchors, &intermediates, &crls) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.add("tls.anchors", e.to_string());
+                None
+            }
+        };
+        let min = parse_tls_version(&raw.tls.min_version);
+        let max = parse_tls_version(&raw.tls.max_version);
+        if min.is_none() {
+            p.add(
+                "tls.min_version",
+                format!(
+                    "\"{}\" is not a TLS version: expected \"1.2\" or \"1.3\"",
+                    raw.tls.min_version
+                ),
+            );
+        }
+        if max.is_none() {
+            p.add(
+                "tls.max_version",
+                format!(
+                    "\"{}\" is not a TLS version: expected \"1.2\" or \"1.3\"",
+                    raw.tls.max_version
+                ),
+            );
+        }
+        let versions = match (min, max) {
+            (Some(min), Some(max)) if min > max => {
+                p.add("tls.min_version", "is above tls.max_version");
+                None
+            }
+            (Some(min), Some(max)) => Some(TlsVersions { min, max }),
+            _ => None,
+        };
+
+        // Identity and domains.
+        let hostname = match (&raw.hostname, &identity) {
+            (Some(h), Some(id)) => {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                let names = certificate_names(id);
+                if !names.iter().any(|n| n.eq_ignore_ascii_case(&h)) {
+                    p.add(
+                        "hostname",
+                        format!(
+                            "\"{h}\" is neither the CN nor a DNS name of the certificate ({}): peers check that our host name equals the certificate's CN; leave hostname out to use the CN",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                h
+            }
+            (Some(h), None) => h.clone(),
+            (None, Some(id)) => match &id.info().cn {
+                Some(cn) => cn.to_ascii_lowercase(),
+                None => {
+                    p.add(
+                        "hostname",
+                        "the certificate has no CN: set hostname explicitly",
+                    );
+                    String::new()
+                }
+            },
+            (None, None) => String::new(),
+        };
+        if raw.local_domains.is_empty() {
+            p.add(
+                "local_domains",
+                "at least one mail domain is needed (the domains we receive for)",
+            );
+        }
+        let mut local_domains = Vec::new();
+        for d in &raw.local_domains {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !is_domain(&d) {
+                p.add("local_domains", format!("\"{d}\" is not a domain name"));
+            }
+            local_domains.push(d);
+        }
+
+        // Inbound.
+        let i = &raw.inbound;
+        let listen = match i.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.add(
+                    "inbound.listen",
+                    format!(
+                        "\"{}\" is not an address and port such as \"0.0.0.0:25\" or \"[::]:25\"",
+                        i.listen
+                    ),
+                );
+                None
+            }
+        };
+        let handshake_timeout = duration(&mut p, "inbound.handshake_timeout", &i.handshake_timeout);
+        let command_timeout = duration(&mut p, "inbound.command_timeout", &i.command_timeout);
+        let data_timeout = duration(&mut p, "inbound.data_timeout", &i.data_timeout);
+        for (key, v) in [
+            ("inbound.max_connections", i.max_connections),
+            ("inbound.max_connections_per_ip", i.max_connections_per_ip),
+            ("inbound.max_message_size", i.max_message_size),
+            ("inbound.max_recipients", i.max_recipients),
+            ("inbound.max_errors", i.max_errors as usize),
+        ] {
+            if v == 0 {
+                p.add(key, "must be greater than 0");
+            }
+        }
+
+        if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            p.add("log.level", format!("\"{}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,info\"", raw.log.level));
+        }
+
+        if !p.list.is_empty() {
+            return Err(ConfigErrors(p.list));
+        }
+        // Every `None` above added a problem, so these are all present here.
+        let (
+            Some(identity),
+            Some(trust),
+            Some(versions),
+            Some(listen),
+            Some(handshake_timeout),
+            Some(command_timeout),
+            Some(data_timeout),
+        ) = (
+            identity,
+            trust,
+            versions,
+            listen,
+            handshake_timeout,
+            command_timeout,
+            data_timeout,
+        )
+        else {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                key: "(config)".into(),
+                message: "incomplete configuration".into(),
+            }]));
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            espace: raw.espace,
+            hostname,
+            local_domains,
+            tls: TlsSettings {
+                identity: Arc::new(identity),
+                trust: Arc::new(trust),
+                versions,
+            },
+            inbound: InboundSettings {
+                listen,
+                max_connections: i.max_connections,
+                max_connections_per_ip: i.max_connections_per_ip,
+                handshake_timeout,
+                command_timeout,
+                data_timeout,
+                max_message_size: i.max_message_size,
+                max_recipients: i.max_recipients,
+                max_errors: i.max_errors,
+            },
+            spool_dir: resolve(&raw.spool.dir),
+            log_format: raw.log.format,
+            log_level: raw.log.level.clone(),
+        })
+    }
+
+    /// Whether `domain` (any case, trailing dot allowed) is one of ours.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.');
+        self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+    }
+}
+
+/// The host names a certificate speaks for: its CN and its dNSName SANs.
+fn certificate_names(id: &OurIdentity) -> Vec<String> {
+    let info = id.info();
+    info.cn
+        .iter()
+        .chain(info.dns_names.iter())
+        .cloned()
+        .collect()
+}
+
+fn parse_tls_version(s: &str) -> Option<TlsVersion> {
+    match s.trim() {
+        "1.2" | "TLSv1.2" => Some(TlsVersion::Tls12),
+        "1.3" | "TLSv1.3" => Some(TlsVersion::Tls13),
+        _ => None,
+    }
+}
+
+fn duration(p: &mut Problems<'_>, key: &str, value: &str) -> Option<Duration> {
+    match parse_duration(value) {
+        Some(d) if !d.is_zero() => Some(d),
+        _ => {
+            p.add(
+                key,
+                format!("\"{value}\" is not a duration: expected a number with a unit, such as \"30s\", \"5m\" or \"1h\""),
+            );
+            None
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn is_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn domains() {
+        assert!(is_domain("ch-xyz.mssante.fr"));
+        assert!(!is_domain("a@b.fr"));
+        assert!(!is_domain("-a.fr"));
+        assert!(!is_domain("a..fr"));
+    }
+}

@@ -1,0 +1,471 @@
+//! One inbound connection: the read loop, STARTTLS, policy questions and the spool.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls_pki_types::UnixTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use super::InboundContext;
+use crate::policy::{self, PeerCertificate};
+use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
+use crate::spool::{Envelope, Incoming, Recipient};
+use crate::trust::verify::{verify_chain, Usage};
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How a pass of the read loop ended.
+enum Outcome {
+    /// The client asked for STARTTLS and the 220 was written.
+    StartTls,
+    /// The session is over.
+    Closed,
+}
+
+static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Serves one connection to its end.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<InboundContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        SESSION_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let span = tracing::info_span!("session", session = %id, peer = %peer);
+    ctx.metrics.connections_open.inc();
+    let metrics = Arc::clone(&ctx.metrics);
+    async move {
+        tracing::debug!("connected");
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection::new(peer, ctx, shutdown);
+        conn.run(stream).await;
+        conn.abandon_message().await;
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+    metrics.connections_open.dec();
+}
+
+/// The state of one connection around its SMTP session.
+struct Connection {
+    ctx: Arc<InboundContext>,
+    peer: SocketAddr,
+    session: Session,
+    shutdown: watch::Receiver<bool>,
+    /// The server is stopping: close as soon as no transaction is in progress.
+    draining: bool,
+    /// EHLO/HELO name.
+    helo: String,
+    /// TLS version and cipher, once TLS is up.
+    tls: Option<String>,
+    /// The client certificate as verified after the handshake.
+    peer_cert: PeerCertificate,
+    /// The accepted MAIL FROM of the transaction in progress.
+    mail: Option<MailFrom>,
+    /// Its accepted recipients.
+    rcpts: Vec<RcptTo>,
+    /// The message being written to the spool.
+    incoming: Option<Incoming>,
+    /// A spool write failed during the body: the message is answered 451 at its end.
+    spool_failed: bool,
+}
+
+impl Connection {
+    fn new(peer: SocketAddr, ctx: Arc<InboundContext>, shutdown: watch::Receiver<bool>) -> Self {
+        let s = &ctx.settings;
+        let session = Session::new(SessionConfig {
+            hostname: ctx.hostname.clone(),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_errors: s.max_errors,
+            tls_available: true,
+            require_tls: true,
+        });
+        Connection {
+            ctx,
+            peer,
+            session,
+            shutdown,
+            draining: false,
+            helo: String::new(),
+            tls: None,
+            peer_cert: None,
+            mail: None,
+            rcpts: Vec::new(),
+            incoming: None,
+            spool_failed: false,
+        }
+    }
+
+    async fn run(&mut self, mut stream: TcpStream) {
+        match self.drive(&mut stream).await {
+            Ok(Outcome::Closed) => return,
+            Ok(Outcome::StartTls) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "connection lost");
+                return;
+            }
+        }
+        let config = self.ctx.tls.load_full();
+        let handshake = TlsAcceptor::from(config).accept(stream);
+        let mut tls =
+            match tokio::time::timeout(self.ctx.settings.handshake_timeout, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let reason = handshake_failure_reason(&e);
+                    self.ctx
+                        .metrics
+                        .tls_handshake_failures_total
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::warn!(reason, error = %e, "TLS handshake failed; connection closed");
+                    return;
+                }
+                Err(_) => {
+                    self.ctx
+                        .metrics
+                        .tls_handshake_failures_total
+                        .with_label_values(&["timeout"])
+                        .inc();
+                    tracing::warn!(
+                        reason = "timeout",
+                        "TLS handshake timed out; connection closed"
+                    );
+                    return;
+                }
+            };
+        let (_, conn) = tls.get_ref();
+        let version = conn
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown");
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or("unknown");
+        self.ctx
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&[version, cipher])
+            .inc();
+        self.tls = Some(format!("{version} {cipher}"));
+        let chain = conn.peer_certificates().unwrap_or(&[]);
+        let checked = verify_chain(
+            chain,
+            &self.ctx.trust.load(),
+            UnixTime::now(),
+            Usage::Client,
+        );
+        match &checked {
+            Ok(id) => {
+                tracing::info!(tls_version = version, cipher, peer_dn = %id.subject_dn, "TLS established; client certificate verified")
+            }
+            Err(e) => {
+                tracing::warn!(tls_version = version, cipher, reason = e.client_reason(), error = %e, "TLS established; client certificate not acceptable")
+            }
+        }
+        self.peer_cert = Some(checked);
+        self.session.tls_established();
+        match self.drive(&mut tls).await {
+            Ok(_) => {
+                // Best effort close_notify; the peer may already be gone.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), tls.shutdown()).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "connection lost"),
+        }
+    }
+
+    /// The read loop: handle events, write the replies of the batch in one write, read.
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> io::Result<Outcome> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            while let Some(ev) = self.session.poll() {
+                let ev = match ev.detach() {
+                    Err(chunk) => {
+                        store_chunk(&mut self.incoming, &mut self.spool_failed, chunk).await;
+                        continue;
+                    }
+                    Ok(ev) => ev,
+                };
+                if self.on_event(ev).await {
+                    stream.write_all(&self.session.take_output()).await?;
+                    stream.flush().await?;
+                    return Ok(Outcome::StartTls);
+                }
+            }
+            if self.draining && !self.session.in_transaction() && !self.session.is_closed() {
+                self.session.shutting_down();
+            }
+            if self.session.has_output() {
+                stream.write_all(&self.session.take_output()).await?;
+                stream.flush().await?;
+            }
+            if self.session.is_closed() {
+                return Ok(Outcome::Closed);
+            }
+            let timeout = if self.session.in_body() {
+                self.ctx.settings.data_timeout
+            } else {
+                self.ctx.settings.command_timeout
+            };
+            let read = tokio::select! {
+                r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
+                _ = self.shutdown.wait_for(|s| *s), if !self.draining => {
+                    self.draining = true;
+                    continue;
+                }
+            };
+            match read {
+                Ok(Ok(0)) => {
+                    tracing::debug!("peer closed the connection");
+                    return Ok(Outcome::Closed);
+                }
+                Ok(Ok(n)) => self.session.feed(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    tracing::info!(
+                        reason = "timeout",
+                        in_body = self.session.in_body(),
+                        "idle past the timeout; closing"
+                    );
+                    self.ctx.metrics.reject("connection", "timeout");
+                    self.session.timed_out();
+                }
+            }
+        }
+    }
+
+    /// Handles one event; returns true when the caller must switch to TLS.
+    async fn on_event(&mut self, ev: Event<'static>) -> bool {
+        match ev {
+            Event::Helo { host, extended } => {
+                tracing::debug!(helo = %host, extended, "greeting");
+                self.helo = host;
+                self.reset_transaction().await;
+                self.session.accept();
+            }
+            Event::StartTls => return true,
+            Event::MailFrom(m) => self.on_mail(m),
+            Event::Rcpt(r) => self.on_rcpt(r),
+            Event::MessageStart => self.on_message_start().await,
+            Event::MessageChunk(_) => {}
+            Event::MessageEnd => self.on_message_end().await,
+            Event::MessageAborted { reason } => {
+                self.ctx.metrics.reject("data", reason);
+                tracing::info!(stage = "data", reason, mail_from = ?self.mail.as_ref().map(|m| &m.address), "message refused");
+                self.abandon_message().await;
+                self.mail = None;
+                self.rcpts.clear();
+            }
+            Event::Refused { stage, reason } => {
+                self.ctx.metrics.reject(stage, reason);
+                tracing::info!(stage, reason, "command refused");
+                if stage == "data" || stage == "ehlo" {
+                    self.abandon_message().await;
+                }
+            }
+        }
+        false
+    }
+
+    fn on_mail(&mut self, m: MailFrom) {
+        let verdict = policy::check_peer_certificate(&self.peer_cert).map(|_| ());
+        match verdict {
+            Ok(()) => {
+                tracing::info!(stage = "mail", verdict = "accept", helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, "sender accepted");
+                self.mail = Some(m);
+                self.rcpts.clear();
+                self.session.accept();
+            }
+            Err(r) => {
+                self.ctx.metrics.reject("mail", r.reason);
+                tracing::info!(stage = "mail", verdict = "reject", reason = r.reason, helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, reply = %r.reply, "sender refused");
+                self.session.reject(r.reply);
+            }
+        }
+    }
+
+    fn on_rcpt(&mut self, r: RcptTo) {
+        match policy::check_recipient(&r.address, &self.ctx.local_domains) {
+            Ok(()) => {
+                tracing::info!(stage = "rcpt", verdict = "accept", rcpt = %r.address, "recipient accepted");
+                self.rcpts.push(r);
+                self.session.accept();
+            }
+            Err(refusal) => {
+                self.ctx.metrics.reject("rcpt", refusal.reason);
+                tracing::info!(stage = "rcpt", verdict = "reject", reason = refusal.reason, rcpt = %r.address, reply = %refusal.reply, "recipient refused");
+                self.session.reject(refusal.reply);
+            }
+        }
+    }
+
+    async fn on_message_start(&mut self) {
+        self.abandon_message().await;
+        let Some(mail) = &self.mail else {
+            // The session only starts a body after an accepted MAIL and RCPT.
+            self.session.reject(local_error());
+            return;
+        };
+        let envelope = Envelope {
+            received_at: now_rfc3339(),
+            peer_addr: self.peer.to_string(),
+            helo: self.helo.clone(),
+            peer_dn: self.peer_dn(),
+            tls: self.tls.clone(),
+            mail_from: mail.address.clone(),
+            envid: mail.envid.clone(),
+            ret_full: mail.ret_full,
+            body_8bitmime: mail.body_8bitmime,
+            smtputf8: mail.smtputf8,
+            recipients: self
+                .rcpts
+                .iter()
+                .map(|r| Recipient {
+                    address: r.address.clone(),
+                    notify: r.notify,
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+        };
+        match self.ctx.spool.create(&envelope).await {
+            Ok(incoming) => {
+                self.incoming = Some(incoming);
+                self.spool_failed = false;
+                self.session.accept();
+            }
+            Err(e) => {
+                self.ctx.metrics.reject("data", "spool_error");
+                tracing::error!(error = %e, "cannot create a spool file; message deferred");
+                self.session.reject(local_error());
+            }
+        }
+    }
+
+    async fn on_message_end(&mut self) {
+        let started = Instant::now();
+        let Some(incoming) = self.incoming.take() else {
+            self.session.reject(local_error());
+            return;
+        };
+        if self.spool_failed {
+            incoming.discard().await;
+            self.ctx.metrics.reject("data", "spool_error");
+            self.session.reject(local_error());
+            return;
+        }
+        let size = incoming.body_len();
+        match incoming.commit().await {
+            Ok(queue_id) => {
+                let m = &self.ctx.metrics;
+                m.messages_received_total
+                    .with_label_values(&["inbound"])
+                    .inc();
+                m.message_size_bytes.observe(size as f64);
+                m.accept_latency_seconds
+                    .with_label_values(&["inbound"])
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    stage = "data",
+                    verdict = "accept",
+                    queue_id = %queue_id,
+                    size,
+                    mail_from = ?self.mail.as_ref().map(|m| &m.address),
+                    rcpts = ?self.rcpts.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+                    peer_dn = ?self.peer_dn(),
+                    "message accepted and spooled"
+                );
+                self.session.message_stored(&queue_id);
+            }
+            Err(e) => {
+                self.ctx.metrics.reject("data", "spool_error");
+                tracing::error!(error = %e, "cannot commit a spool file; message deferred");
+                self.session.reject(local_error());
+            }
+        }
+        self.mail = None;
+        self.rcpts.clear();
+    }
+
+    async fn reset_transaction(&mut self) {
+        self.abandon_message().await;
+        self.mail = None;
+        self.rcpts.clear();
+    }
+
+    /// Drops a message that was being stored and will not be acknowledged.
+    async fn abandon_message(&mut self) {
+        if let Some(incoming) = self.incoming.take() {
+            incoming.discard().await;
+        }
+    }
+
+    fn peer_dn(&self) -> Option<String> {
+        match &self.peer_cert {
+            Some(Ok(id)) => Some(id.subject_dn.clone()),
+            _ => None,
+        }
+    }
+}
+
+async fn store_chunk(incoming: &mut Option<Incoming>, failed: &mut bool, chunk: &[u8]) {
+    if *failed {
+        return;
+    }
+    if let Some(m) = incoming {
+        if let Err(e) = m.write(chunk).await {
+            tracing::error!(error = %e, "spool write failed; the message will be answered 451");
+            *failed = true;
+        }
+    }
+}
+
+/// Our own trouble (spool full or failing): the peer keeps the message and tries later.
+fn local_error() -> Reply {
+    Reply::new(
+        451,
+        Enhanced(4, 3, 0),
+        "Local error in processing, try again later",
+    )
+}
+
+fn handshake_failure_reason(e: &io::Error) -> &'static str {
+    let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => "eof",
+            _ => "io",
+        };
+    };
+    match inner {
+        rustls::Error::InvalidMessage(_) => "not_tls",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        rustls::Error::AlertReceived(_) => "alert_received",
+        rustls::Error::NoCertificatesPresented => "client_cert_missing",
+        rustls::Error::InvalidCertificate(_) => "certificate",
+        _ => "protocol",
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

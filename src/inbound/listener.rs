@@ -1,0 +1,164 @@
+//! Accepting connections: limits, back-off on accept errors, graceful shutdown.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::connection;
+use super::InboundContext;
+
+/// Counts open connections per IP address; the count drops with the guard.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct PerIpGuard {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Takes a slot for `ip` unless it already has `max` connections.
+    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpGuard {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A bound inbound listener.
+pub struct Listener {
+    listener: TcpListener,
+    ctx: Arc<InboundContext>,
+    name: &'static str,
+}
+
+impl Listener {
+    /// Binds the address in the context's settings.
+    pub async fn bind(ctx: Arc<InboundContext>, name: &'static str) -> io::Result<Listener> {
+        let listener = TcpListener::bind(ctx.settings.listen).await?;
+        Ok(Listener {
+            listener,
+            ctx,
+            name,
+        })
+    }
+
+    /// The address actually bound (useful when the port was 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` turns true, then waits for the open sessions to
+    /// finish (each answers 421 at its next command, or once its transaction is over).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let settings = &self.ctx.settings;
+        let slots = Arc::new(Semaphore::new(settings.max_connections));
+        let per_ip = Arc::new(PerIp::default());
+        let mut tasks = JoinSet::new();
+        let mut stop = shutdown.clone();
+        let mut backoff = Duration::from_millis(10);
+        tracing::info!(listener = self.name, addr = %settings.listen, "listening");
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = stop.wait_for(|s| *s) => break,
+                // Reap finished sessions so the set does not grow.
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait and try again rather than
+                    // stopping the listener.
+                    tracing::error!(listener = self.name, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let metrics = &self.ctx.metrics;
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                metrics
+                    .connections_refused_total
+                    .with_label_values(&[self.name, "max_connections"])
+                    .inc();
+                tracing::warn!(listener = self.name, %peer, reason = "max_connections", "connection refused");
+                tokio::spawn(refuse(
+                    stream,
+                    b"421 4.7.0 Too many connections, try again later\r\n",
+                ));
+                continue;
+            };
+            let Some(ip_slot) = per_ip.try_take(peer.ip(), settings.max_connections_per_ip) else {
+                metrics
+                    .connections_refused_total
+                    .with_label_values(&[self.name, "max_connections_per_ip"])
+                    .inc();
+                tracing::warn!(listener = self.name, %peer, reason = "max_connections_per_ip", "connection refused");
+                tokio::spawn(refuse(
+                    stream,
+                    b"421 4.7.0 Too many connections from your address, try again later\r\n",
+                ));
+                continue;
+            };
+            metrics
+                .connections_total
+                .with_label_values(&[self.name])
+                .inc();
+            let ctx = Arc::clone(&self.ctx);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                connection::serve(stream, peer, ctx, shutdown).await;
+                drop(ip_slot);
+                drop(slot);
+            });
+        }
+        tracing::info!(
+            listener = self.name,
+            open = tasks.len(),
+            "stopped accepting; waiting for open sessions"
+        );
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(listener = self.name, "all sessions closed");
+    }
+}
+
+/// Answers a connection over a limit and closes it, without waiting long for a slow peer.
+async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(reply).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

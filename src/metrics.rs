@@ -1,0 +1,160 @@
+//! Prometheus metrics: one registry per gateway instance, typed handles created once.
+//!
+//! Names are prefixed `mssante_`, in seconds and bytes; counters end in `_total`; refusals
+//! carry the same `reason` labels as the logs.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Sub-millisecond to tens of seconds, for latencies.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// 1 KiB to 64 MiB, for message sizes.
+const SIZE_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+
+/// The gateway's metrics.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Connections accepted, by listener.
+    pub connections_total: IntCounterVec,
+    /// Connections refused before SMTP (limits), by listener and reason.
+    pub connections_refused_total: IntCounterVec,
+    /// Connections currently open.
+    pub connections_open: IntGauge,
+    /// Completed TLS handshakes, by version and cipher suite.
+    pub tls_handshakes_total: IntCounterVec,
+    /// Failed TLS handshakes, by reason.
+    pub tls_handshake_failures_total: IntCounterVec,
+    /// Refusals, by SMTP stage and reason.
+    pub rejections_total: IntCounterVec,
+    /// Messages accepted (250 after the spool's fsync), by direction.
+    pub messages_received_total: IntCounterVec,
+    /// Size of accepted messages.
+    pub message_size_bytes: Histogram,
+    /// From the end of the body to the 250 (spool write and fsync included).
+    pub accept_latency_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let connections_total = counter_vec(
+            "mssante_connections_total",
+            "Connections accepted, by listener.",
+            &["listener"],
+        );
+        let connections_refused_total = counter_vec(
+            "mssante_connections_refused_total",
+            "Connections refused before SMTP because of a limit, by listener and reason.",
+            &["listener", "reason"],
+        );
+        let tls_handshakes_total = counter_vec(
+            "mssante_tls_handshakes_total",
+            "Completed TLS handshakes, by protocol version and cipher suite.",
+            &["version", "cipher"],
+        );
+        let tls_handshake_failures_total = counter_vec(
+            "mssante_tls_handshake_failures_total",
+            "Failed TLS handshakes, by reason.",
+            &["reason"],
+        );
+        let rejections_total = counter_vec(
+            "mssante_rejections_total",
+            "Refused commands and messages, by SMTP stage and reason.",
+            &["stage", "reason"],
+        );
+        let messages_received_total = counter_vec(
+            "mssante_messages_received_total",
+            "Messages accepted and stored durably, by direction.",
+            &["direction"],
+        );
+        let connections_open =
+            IntGauge::new("mssante_connections_open", "Connections currently open.")
+                .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(connections_open.clone()))
+            .expect("metric names are unique");
+        let message_size_bytes = Histogram::with_opts(
+            HistogramOpts::new("mssante_message_size_bytes", "Size of accepted messages.")
+                .buckets(SIZE_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(message_size_bytes.clone()))
+            .expect("metric names are unique");
+        let accept_latency_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "mssante_accept_latency_seconds",
+                "From the end of a message body to the 250 reply (spool write and fsync).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["direction"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(accept_latency_seconds.clone()))
+            .expect("metric names are unique");
+        let build = IntGauge::with_opts(
+            Opts::new(
+                "mssante_build_info",
+                "Build information; the value is always 1.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )
+        .expect("metric definitions are static and valid");
+        build.set(1);
+        registry
+            .register(Box::new(build))
+            .expect("metric names are unique");
+        Metrics {
+            registry,
+            connections_total,
+            connections_refused_total,
+            connections_open,
+            tls_handshakes_total,
+            tls_handshake_failures_total,
+            rejections_total,
+            messages_received_total,
+            message_size_bytes,
+            accept_latency_seconds,
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn reject(&self, stage: &str, reason: &str) {
+        self.rejections_total
+            .with_label_values(&[stage, reason])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,356 @@
+//! The durable spool: a message is acknowledged only once its bytes and its envelope are on
+//! stable storage.
+//!
+//! One file per message. It is written under `tmp/`, then completed with a trailer, flushed
+//! with `fsync`, renamed into `queue/` and the directory is `fsync`ed: only then may the
+//! caller answer 250. A file in `queue/` without a valid trailer is torn (a crash between
+//! rename and directory sync on some file systems, or a disk fault) and is never delivered.
+//!
+//! File layout: a magic line, the envelope as one JSON line, the message bytes exactly as
+//! received (dot-stuffing removed), then a 24-byte trailer: `MSSEND01`, the envelope
+//! length and the body length as little-endian u64.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::fs::File;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+const MAGIC: &[u8] = b"MSSPOOL1\n";
+const TRAILER_MAGIC: &[u8; 8] = b"MSSEND01";
+const TRAILER_LEN: usize = 24;
+
+/// What we know of a message besides its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    /// When the message was accepted (RFC 3339).
+    pub received_at: String,
+    /// The peer's IP address and port.
+    pub peer_addr: String,
+    /// The name the peer gave in EHLO/HELO.
+    pub helo: String,
+    /// The peer certificate's subject DN, when TLS with a client certificate was used.
+    pub peer_dn: Option<String>,
+    /// TLS protocol version and cipher suite.
+    pub tls: Option<String>,
+    /// The reverse path (empty for `<>`).
+    pub mail_from: String,
+    /// ENVID (RFC 3461).
+    pub envid: Option<String>,
+    /// RET=FULL (true) or RET=HDRS (false).
+    pub ret_full: Option<bool>,
+    /// BODY=8BITMIME was declared.
+    pub body_8bitmime: bool,
+    /// SMTPUTF8 was declared.
+    pub smtputf8: bool,
+    /// The accepted recipients.
+    pub recipients: Vec<Recipient>,
+}
+
+/// One accepted recipient and its DSN parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address.
+    pub address: String,
+    /// NOTIFY flags (smtp-proto's `RCPT_NOTIFY_*` bits).
+    pub notify: u64,
+    /// ORCPT, as given.
+    pub orcpt: Option<String>,
+}
+
+/// Spool failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file system operation failed.
+    #[error("spool I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The envelope could not be serialised.
+    #[error("cannot serialise the envelope: {0}")]
+    Envelope(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The spool directory.
+#[derive(Debug)]
+pub struct Spool {
+    tmp: PathBuf,
+    queue: PathBuf,
+    counter: AtomicU32,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool under `dir`.
+    pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
+        let tmp = dir.join("tmp");
+        let queue = dir.join("queue");
+        for d in [&tmp, &queue] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        Ok(Spool {
+            tmp,
+            queue,
+            counter: AtomicU32::new(rand::random()),
+        })
+    }
+
+    /// The directory of complete messages.
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
+    }
+
+    /// A new queue id: time-ordered, unique within the process and across restarts.
+    fn next_id(&self) -> String {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{ms:011X}{n:08X}")
+    }
+
+    /// Starts storing a message with `envelope`; its body follows with
+    /// [`Incoming::write`].
+    pub async fn create(&self, envelope: &Envelope) -> Result<Incoming, SpoolError> {
+        let id = self.next_id();
+        let tmp_path = self.tmp.join(&id);
+        let file = File::create(&tmp_path).await.map_err(io_err(&tmp_path))?;
+        let mut file = BufWriter::with_capacity(64 * 1024, file);
+        let mut env = serde_json::to_vec(envelope)?;
+        env.push(b'\n');
+        file.write_all(MAGIC).await.map_err(io_err(&tmp_path))?;
+        file.write_all(&env).await.map_err(io_err(&tmp_path))?;
+        Ok(Incoming {
+            id,
+            file,
+            tmp_path,
+            queue_dir: self.queue.clone(),
+            envelope_len: env.len() as u64,
+            body_len: 0,
+        })
+    }
+}
+
+/// A message being written to the spool.
+pub struct Incoming {
+    id: String,
+    file: BufWriter<File>,
+    tmp_path: PathBuf,
+    queue_dir: PathBuf,
+    envelope_len: u64,
+    body_len: u64,
+}
+
+impl Incoming {
+    /// The queue id the message will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Body bytes written so far.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
+    /// Appends body bytes.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(io_err(&self.tmp_path))?;
+        self.body_len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the file, makes it durable and moves it into the queue. Only after this
+    /// returns may the message be acknowledged.
+    pub async fn commit(mut self) -> Result<String, SpoolError> {
+        let mut trailer = [0u8; TRAILER_LEN];
+        trailer[..8].copy_from_slice(TRAILER_MAGIC);
+        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
+        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
+        let path = self.tmp_path.clone();
+        self.file.write_all(&trailer).await.map_err(io_err(&path))?;
+        self.file.flush().await.map_err(io_err(&path))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .await
+            .map_err(io_err(&path))?;
+        let dest = self.queue_dir.join(&self.id);
+        tokio::fs::rename(&path, &dest)
+            .await
+            .map_err(io_err(&dest))?;
+        sync_dir(&self.queue_dir).await?;
+        Ok(self.id)
+    }
+
+    /// Abandons the message: its temporary file is removed.
+    pub async fn discard(self) {
+        drop(self.file);
+        if let Err(e) = tokio::fs::remove_file(&self.tmp_path).await {
+            tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove abandoned spool file");
+        }
+    }
+}
+
+/// Makes a rename in `dir` durable.
+async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other(e),
+        })?
+        .map_err(io_err(dir))
+}
+
+/// A complete message read back from the spool.
+#[derive(Debug)]
+pub struct StoredMessage {
+    /// The queue id (the file name).
+    pub id: String,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The message bytes.
+    pub body: Vec<u8>,
+}
+
+/// Why a spool file cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TornFile {
+    /// The file does not start with the spool's magic line.
+    #[error("not a spool file (bad magic)")]
+    BadMagic,
+    /// The trailer is missing or inconsistent: the file was not completely written.
+    #[error("torn file: trailer missing or inconsistent with the file length")]
+    BadTrailer,
+    /// The envelope line is not valid JSON.
+    #[error("bad envelope: {0}")]
+    BadEnvelope(String),
+}
+
+/// Parses a spool file's bytes, checking its structure.
+pub fn parse_file(id: &str, bytes: &[u8]) -> Result<StoredMessage, TornFile> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or(TornFile::BadMagic)?;
+    if rest.len() < TRAILER_LEN {
+        return Err(TornFile::BadTrailer);
+    }
+    let (content, trailer) = rest.split_at(rest.len() - TRAILER_LEN);
+    if &trailer[..8] != TRAILER_MAGIC {
+        return Err(TornFile::BadTrailer);
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&trailer[8..16]);
+    let env_len = u64::from_le_bytes(n) as usize;
+    n.copy_from_slice(&trailer[16..24]);
+    let body_len = u64::from_le_bytes(n) as usize;
+    if env_len.checked_add(body_len) != Some(content.len()) {
+        return Err(TornFile::BadTrailer);
+    }
+    let (env, body) = content.split_at(env_len);
+    let envelope: Envelope =
+        serde_json::from_slice(env).map_err(|e| TornFile::BadEnvelope(e.to_string()))?;
+    Ok(StoredMessage {
+        id: id.to_string(),
+        envelope,
+        body: body.to_vec(),
+    })
+}
+
+/// Reads the message `id` from the queue.
+pub fn read_message(
+    spool: &Spool,
+    id: &str,
+) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
+    let path = spool.queue.join(id);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    Ok(parse_file(id, &bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            received_at: "2026-01-01T00:00:00Z".into(),
+            peer_addr: "127.0.0.1:1234".into(),
+            helo: "smtp.peer-a.test.mssante.fr".into(),
+            peer_dn: Some("CN=smtp.peer-a.test.mssante.fr".into()),
+            tls: Some("TLSv1.3 TLS13_AES_256_GCM_SHA384".into()),
+            mail_from: "a@peer-a.test.mssante.fr".into(),
+            envid: None,
+            ret_full: None,
+            body_8bitmime: true,
+            smtputf8: false,
+            recipients: vec![Recipient {
+                address: "b@gateway.test.mssante.fr".into(),
+                notify: 0,
+                orcpt: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_message_reads_back_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut m = spool.create(&envelope()).await.unwrap();
+        let body: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        m.write(&body[..1000]).await.unwrap();
+        m.write(&body[1000..]).await.unwrap();
+        let id = m.commit().await.unwrap();
+        let stored = read_message(&spool, &id).unwrap().unwrap();
+        assert_eq!(stored.envelope, envelope());
+        assert_eq!(stored.body, body);
+        assert!(std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn every_truncation_is_detected_as_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut m = spool.create(&envelope()).await.unwrap();
+        m.write(b"Subject: x\r\n\r\nbody\r\n").await.unwrap();
+        let id = m.commit().await.unwrap();
+        let bytes = std::fs::read(spool.queue_dir().join(&id)).unwrap();
+        assert!(parse_file(&id, &bytes).is_ok());
+        for cut in 0..bytes.len() {
+            assert!(parse_file(&id, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn discarded_message_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut m = spool.create(&envelope()).await.unwrap();
+        m.write(b"partial").await.unwrap();
+        m.discard().await;
+        assert!(std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(dir.path().join("queue"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+}
