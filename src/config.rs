@@ -67,7 +67,15 @@ struct RawConfig {
     inbound: RawInbound,
     spool: RawSpool,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +171,8 @@ pub struct Config {
     pub inbound: InboundSettings,
     /// Where accepted messages are stored.
     pub spool_dir: PathBuf,
+    /// The address of the `/metrics`, `/healthz`, `/readyz` endpoint, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
@@ -430,6 +440,20 @@ impl Config {
             }
         }
 
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.add(
+                        "metrics.listen",
+                        format!("\"{a}\" is not an address and port such as \"127.0.0.1:9925\""),
+                    );
+                    None
+                }
+            },
+        };
+
         if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
             p.add("log.level", format!("\"{}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,info\"", raw.log.level));
         }
@@ -484,6 +508,7 @@ impl Config {
                 max_errors: i.max_errors,
             },
             spool_dir: resolve(&raw.spool.dir),
+            metrics_listen,
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),
         })

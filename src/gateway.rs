@@ -2,16 +2,18 @@
 //! integration tests use this same path.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::inbound::listener::Listener;
 use crate::inbound::InboundContext;
-use crate::metrics::Metrics;
+use crate::metrics::{http, Metrics};
 use crate::spool::{Spool, SpoolError};
 use crate::trust::tls::{server_config, TlsConfigError};
 
@@ -38,6 +40,8 @@ pub enum StartError {
 pub struct Gateway {
     /// Where the inbound listener is bound (the real port when the configuration said 0).
     pub inbound_addr: SocketAddr,
+    /// Where `/metrics` is served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
@@ -74,9 +78,30 @@ impl Gateway {
             source,
         })?;
         let (shutdown, rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tokio::spawn(http::serve(
+                    l,
+                    Arc::clone(&metrics),
+                    Arc::clone(&ready),
+                    rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         let inbound = tokio::spawn(listener.run(rx));
+        ready.store(true, Ordering::Release);
         Ok(Gateway {
             inbound_addr,
+            metrics_addr,
             metrics,
             shutdown,
             inbound,

@@ -158,3 +158,103 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// The HTTP endpoint for Prometheus and orchestrators: `/metrics`, `/healthz` (the process
+/// answers) and `/readyz` (200 once `ready` is set: a valid liste blanche is loaded and the
+/// listeners are up; 503 before).
+pub mod http {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Method, Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+
+    use super::Metrics;
+
+    /// Serves until `shutdown` turns true.
+    pub async fn serve(
+        listener: TcpListener,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let metrics = Arc::clone(&metrics);
+            let ready = Arc::clone(&ready);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let r = respond(&req, &metrics, &ready);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                // Scrapers are trusted and short-lived; a stuck one is cut after a minute.
+                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            });
+        }
+    }
+
+    fn respond(
+        req: &Request<Incoming>,
+        metrics: &Metrics,
+        ready: &AtomicBool,
+    ) -> Response<Full<Bytes>> {
+        let text = |status: StatusCode, content_type: &'static str, body: String| {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            r
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
+        }
+        match req.uri().path() {
+            "/metrics" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics.render(),
+            ),
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" if ready.load(Ordering::Acquire) => {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            }
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready: no valid liste blanche loaded yet, or listeners not up\n".into(),
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /metrics, /healthz or /readyz\n".into(),
+            ),
+        }
+    }
+}
