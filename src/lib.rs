@@ -2,3 +2,5 @@
 //!
 //! The binary (`src/main.rs`), the integration tests and the benchmarks all use this library.
 #![forbid(unsafe_code)]
+
+pub mod trust;

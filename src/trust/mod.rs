@@ -1,0 +1,3 @@
+//! IGC Santé trust: certificate subjects, anchors and TLS verification.
+
+pub mod dn;
