@@ -349,8 +349,9 @@ fn unescape(bytes: &[u8], pos: usize, out: &mut Vec<u8>) -> Option<usize> {
     }
 }
 
-/// Trim, collapse whitespace runs, drop whitespace before `(`, Unicode lower-case.
-fn normalize_value(value: &str) -> String {
+/// Normalises one attribute value: trim, collapse whitespace runs, drop whitespace before
+/// `(`, Unicode lower-case (see the module documentation).
+pub fn normalize_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let mut pending_space = false;
     for ch in value.trim().chars() {
