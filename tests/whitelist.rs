@@ -389,3 +389,27 @@ fn a_small_hand_written_list_round_trips_through_signing() {
         Err(SignatureError::DigestMismatch { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// The cache file.
+
+#[test]
+fn the_cached_list_is_verified_again_at_start_up() {
+    use mssante_gateway::whitelist::store;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("listeblanchemssante.xml");
+    assert!(store::load_verified(&path, &without_chain())
+        .expect("no cache yet")
+        .is_none());
+    store::save(&path, REAL.as_bytes()).expect("saves");
+    let wl = store::load_verified(&path, &without_chain())
+        .expect("loads")
+        .expect("cached");
+    assert_eq!(wl.entry_count(), 6_494);
+
+    std::fs::write(&path, TRUNCATED).expect("corrupt the cache");
+    assert!(matches!(
+        store::load_verified(&path, &without_chain()),
+        Err(store::StoreError::Invalid { .. })
+    ));
+}

@@ -10,6 +10,7 @@ pub mod index;
 pub mod model;
 pub mod parse;
 pub mod signature;
+pub mod store;
 
 pub use index::{LiveWhitelist, Whitelist};
 pub use model::{Entry, ParseWarning, ParsedList, WarningKind};
