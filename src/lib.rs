@@ -12,3 +12,4 @@ pub mod smtp;
 pub mod spool;
 pub mod tools;
 pub mod trust;
+pub mod whitelist;

@@ -1,7 +1,9 @@
 //! IGC Santé trust: loading our identity and the espace's anchors (`pki`), deciding
-//! whether a peer's certificate chain is acceptable (`verify`), and the rustls
-//! configurations for both directions (`tls`).
+//! whether a peer's certificate chain is acceptable (`verify`), comparing subject DNs the
+//! way the liste blanche writes them (`dn`), and the rustls configurations for both
+//! directions (`tls`).
 
+pub mod dn;
 pub mod pki;
 pub mod tls;
 pub mod verify;

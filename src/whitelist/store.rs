@@ -1,0 +1,150 @@
+//! The on-disk cache of the last verified list: the raw signed XML, exactly as downloaded.
+//!
+//! At start-up the gateway loads this file (and verifies it again, like any list) before
+//! the first download, so it can accept mail while ANS's server is unreachable. The file is
+//! replaced atomically: a crash leaves either the old or the new list, never a torn one.
+//! Keeping the signed bytes (rather than a parsed form) means the cache is re-verified
+//! with the same code and cannot be trusted more than the network.
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{load_and_verify, VerifyOptions, Whitelist, WhitelistError};
+
+/// Why the cache could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was attempted (`write`, `rename`...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The cached list no longer verifies (e.g. anchors changed, or the file was edited).
+    #[error("cached list {path} refused: {source}")]
+    Invalid {
+        /// The cache file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: WhitelistError,
+    },
+}
+
+fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `xml` to `path` atomically: temporary file in the same directory, write, fsync,
+/// rename over `path`, fsync the directory. Call it only with bytes that passed
+/// [`load_and_verify`].
+pub fn save(path: &Path, xml: &[u8]) -> Result<(), StoreError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "whitelist.xml".to_string());
+    let temp = dir.join(format!(
+        ".{file_name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = write_then_rename(&temp, path, xml);
+    if result.is_err() {
+        // Best effort: the temporary file is garbage whatever happened.
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(&dir)
+}
+
+fn write_then_rename(temp: &Path, path: &Path, xml: &[u8]) -> Result<(), StoreError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .map_err(io_error("create", temp))?;
+    file.write_all(xml).map_err(io_error("write", temp))?;
+    file.sync_all().map_err(io_error("fsync", temp))?;
+    drop(file);
+    fs::rename(temp, path).map_err(io_error("rename", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    // Makes the rename durable; directories can be opened read-only and fsynced on Unix.
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Reads the cached bytes; `Ok(None)` when there is no cache yet.
+pub fn load(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("read", path)(e)),
+    }
+}
+
+/// Reads and verifies the cached list; `Ok(None)` when there is no cache yet.
+pub fn load_verified(
+    path: &Path,
+    opts: &VerifyOptions<'_>,
+) -> Result<Option<Whitelist>, StoreError> {
+    let Some(bytes) = load(path)? else {
+        return Ok(None);
+    };
+    load_and_verify(&bytes, opts)
+        .map(Some)
+        .map_err(|source| StoreError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("liste.xml");
+        assert!(load(&path).expect("load").is_none());
+        save(&path, b"first").expect("save");
+        save(&path, b"second").expect("save");
+        assert_eq!(load(&path).expect("load").as_deref(), Some(&b"second"[..]));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("liste.xml")]);
+    }
+
+    #[test]
+    fn save_into_a_missing_directory_fails_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing").join("liste.xml");
+        match save(&path, b"x") {
+            Err(StoreError::Io { action, .. }) => assert_eq!(action, "create"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
