@@ -172,6 +172,9 @@ struct TestPki {
     other_root: CertificateDer<'static>,
     signer_cert: CertificateDer<'static>,
     signer_key: Vec<u8>,
+    /// A web server certificate for `localhost`, to serve lists over HTTPS.
+    server_cert: CertificateDer<'static>,
+    server_key: Vec<u8>,
 }
 
 fn ca_params(cn: &str) -> rcgen::CertificateParams {
@@ -226,6 +229,15 @@ fn pki() -> &'static TestPki {
         ];
         let signer_cert = params.signed_by(&signer_key, &int_issuer).expect("signer");
 
+        let server_key = rsa_key();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = params.signed_by(&server_key, &int_issuer).expect("server");
+
         let other_key = rsa_key();
         let other_root = ca_params("SOME OTHER ROOT")
             .self_signed(&other_key)
@@ -236,6 +248,8 @@ fn pki() -> &'static TestPki {
             other_root: other_root.der().clone(),
             signer_cert: signer_cert.der().clone(),
             signer_key: signer_key.serialize_der(),
+            server_cert: server_cert.der().clone(),
+            server_key: server_key.serialize_der(),
         }
     })
 }
@@ -412,4 +426,172 @@ fn the_cached_list_is_verified_again_at_start_up() {
         store::load_verified(&path, &without_chain()),
         Err(store::StoreError::Invalid { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Downloading over HTTPS from a local server with a test IGC-like certificate.
+
+mod fetch {
+    use super::*;
+    use mssante_gateway::whitelist::fetch::{
+        tls_config, FetchConfig, FetchError, FetchOutcome, Fetcher,
+    };
+    use mssante_gateway::whitelist::Whitelist;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `body` with an ETag; answers 304 to a request carrying If-None-Match.
+    /// Returns the port and the number of full (200) answers given.
+    async fn serve(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+        let pki = pki();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(pki.server_key.clone().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.server_cert.clone(), pki.intermediate.clone()], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let full = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&full);
+        let body = Arc::new(body);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let body = Arc::clone(&body);
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let response = if head.contains("if-none-match: \"v1\"") {
+                        b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    } else {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\netag: \"v1\"\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&body);
+                        r
+                    };
+                    let _ = tls.write_all(&response).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, full)
+    }
+
+    fn opts<'a>(
+        anchors: &'a [TrustAnchor<'a>],
+        intermediates: &'a [CertificateDer<'a>],
+    ) -> VerifyOptions<'a> {
+        let mut opts = VerifyOptions::new(anchors, intermediates, march_2025());
+        opts.signer = test_signer();
+        opts
+    }
+
+    fn fetcher(port: u16, root: &CertificateDer<'_>, cache: Option<std::path::PathBuf>) -> Fetcher {
+        let mut config =
+            FetchConfig::new(format!("https://localhost:{port}/listeblanchemssante.xml"));
+        config.cache_path = cache;
+        Fetcher::new(config, tls_config(&[anchor(root)]).expect("tls")).expect("fetcher")
+    }
+
+    #[tokio::test]
+    async fn downloads_verifies_caches_and_swaps_then_asks_conditionally() {
+        let (port, full) = serve(signed_sample().as_bytes().to_vec()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("liste.xml");
+        let mut fetcher = fetcher(port, &pki().root, Some(cache.clone()));
+        let live = Whitelist::empty().into_live();
+        let anchors = [anchor(&pki().root)];
+        let intermediates = [pki().intermediate.clone()];
+        let opts = opts(&anchors, &intermediates);
+
+        let outcome = fetcher.refresh(&live, &opts).await.expect("refresh");
+        assert!(matches!(outcome, FetchOutcome::Updated(_)));
+        assert_eq!(live.load().entry_count(), 6_494);
+        assert_eq!(
+            std::fs::read(&cache).expect("cached"),
+            signed_sample().as_bytes()
+        );
+
+        let outcome = fetcher.refresh(&live, &opts).await.expect("refresh");
+        assert!(matches!(outcome, FetchOutcome::Unchanged));
+        assert_eq!(full.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_download_leaves_the_current_list_in_place() {
+        let (port, _) = serve(TRUNCATED.as_bytes().to_vec()).await;
+        let mut fetcher = fetcher(port, &pki().root, None);
+        let live = Whitelist::empty().into_live();
+        let anchors = [anchor(&pki().root)];
+        let intermediates = [pki().intermediate.clone()];
+        let result = fetcher
+            .refresh(&live, &opts(&anchors, &intermediates))
+            .await;
+        assert!(matches!(result, Err(FetchError::Invalid(_))), "{result:?}");
+        assert_eq!(live.load().entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_older_list_does_not_replace_a_newer_one() {
+        let older = unsigned_real().replace(
+            "<DateDeGeneration>2025-02-28T15:42:07Z",
+            "<DateDeGeneration>2024-01-01T00:00:00Z",
+        );
+        let key = SigningKey::from_pkcs8_der(&pki().signer_key).expect("key");
+        let older = sign_enveloped(&older, &key, &pki().signer_cert).expect("signs");
+        let (port, _) = serve(older.into_bytes()).await;
+        let mut fetcher = fetcher(port, &pki().root, None);
+        let anchors = [anchor(&pki().root)];
+        let intermediates = [pki().intermediate.clone()];
+        let opts = opts(&anchors, &intermediates);
+        let current = load_and_verify(signed_sample().as_bytes(), &opts).expect("current");
+        let live = current.into_live();
+        let result = fetcher.refresh(&live, &opts).await;
+        assert!(
+            matches!(result, Err(FetchError::Older { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_outside_the_espace_anchors_is_refused() {
+        let (port, full) = serve(signed_sample().as_bytes().to_vec()).await;
+        let mut fetcher = fetcher(port, &pki().other_root, None);
+        let live = Whitelist::empty().into_live();
+        let anchors = [anchor(&pki().root)];
+        let intermediates = [pki().intermediate.clone()];
+        let result = fetcher
+            .refresh(&live, &opts(&anchors, &intermediates))
+            .await;
+        assert!(
+            matches!(result, Err(FetchError::Transport { .. })),
+            "{result:?}"
+        );
+        assert_eq!(full.load(Ordering::SeqCst), 0);
+    }
 }

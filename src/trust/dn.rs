@@ -15,7 +15,8 @@
 //!   `O="C.H. DE  CADILLAC"` = `O=C.H. DE CADILLAC`, `O=A\, B` = `O="A, B"`. No accent
 //!   folding and no Unicode normalisation form is applied (`Rhône` ≠ `Rhone`).
 //! - **attribute types** are case-insensitive and aliases are merged (`ST`/`S`, and the
-//!   OIDs `2.5.4.3` CN, `2.5.4.11` OU, `2.5.4.10` O, `2.5.4.8` ST, `2.5.4.6` C, `2.5.4.7` L).
+//!   OIDs `2.5.4.3` CN, `2.5.4.11` OU, `2.5.4.10` O, `2.5.4.8` ST, `2.5.4.6` C, `2.5.4.7` L;
+//!   `E`/`emailAddress`/`1.2.840.113549.1.9.1` and a few other common types likewise).
 //! - **order** between different attribute types is irrelevant (`CN=a,O=b` = `O=b,CN=a`),
 //!   because DN writers disagree on RDN order (RFC 4514 strings list the last DER RDN
 //!   first). Several `OU` values are compared as a multiset for the same reason: the
@@ -178,7 +179,8 @@ impl SubjectDn {
                 return;
             }
             _ => {
-                self.others.push((upper, value));
+                self.others
+                    .push((other_type_name(&upper).to_string(), value));
                 return;
             }
         };
@@ -281,6 +283,23 @@ impl fmt::Display for SubjectDn {
             write!(f, "{t}={escaped}")?;
         }
         Ok(())
+    }
+}
+
+/// One name for the attribute types seen in certificates beside the main six, whether
+/// written by name (list strings) or by OID (certificates); unknown types stay as given.
+fn other_type_name(upper: &str) -> &str {
+    match upper {
+        "E" | "EMAIL" | "EMAILADDRESS" | "1.2.840.113549.1.9.1" => "EMAILADDRESS",
+        "SERIALNUMBER" | "2.5.4.5" => "SERIALNUMBER",
+        "STREET" | "2.5.4.9" => "STREET",
+        "T" | "TITLE" | "2.5.4.12" => "TITLE",
+        "GN" | "GIVENNAME" | "2.5.4.42" => "GIVENNAME",
+        "SN" | "SURNAME" | "2.5.4.4" => "SURNAME",
+        "ORGANIZATIONIDENTIFIER" | "2.5.4.97" => "ORGANIZATIONIDENTIFIER",
+        "DC" | "0.9.2342.19200300.100.1.25" => "DC",
+        "UID" | "0.9.2342.19200300.100.1.1" => "UID",
+        other => other,
     }
 }
 
@@ -497,6 +516,10 @@ mod tests {
         );
         assert_eq!(key("2.5.4.3=a,S=Nord (59)"), key("CN=a,ST=Nord (59)"));
         assert_eq!(key("CN=a,OU=1,OU=2"), key("CN=a,OU=2,OU=1"));
+        assert_eq!(
+            key("CN=a,E=x@y.fr"),
+            key("CN=a,1.2.840.113549.1.9.1=X@Y.FR")
+        );
     }
 
     #[test]

@@ -57,6 +57,19 @@ impl Whitelist {
         }
     }
 
+    /// The list in force before any list was loaded: lists nothing, so every peer and
+    /// domain is refused, and dated at the Unix epoch so that any real list replaces it.
+    pub fn empty() -> Self {
+        Whitelist::new(
+            ParsedList {
+                generated: OffsetDateTime::UNIX_EPOCH,
+                entries: Vec::new(),
+                warnings: Vec::new(),
+            },
+            None,
+        )
+    }
+
     /// Wraps the list for sharing between sessions and the fetcher.
     pub fn into_live(self) -> LiveWhitelist {
         ArcSwap::new(Arc::new(self))
@@ -248,14 +261,7 @@ mod tests {
     fn snapshots_are_swapped_without_blocking_readers() {
         let live = list().into_live();
         let before = live.load_full();
-        live.store(Arc::new(Whitelist::new(
-            ParsedList {
-                generated: before.generated(),
-                entries: Vec::new(),
-                warnings: Vec::new(),
-            },
-            None,
-        )));
+        live.store(Arc::new(Whitelist::empty()));
         assert_eq!(before.entry_count(), 4);
         assert_eq!(live.load().entry_count(), 0);
     }

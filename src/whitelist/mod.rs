@@ -6,6 +6,7 @@
 //! [`Whitelist`] shared as `ArcSwap<Whitelist>` ([`LiveWhitelist`]).
 
 pub mod c14n;
+pub mod fetch;
 pub mod index;
 pub mod model;
 pub mod parse;

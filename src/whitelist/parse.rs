@@ -1,7 +1,7 @@
 //! Streaming parser of the whitelist XML (namespace `https://listeblanche.mssante.fr/schema`).
 //!
-//! Strict on structure: the document element must be `ListeBlancheMSSante`, with one
-//! `DateDeGeneration` (RFC 3339) and one `ListeDomaines`; each `Domaine` must have a `Nom`
+//! Strict on structure: the document element must be `ListeBlancheMSSante`, with exactly
+//! one `DateDeGeneration` (RFC 3339) and exactly one `ListeDomaines`; each `Domaine` must have a `Nom`
 //! and a `DNCertificatOperateur`. Those failures are [`ParseError`]s with a byte position:
 //! such a list is not used at all (the caller keeps its previous one).
 //!
@@ -38,6 +38,12 @@ pub enum ParseError {
     MissingElement {
         element: &'static str,
         parent: &'static str,
+        position: u64,
+    },
+    /// An element that must appear once appears again.
+    #[error("second {element} at byte {position}")]
+    DuplicateElement {
+        element: &'static str,
         position: u64,
     },
     /// `DateDeGeneration` does not parse.
@@ -154,6 +160,18 @@ pub fn parse(xml: &str) -> Result<ParsedList, ParseError> {
         let position = reader.buffer_position();
         match reader.read_event().map_err(|e| syntax(&reader, e))? {
             Event::Start(start) => match local(start.name().as_ref()) {
+                "DateDeGeneration" if generated.is_some() => {
+                    return Err(ParseError::DuplicateElement {
+                        element: "DateDeGeneration",
+                        position,
+                    })
+                }
+                "ListeDomaines" if entries.is_some() => {
+                    return Err(ParseError::DuplicateElement {
+                        element: "ListeDomaines",
+                        position,
+                    })
+                }
                 "DateDeGeneration" => {
                     let value = read_text(&mut reader, start.name())?;
                     let date = OffsetDateTime::parse(value.trim(), &Rfc3339).map_err(|_| {
@@ -176,6 +194,12 @@ pub fn parse(xml: &str) -> Result<ParsedList, ParseError> {
                 _ => skip_unknown(&mut reader, start.name(), position, &mut warnings)?,
             },
             Event::Empty(start) if local(start.name().as_ref()) == "ListeDomaines" => {
+                if entries.is_some() {
+                    return Err(ParseError::DuplicateElement {
+                        element: "ListeDomaines",
+                        position,
+                    });
+                }
                 entries = Some(Vec::new())
             }
             Event::End(_) => break,
@@ -468,6 +492,13 @@ mod tests {
             parse("<ListeBlancheMSSante><ListeDomaines/></ListeBlancheMSSante>"),
             Err(ParseError::MissingElement {
                 element: "DateDeGeneration",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&doc("").replace("</ListeDomaines>", "</ListeDomaines><ListeDomaines/>")),
+            Err(ParseError::DuplicateElement {
+                element: "ListeDomaines",
                 ..
             })
         ));
