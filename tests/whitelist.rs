@@ -595,3 +595,104 @@ mod fetch {
         assert_eq!(full.load(Ordering::SeqCst), 0);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Signature profiles other than ANS's are refused before any cryptography.
+
+fn signature_element() -> &'static str {
+    let start = REAL.find("<Signature ").expect("signature");
+    let end = REAL.find("</Signature>").expect("signature end") + "</Signature>".len();
+    &REAL[start..end]
+}
+
+#[test]
+fn other_algorithms_and_transforms_are_unsupported() {
+    let cases = [
+        (
+            "xmldsig-more#rsa-sha256\"",
+            "xmldsig#rsa-sha1\"",
+            "SignatureMethod",
+        ),
+        (
+            "<Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>",
+            "",
+            "Transforms",
+        ),
+        ("<Reference URI=\"\">", "<Reference URI=\"#x\">", "Reference URI"),
+        ("xmlenc#sha256", "xmldsig#sha1", "DigestMethod"),
+        (
+            "<CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+            "<CanonicalizationMethod Algorithm=\"http://www.w3.org/TR/2001/REC-xml-c14n-20010315\"/>",
+            "CanonicalizationMethod",
+        ),
+        (
+            "<CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+            "<CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><InclusiveNamespaces xmlns=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"a\"/></CanonicalizationMethod>",
+            "InclusiveNamespaces",
+        ),
+    ];
+    for (from, to, what) in cases {
+        assert!(REAL.contains(from), "{from}");
+        let edited = REAL.replacen(from, to, 1);
+        match verify_enveloped(&edited, &without_chain()) {
+            Err(SignatureError::Unsupported { what: w, .. }) => assert_eq!(w, what),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_signature_not_under_the_document_element_or_repeated_is_refused() {
+    let moved = REAL.replacen(signature_element(), "", 1).replacen(
+        "</ListeDomaines>",
+        &format!("{}</ListeDomaines>", signature_element()),
+        1,
+    );
+    assert!(matches!(
+        verify_enveloped(&moved, &without_chain()),
+        Err(SignatureError::NotEnveloped { .. })
+    ));
+    let twice = REAL.replacen(
+        "</ListeBlancheMSSante>",
+        &format!("{}</ListeBlancheMSSante>", signature_element()),
+        1,
+    );
+    assert_eq!(
+        verify_enveloped(&twice, &without_chain()).err(),
+        Some(SignatureError::MultipleSignatures)
+    );
+}
+
+#[test]
+fn a_domain_added_after_signing_is_refused() {
+    let added = REAL.replacen(
+        "<ListeDomaines>",
+        "<ListeDomaines><Domaine><Nom>evil.mssante.fr</Nom><DNCertificatOperateur>CN=evil</DNCertificatOperateur></Domaine>",
+        1,
+    );
+    assert!(matches!(
+        load_and_verify(added.as_bytes(), &without_chain()),
+        Err(WhitelistError::Signature(
+            SignatureError::DigestMismatch { .. }
+        ))
+    ));
+}
+
+#[test]
+fn the_ans_audit_domains_are_listed() {
+    let wl = load_and_verify(REAL.as_bytes(), &without_chain()).expect("loads");
+    for probe in [
+        "cert-valide-audit",
+        "cert-expire-audit",
+        "cert-revoque-audit",
+        "cert-non-igc-audit",
+        "cert-no-match-audit",
+        "cert-cn-diff-dn-audit",
+        "sans-tls-audit",
+    ] {
+        assert!(
+            wl.is_listed_domain(&format!("{probe}.espacedeconfiance.mssante.fr")),
+            "{probe}"
+        );
+    }
+}
