@@ -39,5 +39,9 @@ pub enum Command {
         /// The output directory (created if needed; existing files are overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Only (re)write the sample liste blanche `whitelist.xml` from the certificates
+        /// already in the directory, keeping them.
+        #[arg(long)]
+        whitelist_only: bool,
     },
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::EhloCheck;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
+use crate::whitelist::SignerIdentity;
 
 /// Which espace de confiance the gateway belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -66,10 +68,61 @@ struct RawConfig {
     #[serde(default)]
     inbound: RawInbound,
     spool: RawSpool,
+    whitelist: RawWhitelist,
+    #[serde(default)]
+    policy: RawPolicy,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhitelist {
+    url: Option<String>,
+    cache: PathBuf,
+    #[serde(default = "yes")]
+    fetch: bool,
+    #[serde(default = "default_refresh")]
+    refresh_interval: String,
+    #[serde(default = "default_max_age")]
+    max_age: String,
+    #[serde(default = "default_max_shrink")]
+    max_shrink: f64,
+    #[serde(default = "default_max_size")]
+    max_size: usize,
+    #[serde(default = "default_fetch_timeout")]
+    timeout: String,
+    #[serde(default = "yes")]
+    verify_signature: bool,
+    signer_cn: Option<String>,
+    signer_o: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_refresh() -> String {
+    "1h".into()
+}
+fn default_max_age() -> String {
+    "72h".into()
+}
+fn default_max_shrink() -> f64 {
+    0.2
+}
+fn default_max_size() -> usize {
+    32 * 1024 * 1024
+}
+fn default_fetch_timeout() -> String {
+    "60s".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    ehlo_check: EhloCheck,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -171,6 +224,10 @@ pub struct Config {
     pub inbound: InboundSettings,
     /// Where accepted messages are stored.
     pub spool_dir: PathBuf,
+    /// The liste blanche: where it comes from and how it is checked.
+    pub whitelist: WhitelistSettings,
+    /// Hostname/CN coherence mode for peers.
+    pub ehlo_check: EhloCheck,
     /// The address of the `/metrics`, `/healthz`, `/readyz` endpoint, if enabled.
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
@@ -188,6 +245,33 @@ pub struct TlsSettings {
     pub trust: Arc<TrustStore>,
     /// Allowed protocol versions.
     pub versions: TlsVersions,
+}
+
+/// How the liste blanche is obtained and trusted.
+#[derive(Debug, Clone)]
+pub struct WhitelistSettings {
+    /// The espace's URL (from `espace` unless overridden).
+    pub url: String,
+    /// The cache file: the raw signed XML of the last valid list. With `fetch = false` it
+    /// is the list itself, read only.
+    pub cache: PathBuf,
+    /// Download and refresh the list; false for an offline gateway on a fixed file.
+    pub fetch: bool,
+    /// Time between refreshes (a random jitter of up to 10% is added).
+    pub refresh_interval: Duration,
+    /// Past this age without a valid refresh, decisions answer 451 4.7.1.
+    pub max_age: Duration,
+    /// A new list with fewer entries than `(1 - max_shrink)` times the current one is
+    /// refused as truncated.
+    pub max_shrink: f64,
+    /// Largest download accepted, in bytes.
+    pub max_size: usize,
+    /// Whole download time limit.
+    pub timeout: Duration,
+    /// Check the XML signature (never off in production).
+    pub verify_signature: bool,
+    /// Who must have signed the list.
+    pub signer: SignerIdentity,
 }
 
 /// The inbound listener's settings.
@@ -440,6 +524,52 @@ impl Config {
             }
         }
 
+        // Liste blanche.
+        let w = &raw.whitelist;
+        let url = w
+            .url
+            .clone()
+            .unwrap_or_else(|| raw.espace.whitelist_url().to_string());
+        if w.fetch && !url.starts_with("https://") {
+            p.add(
+                "whitelist.url",
+                format!("\"{url}\" must be an https:// URL (the list is fetched over HTTPS)"),
+            );
+        }
+        let refresh_interval = duration(&mut p, "whitelist.refresh_interval", &w.refresh_interval);
+        let max_age = duration(&mut p, "whitelist.max_age", &w.max_age);
+        let fetch_timeout = duration(&mut p, "whitelist.timeout", &w.timeout);
+        if !(0.0..1.0).contains(&w.max_shrink) {
+            p.add("whitelist.max_shrink", format!("{} is not a fraction in [0, 1): e.g. 0.2 refuses a list that lost more than 20% of its entries", w.max_shrink));
+        }
+        if w.max_size == 0 {
+            p.add("whitelist.max_size", "must be greater than 0");
+        }
+        let cache = resolve(&w.cache);
+        if !w.fetch && !cache.is_file() {
+            p.add(
+                "whitelist.cache",
+                format!(
+                    "{} does not exist: with fetch = false the gateway only reads this file",
+                    cache.display()
+                ),
+            );
+        }
+        let mut signer = SignerIdentity::production();
+        match (&w.signer_cn, &w.signer_o) {
+            (Some(cn), Some(o)) => {
+                signer = SignerIdentity {
+                    cn: cn.clone(),
+                    o: o.clone(),
+                };
+            }
+            (None, None) => {}
+            _ => p.add(
+                "whitelist.signer_cn",
+                "signer_cn and signer_o go together: give both or neither",
+            ),
+        }
+
         let metrics_listen = match &raw.metrics.listen {
             None => None,
             Some(a) => match a.parse::<SocketAddr>() {
@@ -470,6 +600,9 @@ impl Config {
             Some(handshake_timeout),
             Some(command_timeout),
             Some(data_timeout),
+            Some(refresh_interval),
+            Some(max_age),
+            Some(fetch_timeout),
         ) = (
             identity,
             trust,
@@ -478,6 +611,9 @@ impl Config {
             handshake_timeout,
             command_timeout,
             data_timeout,
+            refresh_interval,
+            max_age,
+            fetch_timeout,
         )
         else {
             return Err(ConfigErrors(vec![ConfigError {
@@ -508,6 +644,19 @@ impl Config {
                 max_errors: i.max_errors,
             },
             spool_dir: resolve(&raw.spool.dir),
+            whitelist: WhitelistSettings {
+                url,
+                cache,
+                fetch: w.fetch,
+                refresh_interval,
+                max_age,
+                max_shrink: w.max_shrink,
+                max_size: w.max_size,
+                timeout: fetch_timeout,
+                verify_signature: w.verify_signature,
+                signer,
+            },
+            ehlo_check: raw.policy.ehlo_check,
             metrics_listen,
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),

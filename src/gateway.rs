@@ -16,6 +16,8 @@ use crate::inbound::InboundContext;
 use crate::metrics::{http, Metrics};
 use crate::spool::{Spool, SpoolError};
 use crate::trust::tls::{server_config, TlsConfigError};
+use crate::whitelist::live::WhitelistState;
+use crate::whitelist::refresh::{self, Refresher};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,10 +60,14 @@ impl Gateway {
             Arc::clone(&config.tls.trust),
             config.tls.versions,
         )?;
+        let (shutdown, rx) = watch::channel(false);
+        let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let ctx = Arc::new(InboundContext {
             settings: config.inbound.clone(),
             hostname: config.hostname.clone(),
             local_domains: config.local_domains.clone(),
+            whitelist: Arc::clone(&whitelist),
+            ehlo_check: config.ehlo_check,
             tls: ArcSwap::new(tls),
             trust: ArcSwap::new(Arc::clone(&config.tls.trust)),
             spool,
@@ -77,8 +83,12 @@ impl Gateway {
             addr: config.inbound.listen,
             source,
         })?;
-        let (shutdown, rx) = watch::channel(false);
-        let ready = Arc::new(AtomicBool::new(false));
+        let listeners_up = Arc::new(AtomicBool::new(false));
+        let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
+            let up = Arc::clone(&listeners_up);
+            let list = Arc::clone(&whitelist);
+            Arc::new(move || up.load(Ordering::Acquire) && list.is_loaded())
+        };
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -98,7 +108,7 @@ impl Gateway {
             None => None,
         };
         let inbound = tokio::spawn(listener.run(rx));
-        ready.store(true, Ordering::Release);
+        listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
             inbound_addr,
             metrics_addr,
@@ -116,4 +126,59 @@ impl Gateway {
             tracing::error!(error = %e, "inbound listener task failed");
         }
     }
+}
+
+/// Loads the cached liste blanche and, when fetching is on, starts the refresher (with an
+/// immediate first download when no valid cache exists). The gateway starts even without
+/// a list: MAIL is then answered 451 4.7.1 and `/readyz` says not ready.
+async fn start_whitelist(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Arc<WhitelistState> {
+    let settings = &config.whitelist;
+    let state = Arc::new(WhitelistState::new(
+        settings.fetch.then_some(settings.max_age),
+    ));
+    metrics
+        .whitelist_signature_verification
+        .set(i64::from(settings.verify_signature));
+    if !settings.verify_signature {
+        tracing::warn!("liste blanche signature verification is DISABLED (whitelist.verify_signature = false): never do this in production");
+    }
+    match refresh::load_cache(&state, &config.tls.trust, settings, metrics) {
+        Ok(true) => {
+            let list = state.snapshot();
+            tracing::info!(
+                file = %settings.cache.display(),
+                generated = %list.generated(),
+                entries = list.entry_count(),
+                domains = list.domain_count(),
+                "liste blanche loaded from the cache"
+            );
+        }
+        Ok(false) => {
+            tracing::warn!(file = %settings.cache.display(), "no cached liste blanche yet")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cached liste blanche unusable; waiting for a download")
+        }
+    }
+    if settings.fetch {
+        match Refresher::new(
+            Arc::clone(&state),
+            Arc::clone(&config.tls.trust),
+            settings.clone(),
+            Arc::clone(metrics),
+        ) {
+            Ok(mut refresher) => {
+                if !state.is_loaded() {
+                    let _ = refresher.refresh_once().await;
+                }
+                tokio::spawn(refresher.run(shutdown));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot build the liste blanche downloader"),
+        }
+    }
+    state
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
-use mssante_gateway::tools::test_pki;
+use mssante_gateway::tools::{sample_whitelist, test_pki};
 
 use cli::{Cli, Command};
 
@@ -17,18 +17,41 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => serve(&config),
-        Command::TestPki { out } => match test_pki::generate(&out) {
+        Command::TestPki {
+            out,
+            whitelist_only,
+        } => test_pki(&out, whitelist_only),
+    }
+}
+
+fn test_pki(out: &Path, whitelist_only: bool) -> ExitCode {
+    if !whitelist_only {
+        match test_pki::generate(out) {
             Ok(files) => {
                 for f in files {
-                    println!("{:<32} {:<28} {}", f.file_name, f.purpose, f.subject_dn);
+                    println!("{:<32} {}  [{}]", f.file_name, f.purpose, f.subject_dn);
                 }
-                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("test-pki: {e}");
-                ExitCode::from(1)
+                return ExitCode::from(1);
             }
-        },
+        }
+    }
+    match sample_whitelist::write(out) {
+        Ok(path) => {
+            println!(
+                "{:<32} sample liste blanche signed by whitelist-signer",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("test-pki: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

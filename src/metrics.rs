@@ -41,6 +41,18 @@ pub struct Metrics {
     pub message_size_bytes: Histogram,
     /// From the end of the body to the 250 (spool write and fsync included).
     pub accept_latency_seconds: HistogramVec,
+    /// Entries of the liste blanche in use.
+    pub whitelist_entries: IntGauge,
+    /// Distinct domains of the liste blanche in use.
+    pub whitelist_domains: IntGauge,
+    /// `DateDeGeneration` of the list in use, as a Unix timestamp.
+    pub whitelist_generated_timestamp_seconds: IntGauge,
+    /// Seconds since the list in use was last confirmed current.
+    pub whitelist_age_seconds: IntGauge,
+    /// Refresh attempts by outcome (`updated`, `unchanged`, or the failure's reason).
+    pub whitelist_fetch_total: IntCounterVec,
+    /// 1 when lists are signature-checked, 0 when `verify_signature = false`.
+    pub whitelist_signature_verification: IntGauge,
 }
 
 impl Metrics {
@@ -111,6 +123,38 @@ impl Metrics {
         registry
             .register(Box::new(accept_latency_seconds.clone()))
             .expect("metric names are unique");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let whitelist_entries = gauge(
+            "mssante_whitelist_entries",
+            "Entries of the liste blanche in use.",
+        );
+        let whitelist_domains = gauge(
+            "mssante_whitelist_domains",
+            "Distinct domains of the liste blanche in use.",
+        );
+        let whitelist_generated_timestamp_seconds = gauge(
+            "mssante_whitelist_generated_timestamp_seconds",
+            "DateDeGeneration of the liste blanche in use (Unix time).",
+        );
+        let whitelist_age_seconds = gauge(
+            "mssante_whitelist_age_seconds",
+            "Seconds since the liste blanche in use was last confirmed current.",
+        );
+        let whitelist_signature_verification = gauge(
+            "mssante_whitelist_signature_verification",
+            "1 when the liste blanche signature is verified, 0 when verification is disabled.",
+        );
+        let whitelist_fetch_total = counter_vec(
+            "mssante_whitelist_fetch_total",
+            "Liste blanche refresh attempts, by outcome.",
+            &["outcome"],
+        );
         let build = IntGauge::with_opts(
             Opts::new(
                 "mssante_build_info",
@@ -134,6 +178,12 @@ impl Metrics {
             messages_received_total,
             message_size_bytes,
             accept_latency_seconds,
+            whitelist_entries,
+            whitelist_domains,
+            whitelist_generated_timestamp_seconds,
+            whitelist_age_seconds,
+            whitelist_fetch_total,
+            whitelist_signature_verification,
         }
     }
 
@@ -164,7 +214,6 @@ impl Default for Metrics {
 /// listeners are up; 503 before).
 pub mod http {
     use std::convert::Infallible;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -181,7 +230,7 @@ pub mod http {
     pub async fn serve(
         listener: TcpListener,
         metrics: Arc<Metrics>,
-        ready: Arc<AtomicBool>,
+        ready: Arc<dyn Fn() -> bool + Send + Sync>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -201,7 +250,7 @@ pub mod http {
             let ready = Arc::clone(&ready);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let r = respond(&req, &metrics, &ready);
+                    let r = respond(&req, &metrics, ready.as_ref());
                     async move { Ok::<_, Infallible>(r) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -217,7 +266,7 @@ pub mod http {
     fn respond(
         req: &Request<Incoming>,
         metrics: &Metrics,
-        ready: &AtomicBool,
+        ready: &(dyn Fn() -> bool + Send + Sync),
     ) -> Response<Full<Bytes>> {
         let text = |status: StatusCode, content_type: &'static str, body: String| {
             let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -242,9 +291,7 @@ pub mod http {
                 metrics.render(),
             ),
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" if ready.load(Ordering::Acquire) => {
-                text(StatusCode::OK, "text/plain", "ready\n".into())
-            }
+            "/readyz" if ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
             "/readyz" => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

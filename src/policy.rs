@@ -4,8 +4,11 @@
 //! label shared by logs and metrics. Permanent refusals are 5xx; refusals caused by our own
 //! state are 4xx so that the peer tries again later.
 
+use serde::Deserialize;
+
 use crate::smtp::{Enhanced, Reply};
 use crate::trust::verify::{CertError, PeerIdentity};
+use crate::whitelist::Whitelist;
 
 /// A refused step: the reply and the reason label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,127 @@ pub fn check_peer_certificate(peer: &PeerCertificate) -> Result<&PeerIdentity, R
             e.client_reason(),
         )),
     }
+}
+
+/// How the EHLO name is held against the peer certificate's CN (hostname/CN coherence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EhloCheck {
+    /// A mismatch refuses MAIL (`ehlo_cn_mismatch`).
+    #[default]
+    Enforce,
+    /// A mismatch is logged and counted, and the mail accepted.
+    Log,
+    /// Not checked.
+    Off,
+}
+
+/// What MAIL FROM from a peer operator is judged on.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderContext<'a> {
+    /// The client certificate as verified after the handshake.
+    pub peer: &'a PeerCertificate,
+    /// The EHLO/HELO name.
+    pub helo: &'a str,
+    /// The current liste blanche.
+    pub whitelist: &'a Whitelist,
+    /// The liste blanche is past its maximum age: we cannot judge, the peer must retry.
+    pub whitelist_stale: bool,
+    /// The hostname/CN coherence mode.
+    pub ehlo_check: EhloCheck,
+}
+
+/// An accepted sender, with what was noticed but not enforced (for the logs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// Reason labels of checks that failed in log-only mode.
+    pub noted: Vec<&'static str>,
+}
+
+/// MAIL FROM from a peer operator: a valid IGC Santé certificate, whose subject is on the
+/// liste blanche, whose CN is the EHLO name, and — unless the reverse path is `<>` — a
+/// sender domain that is listed with that same certificate DN.
+pub fn check_sender(ctx: &SenderContext<'_>, reverse_path: &str) -> Result<Accepted, Refusal> {
+    let id = check_peer_certificate(ctx.peer)?;
+    if ctx.whitelist_stale {
+        return Err(Refusal::new(
+            451,
+            (4, 7, 1),
+            "Our copy of the liste blanche is out of date; try again later",
+            "whitelist_stale",
+        ));
+    }
+    if !ctx.whitelist.is_listed_dn(&id.subject) {
+        return Err(Refusal::new(
+            550,
+            (5, 7, 1),
+            format!(
+                "Certificate subject {} is not on the liste blanche",
+                id.subject_dn
+            ),
+            "dn_not_listed",
+        ));
+    }
+    let mut accepted = Accepted::default();
+    if ctx.ehlo_check != EhloCheck::Off && !names_match(ctx.helo, id) {
+        if ctx.ehlo_check == EhloCheck::Enforce {
+            return Err(Refusal::new(
+                550,
+                (5, 7, 1),
+                format!(
+                    "EHLO name {} does not match the certificate CN {}",
+                    ctx.helo,
+                    id.cn.as_deref().unwrap_or("(none)")
+                ),
+                "ehlo_cn_mismatch",
+            ));
+        }
+        accepted.noted.push("ehlo_cn_mismatch");
+    }
+    if reverse_path.is_empty() {
+        // Bounces have no sender domain; a listed operator may send them.
+        return Ok(accepted);
+    }
+    let Some((_, domain)) = reverse_path.rsplit_once('@') else {
+        return Err(Refusal::new(
+            550,
+            (5, 1, 7),
+            "Sender address must be user@domain",
+            "sender_syntax",
+        ));
+    };
+    if !ctx.whitelist.is_listed_domain(domain) {
+        return Err(Refusal::new(
+            550,
+            (5, 7, 1),
+            format!("Sender domain {domain} is not on the liste blanche"),
+            "sender_domain_not_listed",
+        ));
+    }
+    if !ctx.whitelist.domain_served_by(domain, &id.subject) {
+        return Err(Refusal::new(
+            550,
+            (5, 7, 1),
+            format!(
+                "Sender domain {domain} is not listed for certificate {}",
+                id.subject_dn
+            ),
+            "sender_dn_mismatch",
+        ));
+    }
+    Ok(accepted)
+}
+
+/// Whether `helo` names the certificate: its CN or one of its dNSName SANs, compared
+/// case-insensitively with any trailing dot ignored.
+pub fn names_match(helo: &str, id: &PeerIdentity) -> bool {
+    let helo = helo.trim().trim_end_matches('.');
+    !helo.is_empty()
+        && id
+            .cn
+            .iter()
+            .chain(id.dns_names.iter())
+            .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(helo))
 }
 
 /// RCPT TO is accepted only for our own domains: the gateway is never an open relay.

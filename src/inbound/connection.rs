@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rustls_pki_types::UnixTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -287,10 +287,20 @@ impl Connection {
     }
 
     fn on_mail(&mut self, m: MailFrom) {
-        let verdict = policy::check_peer_certificate(&self.peer_cert).map(|_| ());
-        match verdict {
-            Ok(()) => {
-                tracing::info!(stage = "mail", verdict = "accept", helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, "sender accepted");
+        let whitelist = self.ctx.whitelist.snapshot();
+        let ctx = policy::SenderContext {
+            peer: &self.peer_cert,
+            helo: &self.helo,
+            whitelist: &whitelist,
+            whitelist_stale: self.ctx.whitelist.is_stale(SystemTime::now()),
+            ehlo_check: self.ctx.ehlo_check,
+        };
+        match policy::check_sender(&ctx, &m.address) {
+            Ok(accepted) => {
+                for reason in &accepted.noted {
+                    self.ctx.metrics.reject("mail_logged", reason);
+                }
+                tracing::info!(stage = "mail", verdict = "accept", noted = ?accepted.noted, helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, "sender accepted");
                 self.mail = Some(m);
                 self.rcpts.clear();
                 self.session.accept();

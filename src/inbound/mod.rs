@@ -13,8 +13,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::InboundSettings;
 use crate::metrics::Metrics;
+use crate::policy::EhloCheck;
 use crate::spool::Spool;
 use crate::trust::pki::TrustStore;
+use crate::whitelist::live::WhitelistState;
 
 /// What every connection of a listener shares. Read-mostly: the TLS configuration and the
 /// trust store are swapped atomically on reload, never locked.
@@ -29,6 +31,10 @@ pub struct InboundContext {
     pub tls: ArcSwap<rustls::ServerConfig>,
     /// Anchors, intermediates and CRLs used to check client certificates.
     pub trust: ArcSwap<TrustStore>,
+    /// The liste blanche in use.
+    pub whitelist: Arc<WhitelistState>,
+    /// Hostname/CN coherence mode.
+    pub ehlo_check: EhloCheck,
     /// Where accepted messages go.
     pub spool: Arc<Spool>,
     /// Metrics of the gateway.

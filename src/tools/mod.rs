@@ -1,4 +1,5 @@
 //! Operator tooling built on the library's modules (`test-pki`, and later `doctor`,
 //! `annexe1`, `probe`).
 
+pub mod sample_whitelist;
 pub mod test_pki;

@@ -2,6 +2,7 @@
 //! chain, the trust store and the time, so every refusal can be tested without sockets
 //! and reported with a precise reason.
 
+use crate::trust::dn::SubjectDn;
 use std::fmt;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -103,6 +104,8 @@ pub struct PeerIdentity {
     /// Subject as an RFC 4514 string (`CN=...,OU=...,O=...,ST=...,C=FR`: last RDN first,
     /// the order the whitelist uses), attribute names as x509-parser abbreviates them.
     pub subject_dn: String,
+    /// The subject parsed for comparison with the liste blanche's DNs (see `trust::dn`).
+    pub subject: SubjectDn,
     /// First common name of the subject: the mail server's FQDN for IGC Santé SSL
     /// certificates, compared with the MX host or EHLO name.
     pub cn: Option<String>,
@@ -162,8 +165,11 @@ fn identity_of(x509: &X509Certificate<'_>) -> Result<PeerIdentity, CertError> {
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect();
+    let subject = SubjectDn::from_x509(x509.subject())
+        .map_err(|e| CertError::Malformed(format!("subject: {e}")))?;
     Ok(PeerIdentity {
         subject_dn: rfc4514(x509.subject()),
+        subject,
         cn,
         dns_names,
         issuer_dn: rfc4514(x509.issuer()),

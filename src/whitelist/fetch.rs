@@ -30,6 +30,13 @@ pub struct FetchConfig {
     pub max_bytes: usize,
     /// Cache file written after each verified download; `None` to keep nothing on disk.
     pub cache_path: Option<PathBuf>,
+    /// A list with fewer entries than `(1 - max_shrink)` times the current one is refused
+    /// as truncated or damaged upstream (the current list may have been empty: then any
+    /// size is accepted).
+    pub max_shrink: f64,
+    /// Check the XML signature. Off only by an operator's explicit choice
+    /// (`verify_signature = false`); the list is then taken as downloaded.
+    pub verify_signature: bool,
 }
 
 impl FetchConfig {
@@ -41,6 +48,8 @@ impl FetchConfig {
             timeout: Duration::from_secs(60),
             max_bytes: 32 * 1024 * 1024,
             cache_path: None,
+            max_shrink: 0.2,
+            verify_signature: true,
         }
     }
 }
@@ -76,6 +85,16 @@ pub enum FetchError {
     /// The downloaded list does not verify.
     #[error("downloaded list refused: {0}")]
     Invalid(#[from] WhitelistError),
+    /// The downloaded list lost too many entries compared with the one in use.
+    #[error("downloaded list has {received} entries, the current one {current}: more than the allowed {max_shrink} fraction lost; refused as truncated")]
+    Shrunk {
+        /// Entries of the list in use.
+        current: usize,
+        /// Entries of the downloaded list.
+        received: usize,
+        /// The configured fraction.
+        max_shrink: f64,
+    },
     /// The downloaded list is older than the one in use.
     #[error("downloaded list generated {received} is older than the current one ({current})")]
     Older {
@@ -230,8 +249,20 @@ impl Fetcher {
         live: &LiveWhitelist,
         opts: &VerifyOptions<'_>,
     ) -> Result<FetchOutcome, FetchError> {
-        let list = load_and_verify(bytes, opts)?;
+        let list = if self.config.verify_signature {
+            load_and_verify(bytes, opts)?
+        } else {
+            super::load_unverified(bytes)?
+        };
         let current = live.load();
+        let floor = (1.0 - self.config.max_shrink) * current.entry_count() as f64;
+        if (list.entry_count() as f64) < floor {
+            return Err(FetchError::Shrunk {
+                current: current.entry_count(),
+                received: list.entry_count(),
+                max_shrink: self.config.max_shrink,
+            });
+        }
         if list.generated() < current.generated() {
             return Err(FetchError::Older {
                 current: current.generated(),

@@ -8,8 +8,10 @@
 pub mod c14n;
 pub mod fetch;
 pub mod index;
+pub mod live;
 pub mod model;
 pub mod parse;
+pub mod refresh;
 pub mod signature;
 pub mod store;
 
@@ -36,6 +38,21 @@ pub enum WhitelistError {
     /// The signed document is not a usable list.
     #[error("content: {0}")]
     Parse(#[from] ParseError),
+}
+
+/// Parses and indexes a list **without** checking its signature: only for an operator who
+/// set `verify_signature = false` (logged at start-up and shown in metrics).
+pub fn load_unverified(xml: &[u8]) -> Result<Whitelist, WhitelistError> {
+    let text = std::str::from_utf8(xml).map_err(|e| WhitelistError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let list = parse::parse(text)?;
+    tracing::warn!(
+        generated = %list.generated,
+        entries = list.entries.len(),
+        "whitelist loaded WITHOUT signature verification (verify_signature = false)"
+    );
+    Ok(Whitelist::new(list, None))
 }
 
 /// The single entry point for a list from the network or the cache: verifies the
