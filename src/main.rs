@@ -8,15 +8,19 @@ use std::process::ExitCode;
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
+use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
 use mssante_gateway::tools::{sample_whitelist, test_pki};
+use mssante_gateway::trust::pki::TrustStore;
+use mssante_gateway::whitelist::SignerIdentity;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, WhitelistAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => serve(&config),
+        Command::Whitelist { action } => whitelist(action),
         Command::TestPki {
             out,
             whitelist_only,
@@ -50,6 +54,73 @@ fn test_pki(out: &Path, whitelist_only: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("test-pki: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn whitelist(action: WhitelistAction) -> ExitCode {
+    let result: Result<String, CommandError> = match action {
+        WhitelistAction::Show { config } => match load_config(&config) {
+            Ok(c) => whitelist_cmd::show(&c),
+            Err(code) => return code,
+        },
+        WhitelistAction::Lookup { config, query } => match load_config(&config) {
+            Ok(c) => whitelist_cmd::lookup(&c, &query),
+            Err(code) => return code,
+        },
+        WhitelistAction::Fetch { config } => {
+            let c = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(whitelist_cmd::fetch(&c)),
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        WhitelistAction::Verify {
+            file,
+            config,
+            anchors,
+            intermediates,
+            skip_chain,
+            signer_cn,
+            signer_o,
+        } => {
+            let signer = match (signer_cn, signer_o) {
+                (Some(cn), Some(o)) => SignerIdentity { cn, o },
+                _ => SignerIdentity::production(),
+            };
+            let loaded;
+            let how = if let Some(path) = config {
+                loaded = match load_config(&path) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                Ok(Anchors::Config(&loaded))
+            } else if !anchors.is_empty() {
+                TrustStore::load(&anchors, &intermediates, &[] as &[std::path::PathBuf])
+                    .map(|store| Anchors::Files(store, signer))
+                    .map_err(CommandError::from)
+            } else if skip_chain {
+                Ok(Anchors::Skip(signer))
+            } else {
+                Err(CommandError::NoAnchors)
+            };
+            how.and_then(|how| whitelist_cmd::verify(&file, &how))
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

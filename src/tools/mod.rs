@@ -3,3 +3,4 @@
 
 pub mod sample_whitelist;
 pub mod test_pki;
+pub mod whitelist_cmd;
