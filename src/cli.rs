@@ -33,6 +33,14 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check a configuration and make the running gateway reload it (SIGHUP): new
+    /// certificates, anchors, CRLs and domains apply to new connections, open sessions
+    /// continue. An invalid configuration is not sent.
+    Reload {
+        /// The configuration file (TOML) of the running gateway.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Inspect, verify, look up or download the liste blanche.
     Whitelist {
         /// What to do with it.

@@ -4,8 +4,8 @@
 //! carry the same `reason` labels as the logs.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Sub-millisecond to tens of seconds, for latencies.
@@ -53,6 +53,10 @@ pub struct Metrics {
     pub whitelist_fetch_total: IntCounterVec,
     /// 1 when lists are signature-checked, 0 when `verify_signature = false`.
     pub whitelist_signature_verification: IntGauge,
+    /// End of validity of our certificate and its chain, by certificate (`which`).
+    pub certificate_expiry_timestamp_seconds: IntGaugeVec,
+    /// Configuration reloads, by outcome (`applied`, `invalid`).
+    pub reloads_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,6 +159,22 @@ impl Metrics {
             "Liste blanche refresh attempts, by outcome.",
             &["outcome"],
         );
+        let certificate_expiry_timestamp_seconds = IntGaugeVec::new(
+            Opts::new(
+                "mssante_certificate_expiry_timestamp_seconds",
+                "End of validity (Unix time) of our certificate and of its issuers.",
+            ),
+            &["which", "subject"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(certificate_expiry_timestamp_seconds.clone()))
+            .expect("metric names are unique");
+        let reloads_total = counter_vec(
+            "mssante_reloads_total",
+            "Configuration reloads (SIGHUP), by outcome.",
+            &["outcome"],
+        );
         let build = IntGauge::with_opts(
             Opts::new(
                 "mssante_build_info",
@@ -184,6 +204,8 @@ impl Metrics {
             whitelist_age_seconds,
             whitelist_fetch_total,
             whitelist_signature_verification,
+            certificate_expiry_timestamp_seconds,
+            reloads_total,
         }
     }
 
