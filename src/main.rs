@@ -212,11 +212,8 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        loop {
-            match signals.next().await {
-                Signal::Reload => reload(&gateway, path),
-                Signal::Stop => break,
-            }
+        while let Signal::Reload = signals.next().await {
+            reload(&gateway, path);
         }
         tracing::info!("shutting down: no new connections; open sessions finish their transaction");
         gateway.shutdown().await;
