@@ -644,3 +644,28 @@ async fn peer_vanishing_in_the_middle_of_data_leaves_nothing_behind() {
     );
     assert_eq!(gw.spooled_messages().len(), 1, "only the complete message");
 }
+
+#[tokio::test]
+async fn peer_that_stops_reading_is_disconnected_after_the_timeout() {
+    let mut gw = TestGateway::start_with(inbound("command_timeout", "1s")).await;
+    // A small receive window so that the gateway's replies back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut tcp = tokio::time::timeout(IO_TIMEOUT, socket.connect(gw.addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    // Pipelined commands whose replies are never read: the gateway's writes block once
+    // the socket buffers are full. The flood itself stops when the gateway stops
+    // reading or closes; how far it got does not matter.
+    let flood = "NOOP\r\n".repeat(2_000_000);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, flood.as_bytes()),
+    )
+    .await;
+    // The blocked session must give up on its own: graceful shutdown waits for it.
+    gw.shutdown().await;
+    assert_eq!(gw.rejections("connection", "write_timeout"), 1);
+    drop(tcp);
+}
