@@ -669,3 +669,121 @@ async fn peer_that_stops_reading_is_disconnected_after_the_timeout() {
     assert_eq!(gw.rejections("connection", "write_timeout"), 1);
     drop(tcp);
 }
+
+#[tokio::test]
+async fn accepts_a_peer_limited_to_tls_1_2() {
+    // TLS 1.2 with ECDHE-RSA-AES-GCM is the MSSanté baseline; 1.3 is not known to be
+    // supported by every operator.
+    let gw = TestGateway::start().await;
+    let mut c = gw.connect().await;
+    c.ehlo().await;
+    c.send("STARTTLS").await;
+    c.expect(220, "2.0.0").await;
+    c.handshake_with(Some("peer-a"), &[&rustls::version::TLS12])
+        .await;
+    c.ehlo().await;
+    c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
+        .await;
+    let stored = gw.spooled_messages();
+    let tls = stored[0].envelope.tls.as_deref().unwrap_or_default();
+    assert!(tls.starts_with("TLSv1_2 TLS_ECDHE_RSA_WITH_AES_"), "{tls}");
+    assert!(stored[0].envelope.peer_dn.is_some());
+}
+
+#[tokio::test]
+async fn closes_idle_body_after_the_data_timeout_and_keeps_nothing() {
+    let mut gw = TestGateway::start_with(inbound("data_timeout", "1s")).await;
+    let mut c = gw.established(Some("peer-a")).await;
+    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+    c.expect(250, "2.1.0").await;
+    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
+    c.expect(250, "2.1.5").await;
+    c.send("DATA").await;
+    c.expect(354, "2.0.0").await;
+    c.send_raw(b"Subject: stalled\r\n\r\nand then nothing")
+        .await;
+    c.expect(421, "4.4.2").await;
+    c.expect_eof().await;
+    gw.assert_still_serving().await;
+    gw.shutdown().await;
+    assert_eq!(gw.rejections("connection", "timeout"), 1);
+    assert!(
+        gw.tmp_files().is_empty(),
+        "left in tmp: {:?}",
+        gw.tmp_files()
+    );
+    assert_eq!(gw.spooled_messages().len(), 1, "only the complete message");
+}
+
+#[tokio::test]
+async fn refusals_after_tls_count_towards_the_error_limit() {
+    let gw = TestGateway::start_with(inbound("max_errors", 3)).await;
+    let mut c = gw.established(Some("peer-a")).await;
+    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+    c.expect(250, "2.1.0").await;
+    c.send("RCPT TO:<a@elsewhere.mssante.fr>").await;
+    c.expect(550, "5.7.1").await;
+    c.send("RCPT TO:<b@elsewhere.mssante.fr>").await;
+    c.expect(550, "5.7.1").await;
+    c.send("STARTTLS").await;
+    c.expect(503, "5.5.1").await;
+    c.expect(421, "4.7.0").await;
+    c.expect_eof().await;
+    assert_eq!(gw.rejections("rcpt", "relay_denied"), 2);
+    assert!(gw.spooled_messages().is_empty());
+    gw.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn refuses_connections_over_the_global_limit() {
+    let gw = TestGateway::start_with(inbound("max_connections", 1)).await;
+    let mut first = gw.connect().await;
+    let mut second = Client::connect(gw.addr).await;
+    second.expect(421, "4.7.0").await;
+    second.expect_eof().await;
+    assert_eq!(
+        gw.metrics
+            .connections_refused_total
+            .with_label_values(&["inbound", "max_connections"])
+            .get(),
+        1
+    );
+    first.ehlo().await;
+    first.starttls(Some("peer-a")).await;
+    first.ehlo().await;
+    first
+        .send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn answers_commands_pipelined_behind_the_end_of_data() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.established(Some("peer-a")).await;
+    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+    c.expect(250, "2.1.0").await;
+    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
+    c.expect(250, "2.1.5").await;
+    c.send("DATA").await;
+    c.expect(354, "2.0.0").await;
+    let batch = format!(
+        "Subject: 1\r\n\r\n1\r\n.\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+        rcpt("carol")
+    );
+    c.send_raw(batch.as_bytes()).await;
+    c.expect(250, "2.0.0").await;
+    c.expect(250, "2.1.0").await;
+    c.expect(250, "2.1.5").await;
+    c.expect(354, "2.0.0").await;
+    c.send_raw(b"Subject: 2\r\n\r\n2\r\n.\r\nQUIT\r\n").await;
+    c.expect(250, "2.0.0").await;
+    c.expect(221, "2.0.0").await;
+    c.expect_eof().await;
+    let stored = gw.spooled_messages();
+    assert_eq!(stored.len(), 2);
+    let to: Vec<&str> = stored
+        .iter()
+        .map(|m| m.envelope.recipients[0].address.as_str())
+        .collect();
+    assert!(to.contains(&rcpt("bob").as_str()) && to.contains(&rcpt("carol").as_str()));
+}

@@ -482,12 +482,21 @@ impl Client {
 
     /// The TLS handshake alone, on a connection whose STARTTLS was answered 220.
     pub async fn handshake(&mut self, peer: Option<&str>) {
+        self.handshake_with(peer, rustls::DEFAULT_VERSIONS).await;
+    }
+
+    /// The TLS handshake offering only `versions`.
+    pub async fn handshake_with(
+        &mut self,
+        peer: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) {
         assert!(self.buf.is_empty(), "unread plaintext before TLS");
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
         else {
             panic!("STARTTLS on a connection that is not plaintext");
         };
-        let connector = TlsConnector::from(client_tls_config(peer));
+        let connector = TlsConnector::from(client_tls_config(peer, versions));
         let name = ServerName::try_from(SERVER_NAME).expect("valid server name");
         let tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
             .await
@@ -537,7 +546,10 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 
 /// A client configuration that checks the gateway's certificate against the test anchors
 /// and presents `peer`'s certificate, if any.
-fn client_tls_config(peer: Option<&str>) -> Arc<rustls::ClientConfig> {
+fn client_tls_config(
+    peer: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = certs_dir();
     let mut roots = rustls::RootCertStore::empty();
@@ -553,7 +565,7 @@ fn client_tls_config(peer: Option<&str>) -> Arc<rustls::ClientConfig> {
     .build()
     .expect("server verifier");
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("protocol versions")
         .with_webpki_verifier(verifier);
     let config = match peer {
