@@ -370,6 +370,16 @@ async fn refuses_bare_cr_in_data_and_cr_dot_cr_does_not_end_it() {
 }
 
 #[tokio::test]
+async fn refuses_crlf_dot_lf_in_data_and_does_not_end_it() {
+    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\r\n.\n").await;
+}
+
+#[tokio::test]
+async fn refuses_lf_dot_crlf_in_data_and_does_not_end_it() {
+    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\n.\r\n").await;
+}
+
+#[tokio::test]
 async fn refuses_nul_byte_in_command() {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
@@ -582,6 +592,7 @@ async fn shutdown_tells_idle_sessions_to_come_back_later() {
         .await
         .expect("shutdown finishes once sessions are closed")
         .expect("shutdown task");
+    assert_eq!(gw.metrics.connections_open.get(), 0);
     assert!(
         tokio::net::TcpStream::connect(gw.addr).await.is_err(),
         "the listener is closed after shutdown"
@@ -614,6 +625,7 @@ async fn shutdown_lets_a_message_in_data_finish() {
         .await
         .expect("shutdown finishes once sessions are closed")
         .expect("shutdown task");
+    assert_eq!(gw.metrics.connections_open.get(), 0);
     let stored = gw.spooled_messages();
     assert_eq!(stored.len(), 1);
     assert_eq!(
