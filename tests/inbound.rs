@@ -670,7 +670,7 @@ async fn peer_that_stops_reading_is_disconnected_after_the_timeout() {
     // Pipelined commands whose replies are never read: the gateway's writes block once
     // the socket buffers are full. The flood itself stops when the gateway stops
     // reading or closes; how far it got does not matter.
-    let flood = "NOOP\r\n".repeat(2_000_000);
+    let flood = "NOOP\r\n".repeat(4_000_000);
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(3),
         tokio::io::AsyncWriteExt::write_all(&mut tcp, flood.as_bytes()),
