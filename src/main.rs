@@ -9,6 +9,7 @@ use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::tools::test_pki;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use cli::{Cli, Command};
 
@@ -91,6 +92,9 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the listener starts: from the first accepted connection on, SIGTERM must
+        // drain the sessions, not kill the process with the default action.
+        let signals = stop_signals();
         let gateway = match Gateway::start(&config).await {
             Ok(g) => g,
             Err(e) => {
@@ -105,7 +109,7 @@ fn serve(path: &Path) -> ExitCode {
             inbound = %gateway.inbound_addr,
             "mssante-gateway started"
         );
-        wait_for_signal().await;
+        wait_for_signal(signals).await;
         tracing::info!("shutting down: no new connections; open sessions finish their transaction");
         gateway.shutdown().await;
         tracing::info!("stopped");
@@ -113,12 +117,19 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+/// Handlers for SIGTERM and SIGINT; `None` if they cannot be installed.
+fn stop_signals() -> Option<(Signal, Signal)> {
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: Option<(Signal, Signal)>) {
+    let Some((mut term, mut int)) = signals else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

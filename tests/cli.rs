@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
-use common::{base_config, certs_dir, IO_TIMEOUT};
+use common::{base_config, certs_dir, Client, IO_TIMEOUT};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the built binary with `args`, killing it if it does not finish in time.
 async fn run(args: &[&str]) -> Output {
@@ -195,4 +196,51 @@ async fn serve_refuses_a_bad_configuration_with_the_same_messages() {
         String::from_utf8_lossy(&served.stderr),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+#[tokio::test]
+async fn serve_runs_until_sigterm_then_closes_sessions_and_exits_0() {
+    let file = ConfigFile::new(|_| {});
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config", file.path()])
+        // The start-up line read below is logged at info level.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mssante-gateway serve");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let addr = tokio::time::timeout(IO_TIMEOUT, async {
+        while let Some(line) = log.next_line().await.expect("read the log") {
+            if !line.contains("mssante-gateway started") {
+                continue;
+            }
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("inbound="))
+                .unwrap_or_else(|| panic!("no inbound address in {line:?}"));
+            return addr.parse::<std::net::SocketAddr>().expect("an address");
+        }
+        panic!("serve ended without starting");
+    })
+    .await
+    .expect("serve did not start in time");
+
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    let pid = child.id().expect("serve is running").to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success());
+    c.expect(421, "4.3.2").await;
+    c.expect_eof().await;
+    let status = tokio::time::timeout(IO_TIMEOUT, child.wait())
+        .await
+        .expect("serve stops after SIGTERM")
+        .expect("wait for serve");
+    assert_eq!(status.code(), Some(0));
 }
