@@ -703,6 +703,59 @@ async fn accepts_a_peer_limited_to_tls_1_2() {
 }
 
 #[tokio::test]
+async fn resumed_tls_session_still_authenticates_the_peer() {
+    // Peers cache TLS sessions: a resumed handshake carries no certificate exchange, yet
+    // the gateway must still know, and check, who the peer is.
+    let gw = TestGateway::start().await;
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let config = common::client_tls_config(Some("peer-a"), versions);
+        let mut resumed = false;
+        for _ in 0..2 {
+            let mut c = gw.connect().await;
+            c.ehlo().await;
+            c.send("STARTTLS").await;
+            c.expect(220, "2.0.0").await;
+            c.handshake_using(std::sync::Arc::clone(&config)).await;
+            resumed = c.tls_resumed();
+            c.ehlo().await;
+            c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
+                .await;
+            c.quit().await;
+        }
+        assert!(resumed, "the second session was not resumed ({versions:?})");
+    }
+    let stored = gw.spooled_messages();
+    assert_eq!(stored.len(), 4);
+    for m in &stored {
+        let dn = m.envelope.peer_dn.as_deref().unwrap_or_default();
+        assert!(dn.starts_with("CN=smtp.peer-a.test.mssante.fr,"), "{dn}");
+    }
+}
+
+#[tokio::test]
+async fn resumed_tls_session_of_a_revoked_peer_is_still_refused() {
+    let gw = TestGateway::start().await;
+    let config = common::client_tls_config(Some("peer-revoked"), rustls::DEFAULT_VERSIONS);
+    for round in 0..2 {
+        let mut c = gw.connect().await;
+        c.ehlo().await;
+        c.send("STARTTLS").await;
+        c.expect(220, "2.0.0").await;
+        c.handshake_using(std::sync::Arc::clone(&config)).await;
+        assert_eq!(c.tls_resumed(), round == 1);
+        c.ehlo().await;
+        c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+        c.expect(550, "5.7.1").await;
+        c.quit().await;
+    }
+    assert_eq!(gw.rejections("mail", "client_cert_revoked"), 2);
+    gw.assert_still_serving().await;
+}
+
+#[tokio::test]
 async fn closes_idle_body_after_the_data_timeout_and_keeps_nothing() {
     let mut gw = TestGateway::start_with(inbound("data_timeout", "1s")).await;
     let mut c = gw.established(Some("peer-a")).await;

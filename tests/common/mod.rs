@@ -491,18 +491,35 @@ impl Client {
         peer: Option<&str>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) {
+        self.handshake_using(client_tls_config(peer, versions))
+            .await;
+    }
+
+    /// The TLS handshake with a given client configuration (whose session cache lets a
+    /// later connection resume).
+    pub async fn handshake_using(&mut self, config: Arc<rustls::ClientConfig>) {
         assert!(self.buf.is_empty(), "unread plaintext before TLS");
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
         else {
             panic!("STARTTLS on a connection that is not plaintext");
         };
-        let connector = TlsConnector::from(client_tls_config(peer, versions));
+        let connector = TlsConnector::from(config);
         let name = ServerName::try_from(SERVER_NAME).expect("valid server name");
         let tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
             .await
             .expect("TLS handshake timed out")
             .expect("TLS handshake");
         self.transport = Transport::Tls(Box::new(tls));
+    }
+
+    /// Whether the TLS session was resumed rather than fully negotiated.
+    pub fn tls_resumed(&self) -> bool {
+        match &self.transport {
+            Transport::Tls(tls) => {
+                tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+            _ => false,
+        }
     }
 
     /// MAIL, RCPT for each recipient, DATA and `body` (which must end with CRLF and is
@@ -546,7 +563,7 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 
 /// A client configuration that checks the gateway's certificate against the test anchors
 /// and presents `peer`'s certificate, if any.
-fn client_tls_config(
+pub fn client_tls_config(
     peer: Option<&str>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
