@@ -852,3 +852,23 @@ async fn answers_commands_pipelined_behind_the_end_of_data() {
         .collect();
     assert!(to.contains(&rcpt("bob").as_str()) && to.contains(&rcpt("carol").as_str()));
 }
+
+#[tokio::test]
+async fn closes_connection_whose_tls_handshake_stalls() {
+    let mut gw = TestGateway::start_with(inbound("handshake_timeout", "1s")).await;
+    let mut c = gw.connect().await;
+    c.ehlo().await;
+    c.send("STARTTLS").await;
+    c.expect(220, "2.0.0").await;
+    // No ClientHello follows.
+    c.expect_eof().await;
+    gw.assert_still_serving().await;
+    gw.shutdown().await;
+    assert_eq!(
+        gw.metrics
+            .tls_handshake_failures_total
+            .with_label_values(&["timeout"])
+            .get(),
+        1
+    );
+}
