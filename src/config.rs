@@ -302,7 +302,8 @@ pub struct InboundSettings {
 pub struct ConfigError {
     /// The file.
     pub file: PathBuf,
-    /// The key (dotted path), or the position for syntax errors.
+    /// The key (dotted path); for errors found while parsing, the key nearest the error
+    /// followed by its position.
     pub key: String,
     /// What is wrong and what is expected.
     pub message: String,
@@ -367,7 +368,10 @@ impl Config {
             let key = match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    format!("line {line}, column {col}")
+                    match key_at(text, span.start) {
+                        Some(key) => format!("{key} (line {line}, column {col})"),
+                        None => format!("line {line}, column {col}"),
+                    }
                 }
                 None => "(syntax)".into(),
             };
@@ -732,6 +736,37 @@ fn is_domain(d: &str) -> bool {
         })
 }
 
+/// The dotted key written on the line holding `offset`, under the table header above it:
+/// serde's messages ("unknown variant `staging`") do not say which key they are about.
+/// A line without `=` (a table header) gives the table alone.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| !t.is_empty());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    let header = line
+        .trim()
+        .starts_with('[')
+        .then(|| line.trim().trim_matches(|c| c == '[' || c == ']').trim());
+    match (header, table, key) {
+        (Some(h), _, _) => Some(h.to_string()),
+        (None, Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, None, Some(k)) => Some(k.to_string()),
+        (None, Some(t), None) => Some(t.to_string()),
+        (None, None, None) => None,
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -755,6 +790,26 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn parse_errors_name_the_key() {
+        let text = "espace = \"staging\"\n[tls]\ncertificate = \"a.pem\"\n\n[inbound]\nbogus = 3\n";
+        assert_eq!(key_at(text, 9).as_deref(), Some("espace"));
+        let at = text.find("bogus").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("inbound.bogus"));
+        let at = text.find("[tls]").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("tls"));
+        let at = text.find("certificate").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("tls.certificate"));
+
+        let errors = Config::from_toml(Path::new("/etc/gw.toml"), text).unwrap_err();
+        let shown = errors.to_string();
+        assert!(
+            shown
+                .starts_with("/etc/gw.toml: espace (line 1, column 10): unknown variant `staging`"),
+            "{shown}"
+        );
     }
 
     #[test]

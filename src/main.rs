@@ -186,6 +186,15 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Installed before the listeners open, so a SIGTERM right after start-up still
+        // closes sessions gracefully instead of killing the process.
+        let mut signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::from(1);
+            }
+        };
         let gateway = match Gateway::start(&config).await {
             Ok(g) => g,
             Err(e) => {
@@ -204,14 +213,6 @@ fn serve(path: &Path) -> ExitCode {
         if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
             tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file; `reload` will not find this process");
         }
-        let mut signals = match Signals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install signal handlers");
-                gateway.shutdown().await;
-                return ExitCode::from(1);
-            }
-        };
         while let Signal::Reload = signals.next().await {
             reload(&gateway, path);
         }

@@ -205,8 +205,7 @@ impl Connection {
                     Ok(ev) => ev,
                 };
                 if self.on_event(ev).await {
-                    stream.write_all(&self.session.take_output()).await?;
-                    stream.flush().await?;
+                    self.write_output(stream).await?;
                     return Ok(Outcome::StartTls);
                 }
             }
@@ -214,8 +213,7 @@ impl Connection {
                 self.session.shutting_down();
             }
             if self.session.has_output() {
-                stream.write_all(&self.session.take_output()).await?;
-                stream.flush().await?;
+                self.write_output(stream).await?;
             }
             if self.session.is_closed() {
                 return Ok(Outcome::Closed);
@@ -248,6 +246,31 @@ impl Connection {
                     self.ctx.metrics.reject("connection", "timeout");
                     self.session.timed_out();
                 }
+            }
+        }
+    }
+
+    /// Writes the replies waiting in the session, within the command timeout: a peer that
+    /// pipelines commands and never reads the replies would otherwise block the write, and
+    /// with it the session, its connection slots and graceful shutdown, forever.
+    async fn write_output<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> io::Result<()> {
+        let out = self.session.take_output();
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.ctx.settings.command_timeout, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                self.ctx.metrics.reject("connection", "write_timeout");
+                tracing::info!(
+                    reason = "write_timeout",
+                    "peer not reading its replies past the timeout; closing"
+                );
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer not reading its replies",
+                ))
             }
         }
     }
