@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::policy::EhloCheck;
+use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
 use crate::whitelist::SignerIdentity;
@@ -141,10 +142,25 @@ struct RawTls {
     intermediates: Vec<PathBuf>,
     #[serde(default)]
     crls: Vec<PathBuf>,
+    #[serde(default)]
+    crl_sources: Vec<RawCrlSource>,
+    #[serde(default = "default_crl_refresh")]
+    crl_refresh_interval: String,
     #[serde(default = "default_min_version")]
     min_version: String,
     #[serde(default = "default_max_version")]
     max_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrlSource {
+    url: String,
+    file: PathBuf,
+}
+
+fn default_crl_refresh() -> String {
+    "1h".into()
 }
 
 fn default_min_version() -> String {
@@ -245,6 +261,16 @@ pub struct TlsSettings {
     pub trust: Arc<TrustStore>,
     /// Allowed protocol versions.
     pub versions: TlsVersions,
+    /// The files the trust store was built from, to rebuild it when a CRL is refreshed.
+    pub anchor_files: Vec<PathBuf>,
+    /// Known intermediate CA files.
+    pub intermediate_files: Vec<PathBuf>,
+    /// CRL files (fixed ones, then those of `crl_sources` that exist).
+    pub crl_files: Vec<PathBuf>,
+    /// CRLs downloaded from their distribution points.
+    pub crl_sources: Vec<CrlSource>,
+    /// Time between CRL downloads.
+    pub crl_refresh_interval: Duration,
 }
 
 /// How the liste blanche is obtained and trusted.
@@ -417,7 +443,34 @@ impl Config {
         let anchors: Vec<PathBuf> = raw.tls.anchors.iter().map(|a| resolve(a)).collect();
         let intermediates: Vec<PathBuf> =
             raw.tls.intermediates.iter().map(|a| resolve(a)).collect();
-        let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|a| resolve(a)).collect();
+        let mut crls: Vec<PathBuf> = raw.tls.crls.iter().map(|a| resolve(a)).collect();
+        let mut crl_sources = Vec::new();
+        for (i, src) in raw.tls.crl_sources.iter().enumerate() {
+            if !(src.url.starts_with("http://") || src.url.starts_with("https://")) {
+                p.add(
+                    &format!("tls.crl_sources[{i}].url"),
+                    format!(
+                        "\"{}\" is not an http:// or https:// URL (a CA's CRL distribution point)",
+                        src.url
+                    ),
+                );
+            }
+            let file = resolve(&src.file);
+            // The last valid download is used from the start; before the first one the
+            // CA's certificates are checked without a CRL (status unknown is allowed).
+            if file.is_file() {
+                crls.push(file.clone());
+            }
+            crl_sources.push(CrlSource {
+                url: src.url.clone(),
+                file,
+            });
+        }
+        let crl_refresh_interval = duration(
+            &mut p,
+            "tls.crl_refresh_interval",
+            &raw.tls.crl_refresh_interval,
+        );
         let trust = match TrustStore::load(&anchors, &intermediates, &crls) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -607,6 +660,7 @@ impl Config {
             Some(refresh_interval),
             Some(max_age),
             Some(fetch_timeout),
+            Some(crl_refresh_interval),
         ) = (
             identity,
             trust,
@@ -618,6 +672,7 @@ impl Config {
             refresh_interval,
             max_age,
             fetch_timeout,
+            crl_refresh_interval,
         )
         else {
             return Err(ConfigErrors(vec![ConfigError {
@@ -635,6 +690,11 @@ impl Config {
                 identity: Arc::new(identity),
                 trust: Arc::new(trust),
                 versions,
+                anchor_files: anchors,
+                intermediate_files: intermediates,
+                crl_files: crls,
+                crl_sources,
+                crl_refresh_interval,
             },
             inbound: InboundSettings {
                 listen,

@@ -15,6 +15,7 @@ use crate::inbound::listener::Listener;
 use crate::inbound::{InboundContext, LiveSettings};
 use crate::metrics::{http, Metrics};
 use crate::spool::{Spool, SpoolError};
+use crate::trust::pki::TrustStore;
 use crate::trust::tls::{server_config, TlsConfigError};
 use crate::whitelist::live::WhitelistState;
 use crate::whitelist::refresh::{self, Refresher};
@@ -67,6 +68,13 @@ impl Gateway {
             spool,
             metrics: Arc::clone(&metrics),
         });
+        if !config.tls.crl_sources.is_empty() {
+            tokio::spawn(refresh_crls(
+                Arc::clone(&ctx),
+                config.tls.clone(),
+                rx.clone(),
+            ));
+        }
         let listener = Listener::bind(Arc::clone(&ctx), "inbound")
             .await
             .map_err(|source| StartError::Bind {
@@ -241,4 +249,90 @@ async fn start_whitelist(
         }
     }
     state
+}
+
+/// Downloads the espace's CRLs from their distribution points now and then every
+/// `crl_refresh_interval`; when one changed, rebuilds the trust store and swaps it in for
+/// new connections. A failed download keeps the last valid CRL.
+async fn refresh_crls(
+    ctx: Arc<InboundContext>,
+    tls: crate::config::TlsSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::trust::{crl, pki};
+    let metrics = &ctx.metrics;
+    let client = match crl::client(std::time::Duration::from_secs(60)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the CRL downloader; CRLs will not be refreshed");
+            return;
+        }
+    };
+    let mut cas = Vec::new();
+    for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
+        match pki::load_certificates(file) {
+            Ok(certs) => cas.extend(certs),
+            Err(e) => tracing::error!(error = %e, "CA file unreadable for CRL checks"),
+        }
+    }
+    loop {
+        let mut changed = false;
+        for source in &tls.crl_sources {
+            match crl::refresh_source(&client, source, &cas, 64 * 1024 * 1024).await {
+                Ok(Some(info)) => {
+                    changed = true;
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&["updated"])
+                        .inc();
+                    let g = &metrics.crl_update_timestamp_seconds;
+                    g.with_label_values(&[&info.issuer, "this"])
+                        .set(info.this_update);
+                    if let Some(next) = info.next_update {
+                        g.with_label_values(&[&info.issuer, "next"]).set(next);
+                    }
+                    tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = ?info.next_update, "CRL updated");
+                }
+                Ok(None) => {
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&["unchanged"])
+                        .inc();
+                }
+                Err(e) => {
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    tracing::warn!(url = %source.url, reason = e.reason(), error = %e, "CRL refresh failed; keeping the last valid CRL");
+                }
+            }
+        }
+        if changed {
+            let mut files = tls.crl_files.clone();
+            for source in &tls.crl_sources {
+                if source.file.is_file() && !files.contains(&source.file) {
+                    files.push(source.file.clone());
+                }
+            }
+            match TrustStore::load(&tls.anchor_files, &tls.intermediate_files, &files) {
+                Ok(store) => {
+                    let mut live = LiveSettings::clone(&ctx.live.load());
+                    live.trust = Arc::new(store);
+                    ctx.live.store(Arc::new(live));
+                    tracing::info!(crls = files.len(), "trust store rebuilt with the new CRLs");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot rebuild the trust store; keeping the previous one")
+                }
+            }
+        }
+        let pause = tls
+            .crl_refresh_interval
+            .mul_f64(1.0 + rand::random::<f64>() * 0.1);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub whitelist_signature_verification: IntGauge,
     /// End of validity of our certificate and its chain, by certificate (`which`).
     pub certificate_expiry_timestamp_seconds: IntGaugeVec,
+    /// CRL downloads, by outcome (`updated`, `unchanged`, or the failure's reason).
+    pub crl_fetch_total: IntCounterVec,
+    /// thisUpdate and nextUpdate of the downloaded CRLs, by issuer and field.
+    pub crl_update_timestamp_seconds: IntGaugeVec,
     /// Configuration reloads, by outcome (`applied`, `invalid`).
     pub reloads_total: IntCounterVec,
 }
@@ -170,6 +174,22 @@ impl Metrics {
         registry
             .register(Box::new(certificate_expiry_timestamp_seconds.clone()))
             .expect("metric names are unique");
+        let crl_fetch_total = counter_vec(
+            "mssante_crl_fetch_total",
+            "CRL downloads from the distribution points, by outcome.",
+            &["outcome"],
+        );
+        let crl_update_timestamp_seconds = IntGaugeVec::new(
+            Opts::new(
+                "mssante_crl_update_timestamp_seconds",
+                "thisUpdate (field=this) and nextUpdate (field=next) of the CRLs in use, Unix time.",
+            ),
+            &["issuer", "field"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(crl_update_timestamp_seconds.clone()))
+            .expect("metric names are unique");
         let reloads_total = counter_vec(
             "mssante_reloads_total",
             "Configuration reloads (SIGHUP), by outcome.",
@@ -205,6 +225,8 @@ impl Metrics {
             whitelist_fetch_total,
             whitelist_signature_verification,
             certificate_expiry_timestamp_seconds,
+            crl_fetch_total,
+            crl_update_timestamp_seconds,
             reloads_total,
         }
     }

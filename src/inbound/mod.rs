@@ -21,6 +21,7 @@ use crate::whitelist::live::WhitelistState;
 /// What a reload may change, swapped as one value so a connection never sees half of an
 /// old configuration and half of a new one. Each connection takes the version current when
 /// it is accepted and keeps it to its end: a reload never disturbs an open session.
+#[derive(Clone)]
 pub struct LiveSettings {
     /// Our host name, for the greeting and EHLO.
     pub hostname: String,

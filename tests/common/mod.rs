@@ -79,6 +79,12 @@ max_errors = 10
 
 [spool]
 dir = "{spool}"
+
+[whitelist]
+cache = "{whitelist}"
+fetch = false
+signer_cn = "alb.test.mssante.fr"
+signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
 "#,
         cert = path("gateway-chain.pem"),
         key = path("gateway.key"),
@@ -86,6 +92,7 @@ dir = "{spool}"
         intermediates = path("intermediate-ca.pem"),
         crls = path("intermediate-ca.crl.pem"),
         spool = spool_dir.to_string_lossy(),
+        whitelist = path("whitelist.xml"),
     );
     toml::from_str(&text).expect("the base configuration is valid TOML")
 }
