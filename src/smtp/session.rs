@@ -893,3 +893,7 @@ fn truncate(s: &str, max: usize) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
