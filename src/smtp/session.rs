@@ -647,10 +647,13 @@ impl Session {
             return self.command_error(reply(503, (5, 5, 1), "Send MAIL first"), "bad_sequence");
         }
         if self.recipients >= self.cfg.max_recipients {
-            return self.command_error(
-                reply(452, (4, 5, 3), "Too many recipients"),
-                "too_many_recipients",
-            );
+            // Not a client error: RFC 5321 §4.5.3.1.10 lets a client send more recipients
+            // than the server takes and retry the rest later, so this 452 must not count
+            // towards the error limit that closes the session.
+            self.push(&reply(452, (4, 5, 3), "Too many recipients"));
+            return Progress::Event(Event::Refused {
+                reason: "too_many_recipients",
+            });
         }
         self.pending = Pending::Rcpt;
         Progress::Event(Event::Rcpt(RcptTo {

@@ -492,6 +492,29 @@ fn answers_452_to_recipients_beyond_the_limit() {
 }
 
 #[test]
+fn delivers_to_the_first_recipients_when_a_pipelining_client_sends_too_many() {
+    // RFC 5321 §4.5.3.1.10: a client may send more recipients than the server takes and
+    // deliver the rest later; the 452s must not count as errors that close the session.
+    let mut d = Driver::ready();
+    let mut batch = String::from("MAIL FROM:<list@peer.test>\r\n");
+    for i in 0..20 {
+        batch.push_str(&format!("RCPT TO:<r{i}@gateway.test>\r\n"));
+    }
+    batch.push_str("DATA\r\n");
+    let out = d.send(&batch);
+    assert_eq!(out.matches("452 4.5.3").count(), 17);
+    assert!(!d.session.is_closed());
+    assert!(
+        out.ends_with("354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{out}"
+    );
+    assert_eq!(
+        d.send("hello\r\n.\r\n"),
+        "250 2.0.0 Message accepted for delivery, queued as Q1\r\n"
+    );
+}
+
+#[test]
 fn refuses_bare_lf_in_data() {
     let mut d = Driver::in_transaction();
     let out = d.send("DATA\r\nSubject: x\n\r\nbody\r\n.\r\n");
