@@ -287,6 +287,10 @@ impl Session {
 
     /// The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207 §4.2).
     pub fn tls_established(&mut self) {
+        // A shutdown or timeout during the handshake has closed the session for good.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.tls_active = true;
         self.helo_done = false;
         self.phase = Phase::Greeted;
@@ -852,7 +856,7 @@ impl Session {
     /// Counts a refused command; too many in a row close the session.
     fn count_error(&mut self) {
         self.errors += 1;
-        if self.errors >= self.cfg.max_errors && self.phase != Phase::Closed {
+        if self.errors >= self.cfg.max_errors {
             self.close_with(&reply(
                 421,
                 (4, 7, 0),
@@ -862,6 +866,11 @@ impl Session {
     }
 
     fn close_with(&mut self, r: &Reply) {
+        // The final reply is sent once: a shutdown or timeout reaching a session that has
+        // already closed (QUIT, too many errors) must not answer after it.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.push(r);
         self.phase = Phase::Closed;
         self.pending = Pending::None;

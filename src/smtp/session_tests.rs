@@ -368,6 +368,26 @@ fn refuses_starttls_inside_a_transaction() {
 }
 
 #[test]
+fn stays_closed_when_shutdown_comes_during_the_tls_handshake() {
+    let mut s = Session::new(config());
+    s.feed(b"EHLO mx.peer.test\r\n");
+    assert!(matches!(s.poll(), Some(Event::Helo { .. })));
+    s.accept();
+    s.feed(b"STARTTLS\r\n");
+    assert_eq!(s.poll(), Some(Event::StartTls));
+    s.take_output();
+    s.shutting_down();
+    s.tls_established();
+    assert!(s.is_closed());
+    s.feed(b"NOOP\r\n");
+    assert!(s.poll().is_none());
+    assert_eq!(
+        s.take_output(),
+        b"421 4.3.2 Service shutting down, try again later\r\n"
+    );
+}
+
+#[test]
 fn refuses_rcpt_before_mail() {
     let mut d = Driver::ready();
     assert_eq!(
@@ -681,6 +701,15 @@ fn quit_says_goodbye_and_closes() {
     assert_eq!(d.send("QUIT\r\nNOOP\r\n"), "221 2.0.0 Bye\r\n");
     assert!(d.session.is_closed());
     assert!(d.session.poll().is_none());
+}
+
+#[test]
+fn a_closed_session_says_nothing_more() {
+    let mut d = Driver::ready();
+    d.send("QUIT\r\n");
+    d.session.timed_out();
+    d.session.shutting_down();
+    assert_eq!(d.output(), "");
 }
 
 #[test]
