@@ -618,6 +618,12 @@ impl Session {
                 "unsupported_parameter",
             );
         }
+        if let Some(param) = unadvertised_mail_parameter(&from) {
+            return self.command_error(
+                reply(555, (5, 5, 4), format!("Unsupported parameter {param}")),
+                "unsupported_parameter",
+            );
+        }
         if from.size > self.cfg.max_message_size {
             return self.command_error(
                 reply(
@@ -658,6 +664,12 @@ impl Session {
             return Progress::Event(Event::Refused {
                 reason: "too_many_recipients",
             });
+        }
+        if to.rrvs != 0 {
+            return self.command_error(
+                reply(555, (5, 5, 4), "Unsupported parameter RRVS"),
+                "unsupported_parameter",
+            );
         }
         self.pending = Pending::Rcpt;
         Progress::Event(Event::Rcpt(RcptTo {
@@ -897,6 +909,35 @@ impl Session {
     fn push(&mut self, r: &Reply) {
         r.write_to(&mut self.out);
     }
+}
+
+/// The first MAIL parameter that smtp-proto understands but whose extension we do not
+/// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
+/// silently would promise a handling the gateway does not give.
+fn unadvertised_mail_parameter(from: &smtp_proto::MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+    let flags = [
+        (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),
+        (smtp_proto::MAIL_CONPERM, "CONPERM"),
+        (
+            smtp_proto::MAIL_BY_NOTIFY | smtp_proto::MAIL_BY_RETURN | smtp_proto::MAIL_BY_TRACE,
+            "BY",
+        ),
+    ];
+    let given = [
+        (from.by != 0, "BY"),
+        (from.hold_for != 0, "HOLDFOR"),
+        (from.hold_until != 0, "HOLDUNTIL"),
+        (from.mt_priority != 0, "MT-PRIORITY"),
+        (from.auth.is_some(), "AUTH"),
+        (from.trans_id.is_some(), "TRANSID"),
+        (from.solicit.is_some(), "SOLICIT"),
+        (from.mtrk.is_some(), "MTRK"),
+    ];
+    flags
+        .into_iter()
+        .map(|(flag, name)| (from.flags & flag != 0, name))
+        .chain(given)
+        .find_map(|(present, name)| present.then_some(name))
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -769,6 +769,31 @@ fn refuses_binarymime() {
 }
 
 #[test]
+fn refuses_parameters_of_extensions_it_does_not_advertise() {
+    let mut d = Driver::ready();
+    for (param, name) in [
+        ("REQUIRETLS", "REQUIRETLS"),
+        ("HOLDFOR=60", "HOLDFOR"),
+        ("MT-PRIORITY=3", "MT-PRIORITY"),
+        ("AUTH=<>", "AUTH"),
+        ("BY=120;R", "BY"),
+        ("CONPERM", "CONPERM"),
+    ] {
+        assert_eq!(
+            d.send(format!("MAIL FROM:<a@peer.test> {param}\r\n")),
+            format!("555 5.5.4 Unsupported parameter {name}\r\n"),
+            "{param}"
+        );
+        assert_eq!(d.take_events(), [Seen::Refused("unsupported_parameter")]);
+    }
+    d.send("MAIL FROM:<a@peer.test>\r\n");
+    assert_eq!(
+        d.send("RCPT TO:<b@gateway.test> RRVS=2014-04-03T23:01:00Z\r\n"),
+        "555 5.5.4 Unsupported parameter RRVS\r\n"
+    );
+}
+
+#[test]
 fn reports_rcpt_dsn_parameters_to_the_policy() {
     let mut d = Driver::ready();
     d.send("MAIL FROM:<a@peer.test>\r\n");
