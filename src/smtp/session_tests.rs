@@ -971,6 +971,35 @@ fn bdat_quit_between_chunks_abandons_the_message() {
 }
 
 #[test]
+fn bdat_ehlo_between_chunks_abandons_the_message_and_starts_over() {
+    let mut d = Driver::in_transaction();
+    d.send("BDAT 4\r\nabcd");
+    d.take_events();
+    let out = d.send("EHLO mx.peer.test\r\n");
+    assert_eq!(out, format!("{EHLO_REPLY}250 STARTTLS\r\n"));
+    assert_eq!(
+        d.take_events(),
+        [
+            Seen::MessageAborted("reset"),
+            Seen::Helo {
+                host: "mx.peer.test".into(),
+                extended: true
+            }
+        ]
+    );
+    assert!(!d.session.in_transaction());
+    assert!(d.stored.is_empty() && d.body.is_empty());
+}
+
+#[test]
+fn ehlo_inside_a_transaction_resets_it() {
+    let mut d = Driver::in_transaction();
+    d.send("EHLO mx.peer.test\r\n");
+    assert!(!d.session.in_transaction());
+    assert_eq!(d.send("DATA\r\n"), "503 5.5.1 Send RCPT first\r\n");
+}
+
+#[test]
 fn bdat_refuses_data_between_chunks() {
     let mut d = Driver::in_transaction();
     d.send("BDAT 4\r\nabcd");
