@@ -294,6 +294,10 @@ impl Session {
 
     /// The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207 §4.2).
     pub fn tls_established(&mut self) {
+        // A shutdown or timeout during the handshake has closed the session for good.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.tls_active = true;
         self.helo_done = false;
         self.phase = Phase::Greeted;
@@ -623,6 +627,12 @@ impl Session {
                 "unsupported_parameter",
             );
         }
+        if let Some(param) = unadvertised_mail_parameter(&from) {
+            return self.command_error(
+                reply(555, (5, 5, 4), format!("Unsupported parameter {param}")),
+                "unsupported_parameter",
+            );
+        }
         if from.size > self.cfg.max_message_size {
             return self.command_error(
                 reply(
@@ -656,9 +666,19 @@ impl Session {
             return self.command_error(reply(503, (5, 5, 1), "Send MAIL first"), "bad_sequence");
         }
         if self.recipients >= self.cfg.max_recipients {
+            // Not a client error: RFC 5321 §4.5.3.1.10 lets a client send more recipients
+            // than the server takes and retry the rest later, so this 452 must not count
+            // towards the error limit that closes the session.
+            self.push(&reply(452, (4, 5, 3), "Too many recipients"));
+            return Progress::Event(Event::Refused {
+                stage: "rcpt",
+                reason: "too_many_recipients",
+            });
+        }
+        if to.rrvs != 0 {
             return self.command_error(
-                reply(452, (4, 5, 3), "Too many recipients"),
-                "too_many_recipients",
+                reply(555, (5, 5, 4), "Unsupported parameter RRVS"),
+                "unsupported_parameter",
             );
         }
         self.pending = Pending::Rcpt;
@@ -864,7 +884,7 @@ impl Session {
     /// Counts a refused command; too many in a row close the session.
     fn count_error(&mut self) {
         self.errors += 1;
-        if self.errors >= self.cfg.max_errors && self.phase != Phase::Closed {
+        if self.errors >= self.cfg.max_errors {
             self.close_with(&reply(
                 421,
                 (4, 7, 0),
@@ -874,6 +894,11 @@ impl Session {
     }
 
     fn close_with(&mut self, r: &Reply) {
+        // The final reply is sent once: a shutdown or timeout reaching a session that has
+        // already closed (QUIT, too many errors) must not answer after it.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.push(r);
         self.phase = Phase::Closed;
         self.pending = Pending::None;
@@ -932,9 +957,42 @@ impl<'a> Event<'a> {
     }
 }
 
+/// The first MAIL parameter that smtp-proto understands but whose extension we do not
+/// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
+/// silently would promise a handling the gateway does not give.
+fn unadvertised_mail_parameter(from: &smtp_proto::MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+    let flags = [
+        (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),
+        (smtp_proto::MAIL_CONPERM, "CONPERM"),
+        (
+            smtp_proto::MAIL_BY_NOTIFY | smtp_proto::MAIL_BY_RETURN | smtp_proto::MAIL_BY_TRACE,
+            "BY",
+        ),
+    ];
+    let given = [
+        (from.by != 0, "BY"),
+        (from.hold_for != 0, "HOLDFOR"),
+        (from.hold_until != 0, "HOLDUNTIL"),
+        (from.mt_priority != 0, "MT-PRIORITY"),
+        (from.auth.is_some(), "AUTH"),
+        (from.trans_id.is_some(), "TRANSID"),
+        (from.solicit.is_some(), "SOLICIT"),
+        (from.mtrk.is_some(), "MTRK"),
+    ];
+    flags
+        .into_iter()
+        .map(|(flag, name)| (from.flags & flag != 0, name))
+        .chain(given)
+        .find_map(|(present, name)| present.then_some(name))
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
