@@ -178,6 +178,8 @@ pub struct Session {
     body_len: usize,
     body: Body,
     decoder: DataDecoder,
+    /// Line-ending check of BDAT content, across chunks.
+    bdat_lines: LineEndings,
     /// EHLO/HELO was accepted (and not voided by STARTTLS since).
     helo_done: bool,
     /// The command being processed, for the stage of refusals.
@@ -239,6 +241,7 @@ impl Session {
             body_len: 0,
             body: Body::Accepted,
             decoder: DataDecoder::new(),
+            bdat_lines: LineEndings::default(),
             helo_done: false,
             stage: "command",
         };
@@ -740,6 +743,7 @@ impl Session {
         if first {
             self.body_len = 0;
             self.body = Body::Accepted;
+            self.bdat_lines = LineEndings::default();
         }
         if self.body == Body::Accepted
             && self.body_len.saturating_add(size) > self.cfg.max_message_size
@@ -822,10 +826,23 @@ impl Session {
                 last,
             };
             if self.body == Body::Accepted {
+                if self.bdat_lines.scan(&self.input[range.clone()]) {
+                    self.body = Body::Discarding(Some(BodyError::BareNewline));
+                    return Progress::Event(Event::MessageAborted {
+                        reason: BodyError::BareNewline.reason(),
+                    });
+                }
                 self.body_len += take;
                 return Progress::Chunk(range);
             }
             return Progress::Continue;
+        }
+        // A CR ending the last chunk is bare too.
+        if last && self.body == Body::Accepted && self.bdat_lines.pending_cr {
+            self.body = Body::Discarding(Some(BodyError::BareNewline));
+            return Progress::Event(Event::MessageAborted {
+                reason: BodyError::BareNewline.reason(),
+            });
         }
         // The chunk is complete.
         match self.body {
@@ -924,6 +941,48 @@ impl Session {
 
     fn push(&mut self, r: &Reply) {
         r.write_to(&mut self.out);
+    }
+}
+
+/// Finds bare CR and LF in BDAT content. BDAT needs no terminator, but without
+/// BINARYMIME (not offered) content is still made of CRLF-terminated lines (RFC 3030 §3),
+/// and a bare `\n.\n` accepted here could end the message early at a lenient next hop
+/// when the message is relayed with DATA. So BDAT is held to the same rule as DATA.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineEndings {
+    /// The previous chunk ended with a CR whose LF has not been seen yet.
+    pending_cr: bool,
+}
+
+impl LineEndings {
+    /// Scans the next bytes; true when a bare CR or LF is found.
+    fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut i = 0;
+        if self.pending_cr {
+            if bytes.first().is_some_and(|b| *b != b'\n') {
+                return true;
+            }
+            if bytes.is_empty() {
+                return false;
+            }
+            self.pending_cr = false;
+            i = 1;
+        }
+        while let Some(off) = memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
+            let at = i + off;
+            if bytes[at] == b'\n' {
+                return true;
+            }
+            match bytes.get(at + 1) {
+                Some(b'\n') => i = at + 2,
+                Some(_) => return true,
+                None => {
+                    self.pending_cr = true;
+                    return false;
+                }
+            }
+        }
+        false
     }
 }
 

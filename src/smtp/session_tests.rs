@@ -890,13 +890,38 @@ fn bdat_receives_several_chunks_without_unstuffing() {
         d.send("BDAT 5\r\n.a\r\nb"),
         "250 2.0.0 5 octets received\r\n"
     );
-    assert_eq!(d.send("BDAT 3\r\n\n.\r"), "250 2.0.0 8 octets received\r\n");
+    // A CRLF split across two chunks is a line ending like any other.
+    assert_eq!(d.send("BDAT 2\r\nc\r"), "250 2.0.0 7 octets received\r\n");
     assert_eq!(
-        d.send("BDAT 0 LAST\r\n"),
+        d.send("BDAT 1 LAST\r\n\n"),
         "250 2.0.0 Message accepted for delivery, queued as Q1\r\n"
     );
-    assert_eq!(d.stored, [b".a\r\nb\n.\r".to_vec()]);
+    assert_eq!(d.stored, [b".a\r\nbc\r\n".to_vec()]);
     assert_eq!(d.take_events(), [Seen::MessageStart, Seen::MessageEnd]);
+}
+
+#[test]
+fn bdat_refuses_bare_line_endings_like_data() {
+    for (chunks, case) in [
+        (vec!["BDAT 5 LAST\r\na\n.\nb"], "bare LF"),
+        (vec!["BDAT 3 LAST\r\na\rb"], "bare CR"),
+        (
+            vec!["BDAT 2\r\na\r", "BDAT 1 LAST\r\nb"],
+            "CR then another chunk",
+        ),
+        (vec!["BDAT 2 LAST\r\na\r"], "CR at the very end"),
+    ] {
+        let mut d = Driver::in_transaction();
+        let mut out = String::new();
+        for c in chunks {
+            out.push_str(&d.send(c));
+        }
+        assert!(
+            out.ends_with("550 5.6.0 Bare CR or LF in message: lines must end with CRLF\r\n"),
+            "{case}: {out}"
+        );
+        assert!(d.stored.is_empty(), "{case}");
+    }
 }
 
 #[test]
