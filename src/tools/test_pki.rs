@@ -420,6 +420,34 @@ pub fn intermediate_crl(
     Ok(crl.der().to_vec())
 }
 
+/// A server certificate for `host` (a DNS name such as `localhost`) issued by the test
+/// intermediate CA of `dir`, as (chain PEM: leaf then intermediate, PKCS#8 key PEM). For
+/// test servers that must chain to the test anchors, like the liste blanche's web server.
+pub fn issue_server_certificate(dir: &Path, host: &str) -> Result<(String, String), TestPkiError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| TestPkiError::Write { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read("intermediate-ca.key")?)
+        .map_err(gen_err("the intermediate CA key"))?;
+    let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
+    let issuer = Issuer::new(params, &ca_key);
+    let key = generate_key(host)?;
+    let mut leaf = CertificateParams::new(vec![host.to_owned()]).map_err(gen_err(host))?;
+    leaf.distinguished_name =
+        leaf_dn(host, "3000000000000", "TEST SERVEUR", "Paris (75)").to_rcgen();
+    leaf.not_before = date((2025, Month::January, 1));
+    leaf.not_after = date(VALID_UNTIL);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_identifier_method = KeyIdMethod::Sha256;
+    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(host))?;
+    Ok((
+        format!("{}{}", cert.pem(), read("intermediate-ca.pem")?),
+        key.serialize_pem(),
+    ))
+}
+
 /// Writes the test PKI into `out` (created if missing; existing files are overwritten)
 /// and returns the list of files written, in a stable order.
 pub fn generate(out: &Path) -> Result<Vec<PkiFile>, TestPkiError> {
