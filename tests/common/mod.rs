@@ -232,6 +232,11 @@ impl TestGateway {
             .expect("gateway shuts down in time");
     }
 
+    /// The gateway, while it runs.
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("gateway stopped")
+    }
+
     /// Takes the gateway out, to drive its shutdown from a separate task.
     pub fn take_gateway(&mut self) -> Gateway {
         self.gateway.take().expect("gateway already stopped")
@@ -544,6 +549,16 @@ impl Client {
         wire.extend_from_slice(b".\r\n");
         self.send_raw(&wire).await;
         self.expect(250, "2.0.0").await
+    }
+
+    /// The plaintext socket, to run a TLS handshake of the test's own (after a 220 to
+    /// STARTTLS, with nothing left unread).
+    pub fn into_plain(self) -> TcpStream {
+        assert!(self.buf.is_empty(), "unread bytes before TLS");
+        match self.transport {
+            Transport::Plain(tcp) => tcp,
+            _ => panic!("not a plaintext connection"),
+        }
     }
 
     /// QUIT, 221 and the close.
