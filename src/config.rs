@@ -176,6 +176,7 @@ struct RawInbound {
     listen: String,
     max_connections: usize,
     max_connections_per_ip: usize,
+    max_connection_rate_per_ip: u32,
     handshake_timeout: String,
     command_timeout: String,
     data_timeout: String,
@@ -190,6 +191,7 @@ impl Default for RawInbound {
             listen: "0.0.0.0:25".into(),
             max_connections: 1000,
             max_connections_per_ip: 20,
+            max_connection_rate_per_ip: 120,
             handshake_timeout: "30s".into(),
             command_timeout: "5m".into(),
             data_timeout: "10m".into(),
@@ -309,6 +311,9 @@ pub struct InboundSettings {
     pub max_connections: usize,
     /// Most simultaneous connections from one IP address.
     pub max_connections_per_ip: usize,
+    /// New connections per minute from one IP address (a burst of that size is allowed,
+    /// then it refills evenly); 0 turns the limit off.
+    pub max_connection_rate_per_ip: u32,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// Longest wait for a command (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
@@ -700,6 +705,7 @@ impl Config {
                 listen,
                 max_connections: i.max_connections,
                 max_connections_per_ip: i.max_connections_per_ip,
+                max_connection_rate_per_ip: i.max_connection_rate_per_ip,
                 handshake_timeout,
                 command_timeout,
                 data_timeout,

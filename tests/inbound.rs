@@ -579,6 +579,31 @@ async fn refuses_third_connection_from_the_same_address() {
 }
 
 #[tokio::test]
+async fn refuses_connections_from_an_address_opening_them_too_fast() {
+    let gw = TestGateway::start_with(inbound("max_connection_rate_per_ip", 2)).await;
+    // Two in a row are the burst allowed; they are closed at once and do not hold slots.
+    for _ in 0..2 {
+        let mut c = gw.connect().await;
+        c.quit().await;
+    }
+    let mut third = Client::connect(gw.addr).await;
+    third.expect(421, "4.7.0").await;
+    third.expect_eof().await;
+    assert_eq!(
+        gw.metrics
+            .connections_refused_total
+            .with_label_values(&["inbound", "connection_rate"])
+            .get(),
+        1
+    );
+    // Another address has its own allowance.
+    let other = "127.0.0.3".parse().expect("an address");
+    let mut c = Client::connect_from(other, gw.addr).await;
+    c.expect_code(220).await;
+    c.quit().await;
+}
+
+#[tokio::test]
 async fn shutdown_tells_idle_sessions_to_come_back_later() {
     let mut gw = TestGateway::start().await;
     let mut tls = gw.established(Some("peer-a")).await;

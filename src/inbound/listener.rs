@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +53,47 @@ impl Drop for PerIpGuard {
     }
 }
 
+/// New connections per IP address and minute, as token buckets: each address may open
+/// `per_minute` connections at once, then one more every `60 / per_minute` seconds.
+struct ConnectionRate {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl ConnectionRate {
+    fn new(per_minute: u32) -> Self {
+        ConnectionRate {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` may open a connection now (and takes a token if so).
+    fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        let capacity = f64::from(self.per_minute);
+        let refill_per_sec = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 100_000 {
+            // Forget addresses whose bucket has refilled: they behave as new ones.
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * refill_per_sec < capacity
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * refill_per_sec).min(capacity);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A bound inbound listener.
 pub struct Listener {
     listener: TcpListener,
@@ -82,6 +123,7 @@ impl Listener {
         let settings = &self.ctx.settings;
         let slots = Arc::new(Semaphore::new(settings.max_connections));
         let per_ip = Arc::new(PerIp::default());
+        let rate = ConnectionRate::new(settings.max_connection_rate_per_ip);
         let mut tasks = JoinSet::new();
         let mut stop = shutdown.clone();
         let mut backoff = Duration::from_millis(10);
@@ -108,6 +150,18 @@ impl Listener {
                 }
             };
             let metrics = &self.ctx.metrics;
+            if !rate.allow(peer.ip(), Instant::now()) {
+                metrics
+                    .connections_refused_total
+                    .with_label_values(&[self.name, "connection_rate"])
+                    .inc();
+                tracing::warn!(listener = self.name, %peer, reason = "connection_rate", "connection refused");
+                tokio::spawn(refuse(
+                    stream,
+                    b"421 4.7.0 Too many new connections from your address, slow down\r\n",
+                ));
+                continue;
+            }
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 metrics
                     .connections_refused_total
@@ -161,4 +215,35 @@ async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_rate_allows_a_burst_then_refills() {
+        let rate = ConnectionRate::new(60);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..60 {
+            assert!(rate.allow(ip, t0));
+        }
+        assert!(!rate.allow(ip, t0));
+        assert!(rate.allow(other, t0), "limits are per address");
+        assert!(!rate.allow(ip, t0 + Duration::from_millis(500)));
+        assert!(
+            rate.allow(ip, t0 + Duration::from_millis(1100)),
+            "one token per second"
+        );
+    }
+
+    #[test]
+    fn zero_disables_the_rate_limit() {
+        let rate = ConnectionRate::new(0);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!((0..10_000).all(|_| rate.allow(ip, t0)));
+    }
 }
