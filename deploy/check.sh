@@ -164,7 +164,6 @@ for a, b in {
     "/etc/mssante-gateway/tls/tls.key": f"{c}/gateway.key",
     "/etc/mssante-gateway/trust/anchors.pem": f"{c}/anchors.pem",
     "/etc/mssante-gateway/trust/intermediates.pem": f"{c}/intermediate-ca.pem",
-    "/etc/mssante-gateway/trust/organisations.crl.pem": f"{c}/intermediate-ca.crl.pem",
     "/var/spool/mssante-gateway": f"{tmp}/spool",
     "/var/cache/mssante-gateway": f"{tmp}/cache",
 }.items():
