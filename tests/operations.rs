@@ -323,3 +323,26 @@ async fn sighup_changes_the_certificate_for_new_connections_while_a_session_cont
         .expect("wait");
     assert!(status.success(), "gateway exits 0 on SIGTERM: {status}");
 }
+
+/// The alert rules shipped in deploy/ load in Prometheus and their unit tests pass.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&root)
+            .output()
+            .expect("promtool is installed by scripts/test.sh (Debian package prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
