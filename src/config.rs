@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::inbound::AllowedNet;
 use crate::policy::EhloCheck;
 use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
@@ -72,6 +73,7 @@ struct RawConfig {
     whitelist: RawWhitelist,
     #[serde(default)]
     policy: RawPolicy,
+    submission: Option<RawSubmission>,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
@@ -118,6 +120,15 @@ fn default_max_size() -> usize {
 }
 fn default_fetch_timeout() -> String {
     "60s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubmission {
+    listen: String,
+    allow: Vec<String>,
+    #[serde(default)]
+    require_tls: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -246,6 +257,8 @@ pub struct Config {
     pub whitelist: WhitelistSettings,
     /// Hostname/CN coherence mode for peers.
     pub ehlo_check: EhloCheck,
+    /// The listener for our internal mail server's outgoing mail, if enabled.
+    pub submission: Option<SubmissionSettings>,
     /// The address of the `/metrics`, `/healthz`, `/readyz` endpoint, if enabled.
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
@@ -300,6 +313,17 @@ pub struct WhitelistSettings {
     pub verify_signature: bool,
     /// Who must have signed the list.
     pub signer: SignerIdentity,
+}
+
+/// The submission listener: where our internal mail server hands over outgoing mail.
+#[derive(Debug, Clone)]
+pub struct SubmissionSettings {
+    /// Address to listen on (keep it on an internal interface).
+    pub listen: SocketAddr,
+    /// Networks allowed to connect (the internal mail servers).
+    pub allow: Vec<AllowedNet>,
+    /// MAIL needs STARTTLS first.
+    pub require_tls: bool,
 }
 
 /// The inbound listener's settings.
@@ -632,6 +656,39 @@ impl Config {
             ),
         }
 
+        let submission = match &raw.submission {
+            None => None,
+            Some(sub) => {
+                let listen = sub.listen.parse::<SocketAddr>().map_err(|_| {
+                    format!(
+                        "\"{}\" is not an address and port such as \"10.0.0.5:2587\"",
+                        sub.listen
+                    )
+                });
+                let mut allow = Vec::new();
+                for a in &sub.allow {
+                    match a.parse::<AllowedNet>() {
+                        Ok(n) => allow.push(n),
+                        Err(e) => p.add("submission.allow", e),
+                    }
+                }
+                if sub.allow.is_empty() {
+                    p.add("submission.allow", "list the internal mail servers' addresses (e.g. [\"10.0.0.5/32\"]); nobody else may submit");
+                }
+                match listen {
+                    Ok(listen) => Some(SubmissionSettings {
+                        listen,
+                        allow,
+                        require_tls: sub.require_tls,
+                    }),
+                    Err(e) => {
+                        p.add("submission.listen", e);
+                        None
+                    }
+                }
+            }
+        };
+
         let metrics_listen = match &raw.metrics.listen {
             None => None,
             Some(a) => match a.parse::<SocketAddr>() {
@@ -727,6 +784,7 @@ impl Config {
                 signer,
             },
             ehlo_check: raw.policy.ehlo_check,
+            submission,
             metrics_listen,
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),

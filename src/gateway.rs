@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::inbound::listener::Listener;
-use crate::inbound::{InboundContext, LiveSettings};
+use crate::inbound::{InboundContext, LiveSettings, Role};
 use crate::metrics::{http, Metrics};
 use crate::spool::{Spool, SpoolError};
 use crate::trust::pki::TrustStore;
@@ -43,6 +43,9 @@ pub enum StartError {
 pub struct Gateway {
     /// Where the inbound listener is bound (the real port when the configuration said 0).
     pub inbound_addr: SocketAddr,
+    /// Where the submission listener is bound, when enabled.
+    pub submission_addr: Option<SocketAddr>,
+    submission_task: Option<JoinHandle<()>>,
     /// Where `/metrics` is served, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     /// The gateway's metrics.
@@ -61,11 +64,13 @@ impl Gateway {
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
         let (shutdown, rx) = watch::channel(false);
         let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
+        let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         let ctx = Arc::new(InboundContext {
+            role: Role::Peer,
             settings: config.inbound.clone(),
-            live: ArcSwap::new(Arc::new(live_settings(config)?)),
+            live: Arc::clone(&live),
             whitelist: Arc::clone(&whitelist),
-            spool,
+            spool: Arc::clone(&spool),
             metrics: Arc::clone(&metrics),
         });
         if !config.tls.crl_sources.is_empty() {
@@ -75,12 +80,42 @@ impl Gateway {
                 rx.clone(),
             ));
         }
-        let listener = Listener::bind(Arc::clone(&ctx), "inbound")
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.inbound.listen,
-                source,
-            })?;
+        let submission = match &config.submission {
+            None => None,
+            Some(sub) => {
+                let mut settings = config.inbound.clone();
+                settings.listen = sub.listen;
+                let sub_ctx = Arc::new(InboundContext {
+                    role: Role::Submission {
+                        allow: sub.allow.clone(),
+                        require_tls: sub.require_tls,
+                    },
+                    settings,
+                    live: Arc::clone(&live),
+                    whitelist: Arc::clone(&whitelist),
+                    spool: Arc::clone(&spool),
+                    metrics: Arc::clone(&metrics),
+                });
+                let l = Listener::bind(sub_ctx)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: sub.listen,
+                        source,
+                    })?;
+                let addr = l.local_addr().map_err(|source| StartError::Bind {
+                    addr: sub.listen,
+                    source,
+                })?;
+                Some((l, addr))
+            }
+        };
+        let listener =
+            Listener::bind(Arc::clone(&ctx))
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.inbound.listen,
+                    source,
+                })?;
         let inbound_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.inbound.listen,
             source,
@@ -109,12 +144,16 @@ impl Gateway {
             }
             None => None,
         };
+        let submission_addr = submission.as_ref().map(|(_, a)| *a);
+        let submission_task = submission.map(|(l, _)| tokio::spawn(l.run(rx.clone())));
         let inbound_task = tokio::spawn(listener.run(rx));
         listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
             inbound: ctx,
             config_path: config.path.clone(),
             inbound_addr,
+            submission_addr,
+            submission_task,
             metrics_addr,
             metrics,
             shutdown,
@@ -162,6 +201,11 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.inbound_task.await {
             tracing::error!(error = %e, "inbound listener task failed");
+        }
+        if let Some(task) = self.submission_task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "submission listener task failed");
+            }
         }
     }
 }

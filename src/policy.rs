@@ -209,6 +209,78 @@ pub fn check_recipient(address: &str, local_domains: &[String]) -> Result<(), Re
     }
 }
 
+/// MAIL FROM on the submission listener (our internal mail server sending out): the
+/// sender must be one of ours, or `<>` (our server's own bounces).
+pub fn check_internal_sender(reverse_path: &str, local_domains: &[String]) -> Result<(), Refusal> {
+    if reverse_path.is_empty() {
+        return Ok(());
+    }
+    let domain = reverse_path
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.'));
+    match domain {
+        Some(d) if local_domains.iter().any(|l| l.eq_ignore_ascii_case(d)) => Ok(()),
+        Some(d) => Err(Refusal::new(
+            550,
+            (5, 7, 1),
+            format!("Sender domain {d} is not a domain of this operator"),
+            "sender_not_local",
+        )),
+        None => Err(Refusal::new(
+            550,
+            (5, 1, 7),
+            "Sender address must be user@domain",
+            "sender_syntax",
+        )),
+    }
+}
+
+/// RCPT TO on the submission listener: our own domains go to the internal relay; any other
+/// domain must be on the liste blanche, so that mail never leaves the espace de confiance.
+pub fn check_outbound_recipient(
+    address: &str,
+    local_domains: &[String],
+    whitelist: &Whitelist,
+    whitelist_stale: bool,
+) -> Result<(), Refusal> {
+    let domain = match address.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            domain.trim_end_matches('.')
+        }
+        _ => {
+            return Err(Refusal::new(
+                550,
+                (5, 1, 3),
+                "Recipient address must be user@domain",
+                "recipient_syntax",
+            ))
+        }
+    };
+    if local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        return Ok(());
+    }
+    if whitelist_stale {
+        return Err(Refusal::new(
+            451,
+            (4, 7, 1),
+            "Our copy of the liste blanche is out of date; try again later",
+            "whitelist_stale",
+        ));
+    }
+    if whitelist.is_listed_domain(domain) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            550,
+            (5, 7, 1),
+            format!(
+                "{domain} is not on the liste blanche: mail may not leave the espace de confiance"
+            ),
+            "recipient_domain_not_listed",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::{InboundContext, LiveSettings};
+use super::{InboundContext, LiveSettings, Role};
 use crate::policy::{self, PeerCertificate};
 use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
 use crate::spool::{Envelope, Incoming, Recipient};
@@ -96,7 +96,10 @@ impl Connection {
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
             tls_available: true,
-            require_tls: true,
+            require_tls: match &ctx.role {
+                Role::Peer => true,
+                Role::Submission { require_tls, .. } => *require_tls,
+            },
         });
         Connection {
             ctx,
@@ -309,6 +312,10 @@ impl Connection {
     }
 
     fn on_mail(&mut self, m: MailFrom) {
+        if let Role::Submission { .. } = self.ctx.role {
+            let verdict = policy::check_internal_sender(&m.address, &self.live.local_domains);
+            return self.decide_mail(m, verdict.map(|()| policy::Accepted::default()));
+        }
         let whitelist = self.ctx.whitelist.snapshot();
         let ctx = policy::SenderContext {
             peer: &self.peer_cert,
@@ -317,7 +324,13 @@ impl Connection {
             whitelist_stale: self.ctx.whitelist.is_stale(SystemTime::now()),
             ehlo_check: self.live.ehlo_check,
         };
-        match policy::check_sender(&ctx, &m.address) {
+        let verdict = policy::check_sender(&ctx, &m.address);
+        drop(whitelist);
+        self.decide_mail(m, verdict);
+    }
+
+    fn decide_mail(&mut self, m: MailFrom, verdict: Result<policy::Accepted, policy::Refusal>) {
+        match verdict {
             Ok(accepted) => {
                 for reason in &accepted.noted {
                     self.ctx.metrics.reject("mail_logged", reason);
@@ -336,7 +349,16 @@ impl Connection {
     }
 
     fn on_rcpt(&mut self, r: RcptTo) {
-        match policy::check_recipient(&r.address, &self.live.local_domains) {
+        let verdict = match self.ctx.role {
+            Role::Peer => policy::check_recipient(&r.address, &self.live.local_domains),
+            Role::Submission { .. } => policy::check_outbound_recipient(
+                &r.address,
+                &self.live.local_domains,
+                &self.ctx.whitelist.snapshot(),
+                self.ctx.whitelist.is_stale(SystemTime::now()),
+            ),
+        };
+        match verdict {
             Ok(()) => {
                 tracing::info!(stage = "rcpt", verdict = "accept", rcpt = %r.address, "recipient accepted");
                 self.rcpts.push(r);
@@ -358,6 +380,7 @@ impl Connection {
             return;
         };
         let envelope = Envelope {
+            direction: self.ctx.role.direction(),
             received_at: now_rfc3339(),
             peer_addr: self.peer.to_string(),
             helo: self.helo.clone(),
@@ -408,12 +431,13 @@ impl Connection {
         match incoming.commit().await {
             Ok(queue_id) => {
                 let m = &self.ctx.metrics;
+                let direction = self.ctx.role.direction().as_str();
                 m.messages_received_total
-                    .with_label_values(&["inbound"])
+                    .with_label_values(&[direction])
                     .inc();
                 m.message_size_bytes.observe(size as f64);
                 m.accept_latency_seconds
-                    .with_label_values(&["inbound"])
+                    .with_label_values(&[direction])
                     .observe(started.elapsed().as_secs_f64());
                 tracing::info!(
                     stage = "data",

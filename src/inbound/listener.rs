@@ -12,7 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::connection;
-use super::InboundContext;
+use super::{InboundContext, Role};
 
 /// Counts open connections per IP address; the count drops with the guard.
 #[derive(Default)]
@@ -103,7 +103,8 @@ pub struct Listener {
 
 impl Listener {
     /// Binds the address in the context's settings.
-    pub async fn bind(ctx: Arc<InboundContext>, name: &'static str) -> io::Result<Listener> {
+    pub async fn bind(ctx: Arc<InboundContext>) -> io::Result<Listener> {
+        let name = ctx.role.listener_name();
         let listener = TcpListener::bind(ctx.settings.listen).await?;
         Ok(Listener {
             listener,
@@ -150,6 +151,17 @@ impl Listener {
                 }
             };
             let metrics = &self.ctx.metrics;
+            if let Role::Submission { allow, .. } = &self.ctx.role {
+                if !allow.iter().any(|net| net.contains(peer.ip())) {
+                    metrics
+                        .connections_refused_total
+                        .with_label_values(&[self.name, "not_allowed"])
+                        .inc();
+                    tracing::warn!(listener = self.name, %peer, reason = "not_allowed", "connection refused: address not in submission.allow");
+                    tokio::spawn(refuse(stream, b"554 5.7.1 Access denied\r\n"));
+                    continue;
+                }
+            }
             if !rate.allow(peer.ip(), Instant::now()) {
                 metrics
                     .connections_refused_total

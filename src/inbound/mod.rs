@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod listener;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::config::InboundSettings;
 use crate::metrics::Metrics;
 use crate::policy::EhloCheck;
-use crate::spool::Spool;
+use crate::spool::{Direction, Spool};
 use crate::trust::pki::TrustStore;
 use crate::whitelist::live::WhitelistState;
 
@@ -35,17 +36,138 @@ pub struct LiveSettings {
     pub ehlo_check: EhloCheck,
 }
 
+/// Who connects to a listener, and so which rules apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Other operators of the espace (port 25): mandatory STARTTLS, an IGC Santé client
+    /// certificate, the liste blanche; recipients only in our domains.
+    Peer,
+    /// Our internal mail server sending mail out: only from allowed addresses, senders in
+    /// our domains, recipients in our domains or on the liste blanche.
+    Submission {
+        /// Networks allowed to connect.
+        allow: Vec<AllowedNet>,
+        /// MAIL needs STARTTLS first.
+        require_tls: bool,
+    },
+}
+
+impl Role {
+    /// The spool direction of the mail accepted here, also a metrics label.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Role::Peer => Direction::Inbound,
+            Role::Submission { .. } => Direction::Outbound,
+        }
+    }
+
+    /// The listener's name in logs and metrics.
+    pub fn listener_name(&self) -> &'static str {
+        match self {
+            Role::Peer => "inbound",
+            Role::Submission { .. } => "submission",
+        }
+    }
+}
+
+/// An address range in CIDR notation (`127.0.0.1/32`, `10.0.0.0/8`, `::1/128`; a bare
+/// address is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl AllowedNet {
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AllowedNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not an address or a CIDR range such as 10.0.0.0/8"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("\"{s}\": the prefix length must be 0 to {max}"))?,
+        };
+        Ok(AllowedNet { addr, prefix })
+    }
+}
+
 /// What every connection of a listener shares. Read-mostly: the reloadable part is
 /// swapped atomically, never locked.
 pub struct InboundContext {
+    /// Who connects here.
+    pub role: Role,
     /// Limits and timeouts (changing them needs a restart).
     pub settings: InboundSettings,
-    /// The reloadable settings.
-    pub live: ArcSwap<LiveSettings>,
+    /// The reloadable settings, shared by every listener.
+    pub live: Arc<ArcSwap<LiveSettings>>,
     /// The liste blanche in use.
     pub whitelist: Arc<WhitelistState>,
     /// Where accepted messages go.
     pub spool: Arc<Spool>,
     /// Metrics of the gateway.
     pub metrics: Arc<Metrics>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_nets_match_their_range_only() {
+        let net: AllowedNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        let host: AllowedNet = "127.0.0.1".parse().unwrap();
+        assert!(host.contains("127.0.0.1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        let v6: AllowedNet = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.1.0.1".parse().unwrap()));
+        let all: AllowedNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.7".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<AllowedNet>().is_err());
+        assert!("nonsense".parse::<AllowedNet>().is_err());
+    }
 }

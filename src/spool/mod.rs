@@ -23,9 +23,34 @@ const MAGIC: &[u8] = b"MSSPOOL1\n";
 const TRAILER_MAGIC: &[u8; 8] = b"MSSEND01";
 const TRAILER_LEN: usize = 24;
 
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From another operator, for our users: relayed to the internal server.
+    #[default]
+    Inbound,
+    /// From our internal server: our users' mail to other operators (local recipients
+    /// still go to the internal server).
+    Outbound,
+}
+
+impl Direction {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 /// What we know of a message besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Envelope {
+    /// Where the message came from, hence where it goes.
+    #[serde(default)]
+    pub direction: Direction,
     /// When the message was accepted (RFC 3339).
     pub received_at: String,
     /// The peer's IP address and port.
@@ -287,6 +312,7 @@ mod tests {
 
     fn envelope() -> Envelope {
         Envelope {
+            direction: Direction::Inbound,
             received_at: "2026-01-01T00:00:00Z".into(),
             peer_addr: "127.0.0.1:1234".into(),
             helo: "smtp.peer-a.test.mssante.fr".into(),

@@ -1,0 +1,100 @@
+//! The submission listener, where our internal mail server hands over mail for other
+//! operators: only allowed addresses, only our senders, only recipients of the espace.
+
+mod common;
+
+use common::{Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+
+fn with_submission(allow: &'static [&'static str]) -> impl FnOnce(&mut toml::Table) {
+    move |t| {
+        let mut s = toml::Table::new();
+        s.insert("listen".into(), "127.0.0.1:0".into());
+        s.insert(
+            "allow".into(),
+            toml::Value::Array(allow.iter().map(|a| (*a).into()).collect()),
+        );
+        t.insert("submission".into(), s.into());
+    }
+}
+
+async fn submit(gw: &TestGateway) -> Client {
+    let addr = gw.gateway().submission_addr.expect("submission listener");
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.send("EHLO mail.internal.example").await;
+    c.expect_code(250).await;
+    c
+}
+
+#[tokio::test]
+async fn internal_mail_to_a_listed_operator_is_accepted_and_spooled_as_outbound() {
+    let gw = TestGateway::start_with(with_submission(&["127.0.0.0/8"])).await;
+    let mut c = submit(&gw).await;
+    c.send_message(
+        &format!("dr.house@{LOCAL_DOMAIN}"),
+        &[
+            "colleague@peer-a.test.mssante.fr",
+            &format!("nurse@{LOCAL_DOMAIN}"),
+        ],
+        b"Subject: patient\r\n\r\ncompte rendu\r\n",
+    )
+    .await;
+    let stored = gw.spooled_messages();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].envelope.direction,
+        mssante_gateway::spool::Direction::Outbound
+    );
+    assert_eq!(
+        gw.metrics
+            .messages_received_total
+            .with_label_values(&["outbound"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn recipients_outside_the_whitelist_never_leave_the_espace() {
+    let gw = TestGateway::start_with(with_submission(&["127.0.0.1"])).await;
+    let mut c = submit(&gw).await;
+    c.send(&format!("MAIL FROM:<a@{LOCAL_DOMAIN}>")).await;
+    c.expect(250, "2.1.0").await;
+    for rcpt in ["x@gmail.com", "x@not-listed.mssante.fr"] {
+        c.send(&format!("RCPT TO:<{rcpt}>")).await;
+        c.expect(550, "5.7.1").await;
+    }
+    assert_eq!(gw.rejections("rcpt", "recipient_domain_not_listed"), 2);
+}
+
+#[tokio::test]
+async fn senders_outside_our_domains_are_refused() {
+    let gw = TestGateway::start_with(with_submission(&["127.0.0.1"])).await;
+    let mut c = submit(&gw).await;
+    c.send("MAIL FROM:<spoof@peer-a.test.mssante.fr>").await;
+    c.expect(550, "5.7.1").await;
+    assert_eq!(gw.rejections("mail", "sender_not_local"), 1);
+    // Our server's own bounces have the null reverse path.
+    c.send("MAIL FROM:<>").await;
+    c.expect(250, "2.1.0").await;
+}
+
+#[tokio::test]
+async fn addresses_outside_the_allow_list_are_turned_away() {
+    let gw = TestGateway::start_with(with_submission(&["127.0.0.2/32"])).await;
+    let addr = gw.gateway().submission_addr.expect("submission listener");
+    let mut c = Client::connect(addr).await;
+    c.expect(554, "5.7.1").await;
+    c.expect_eof().await;
+    assert_eq!(
+        gw.metrics
+            .connections_refused_total
+            .with_label_values(&["submission", "not_allowed"])
+            .get(),
+        1
+    );
+    let mut ok = Client::connect_from("127.0.0.2".parse().expect("ip"), addr).await;
+    tokio::time::timeout(IO_TIMEOUT, ok.expect_code(220))
+        .await
+        .expect("greeting");
+}
