@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::inbound::listener::Listener;
 use crate::inbound::InboundContext;
 use crate::metrics::{http, Metrics};
+use crate::relay::internal::Relay;
 use crate::spool::{Spool, SpoolError};
 use crate::trust::tls::{server_config, TlsConfigError};
 use crate::whitelist::live::WhitelistState;
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The spool directory is unusable.
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    /// The relay to the internal server could not be built.
+    #[error("relay: {0}")]
+    Relay(#[from] crate::relay::internal::RelayError),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}; is another process using the port, or does binding a port below 1024 need CAP_NET_BIND_SERVICE?")]
     Bind {
@@ -48,6 +52,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     inbound: JoinHandle<()>,
+    relay: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -55,6 +60,29 @@ impl Gateway {
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
+        let recovered = spool.recover()?;
+        metrics
+            .spool_quarantined_total
+            .inc_by(recovered.quarantined.len() as u64);
+        tracing::info!(
+            requeued = recovered.requeued,
+            quarantined = recovered.quarantined.len(),
+            tmp_removed = recovered.tmp_removed,
+            "spool recovered"
+        );
+        let relay = match &config.relay {
+            Some(settings) => Some(Arc::new(Relay::new(
+                Arc::clone(&spool),
+                settings.clone(),
+                Arc::clone(&metrics),
+                config.hostname.clone(),
+                config.local_domains.clone(),
+            )?)),
+            None => {
+                tracing::warn!("no [relay] section: accepted messages stay in the spool");
+                None
+            }
+        };
         let tls = server_config(
             &config.tls.identity,
             Arc::clone(&config.tls.trust),
@@ -107,6 +135,7 @@ impl Gateway {
             }
             None => None,
         };
+        let relay = relay.map(|r| r.spawn(rx.clone()));
         let inbound = tokio::spawn(listener.run(rx));
         listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
@@ -115,6 +144,7 @@ impl Gateway {
             metrics,
             shutdown,
             inbound,
+            relay,
         })
     }
 
@@ -124,6 +154,11 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.inbound.await {
             tracing::error!(error = %e, "inbound listener task failed");
+        }
+        if let Some(relay) = self.relay {
+            if let Err(e) = relay.await {
+                tracing::error!(error = %e, "relay task failed");
+            }
         }
     }
 }
