@@ -50,6 +50,8 @@ pub struct Gateway {
     pub metrics_addr: Option<SocketAddr>,
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
+    /// The spool this gateway owns (shared with its listener and relay).
+    pub spool: Arc<Spool>,
     shutdown: watch::Sender<bool>,
     inbound: JoinHandle<()>,
     relay: Option<JoinHandle<()>>,
@@ -98,7 +100,7 @@ impl Gateway {
             ehlo_check: config.ehlo_check,
             tls: ArcSwap::new(tls),
             trust: ArcSwap::new(Arc::clone(&config.tls.trust)),
-            spool,
+            spool: Arc::clone(&spool),
             metrics: Arc::clone(&metrics),
         });
         let listener = Listener::bind(ctx, "inbound")
@@ -142,6 +144,7 @@ impl Gateway {
             inbound_addr,
             metrics_addr,
             metrics,
+            spool: Arc::clone(&spool),
             shutdown,
             inbound,
             relay,

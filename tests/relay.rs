@@ -1,0 +1,624 @@
+//! Delivery to the internal server, against a real SMTP sink on loopback: what arrives is
+//! byte for byte what was accepted plus one `Received:` header; refusals, outages and
+//! torn spool files end the way an operator expects.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mssante_gateway::config::Config;
+use mssante_gateway::gateway::Gateway;
+use mssante_gateway::spool::{parse_file, Envelope, Recipient, Spool};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------
+// The sink: a small SMTP server recording what it is given.
+
+#[derive(Debug, Clone)]
+struct Delivered {
+    mail_from: String,
+    rcpts: Vec<String>,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct SinkState {
+    delivered: Vec<Delivered>,
+    /// Reply for RCPT to this address instead of 250 (e.g. "550 5.1.1 no such user"),
+    /// consumed after `uses` times when set.
+    rcpt_replies: HashMap<String, (String, Option<usize>)>,
+    sessions: usize,
+}
+
+struct Sink {
+    addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+    task: JoinHandle<()>,
+}
+
+impl Sink {
+    async fn start(addr: &str, chunking: bool) -> Sink {
+        let listener = TcpListener::bind(addr).await.expect("bind sink");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.lock().unwrap().sessions += 1;
+                conns.spawn(serve_sink(stream, Arc::clone(&st), chunking));
+            }
+        });
+        Sink { addr, state, task }
+    }
+
+    fn refuse(&self, rcpt: &str, reply: &str, times: Option<usize>) {
+        self.state
+            .lock()
+            .unwrap()
+            .rcpt_replies
+            .insert(rcpt.to_string(), (reply.to_string(), times));
+    }
+
+    fn delivered(&self) -> Vec<Delivered> {
+        self.state.lock().unwrap().delivered.clone()
+    }
+
+    /// Stops listening and cuts every session (the JoinSet of sessions is dropped with
+    /// the task).
+    fn down(self) -> SocketAddr {
+        self.task.abort();
+        self.addr
+    }
+}
+
+async fn serve_sink(stream: TcpStream, st: Arc<Mutex<SinkState>>, chunking: bool) {
+    let mut s = BufStream::new(stream);
+    let _ = sink_session(&mut s, &st, chunking).await;
+}
+
+async fn sink_session(
+    s: &mut BufStream<TcpStream>,
+    st: &Arc<Mutex<SinkState>>,
+    chunking: bool,
+) -> std::io::Result<()> {
+    s.write_all(b"220 sink.internal ESMTP\r\n").await?;
+    s.flush().await?;
+    let mut from = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if s.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        let l = String::from_utf8_lossy(&line).trim_end().to_string();
+        let upper = l.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            let mut r = String::from("250-sink.internal\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+            if chunking {
+                r.push_str("250-CHUNKING\r\n");
+            }
+            r.push_str("250 SIZE 100000000\r\n");
+            r
+        } else if upper.starts_with("MAIL FROM:") {
+            from = between(&l, '<', '>');
+            rcpts.clear();
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let r = between(&l, '<', '>');
+            let mut g = st.lock().unwrap();
+            let refusal = match g.rcpt_replies.get_mut(&r) {
+                Some((reply, Some(n))) if *n > 0 => {
+                    *n -= 1;
+                    Some(reply.clone())
+                }
+                Some((_, Some(_))) => None,
+                Some((reply, None)) => Some(reply.clone()),
+                None => None,
+            };
+            match refusal {
+                Some(reply) => format!("{reply}\r\n"),
+                None => {
+                    rcpts.push(r);
+                    "250 2.1.5 ok\r\n".into()
+                }
+            }
+        } else if upper == "DATA" {
+            s.write_all(b"354 go ahead\r\n").await?;
+            s.flush().await?;
+            let mut data = Vec::new();
+            loop {
+                let mut dl = Vec::new();
+                if s.read_until(b'\n', &mut dl).await? == 0 {
+                    return Ok(());
+                }
+                if dl == b".\r\n" {
+                    break;
+                }
+                // Undo dot-stuffing.
+                if dl.starts_with(b"..") {
+                    dl.remove(0);
+                }
+                data.extend_from_slice(&dl);
+            }
+            st.lock().unwrap().delivered.push(Delivered {
+                mail_from: from.clone(),
+                rcpts: std::mem::take(&mut rcpts),
+                data,
+            });
+            "250 2.0.0 queued\r\n".into()
+        } else if upper.starts_with("BDAT ") {
+            let mut words = l.split_whitespace().skip(1);
+            let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+            assert!(last, "the gateway sends one BDAT LAST chunk");
+            let mut data = vec![0u8; n];
+            s.read_exact(&mut data).await?;
+            st.lock().unwrap().delivered.push(Delivered {
+                mail_from: from.clone(),
+                rcpts: std::mem::take(&mut rcpts),
+                data,
+            });
+            "250 2.0.0 queued\r\n".into()
+        } else if upper == "RSET" {
+            rcpts.clear();
+            "250 2.0.0 ok\r\n".into()
+        } else if upper == "QUIT" {
+            s.write_all(b"221 bye\r\n").await?;
+            s.flush().await?;
+            return Ok(());
+        } else if upper == "NOOP" {
+            "250 ok\r\n".into()
+        } else {
+            "500 5.5.1 unknown\r\n".into()
+        };
+        s.write_all(reply.as_bytes()).await?;
+        s.flush().await?;
+    }
+}
+
+fn between(l: &str, a: char, b: char) -> String {
+    let start = l.find(a).map_or(0, |i| i + 1);
+    let end = l[start..].find(b).map_or(l.len(), |i| start + i);
+    l[start..end].to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway under test.
+
+fn repo(p: &str) -> String {
+    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(dir: &Path, internal: SocketAddr) -> Config {
+    let text = format!(
+        r#"
+espace = "test"
+local_domains = ["gateway.test.mssante.fr"]
+[tls]
+certificate = "{cert}"
+key = "{key}"
+anchors = ["{anchors}"]
+intermediates = ["{inter}"]
+[inbound]
+listen = "127.0.0.1:0"
+[spool]
+dir = "{spool}"
+[whitelist]
+cache = "{wl}"
+fetch = false
+signer_cn = "alb.test.mssante.fr"
+signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
+[relay]
+internal = "{internal}"
+internal_concurrency = 2
+idle_timeout = "5s"
+timeout = "10s"
+retry_first = "300ms"
+retry_max = "1s"
+expiry = "1h"
+"#,
+        cert = repo("certs-test/gateway-chain.pem"),
+        key = repo("certs-test/gateway.key"),
+        anchors = repo("certs-test/anchors.pem"),
+        inter = repo("certs-test/intermediate-ca.pem"),
+        wl = repo("certs-test/whitelist.xml"),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, &text).expect("write config");
+    Config::load(&path).expect("valid config")
+}
+
+fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
+    Envelope {
+        received_at: "2026-03-04T05:06:07Z".into(),
+        peer_addr: "127.0.0.9:40001".into(),
+        helo: "smtp.peer-a.test.mssante.fr".into(),
+        peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=1750000020,O=CH PEER A,C=FR".into()),
+        tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384".into()),
+        mail_from: from.into(),
+        envid: Some("ENVID-7".into()),
+        ret_full: None,
+        body_8bitmime: true,
+        smtputf8: false,
+        recipients: rcpts
+            .iter()
+            .map(|r| Recipient {
+                address: (*r).into(),
+                notify: 0,
+                orcpt: Some(format!("rfc822;{r}")),
+            })
+            .collect(),
+    }
+}
+
+/// A body with 8-bit bytes, leading dots, a lone "." line and every byte value but CR/LF.
+fn tricky_body(tag: &str) -> Vec<u8> {
+    let mut b = format!(
+        "Message-ID: <{tag}@peer-a.test.mssante.fr>\r\nSubject: =?utf-8?q?compte_rendu?=\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend_from_slice("résumé médical, ñ, 漢字\r\n".as_bytes());
+    b.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\n");
+    for chunk in (1u8..=255)
+        .filter(|c| *c != b'\r' && *c != b'\n')
+        .collect::<Vec<_>>()
+        .chunks(60)
+    {
+        b.extend_from_slice(chunk);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"end\r\n");
+    b
+}
+
+async fn commit(spool: &Spool, env: &Envelope, body: &[u8]) -> String {
+    let mut m = spool.create(env).await.expect("create");
+    m.write(body).await.expect("write");
+    m.commit().await.expect("commit")
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn queue_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("spool/queue"))
+        .expect("queue dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Splits off the one header the gateway adds; the rest must be the accepted bytes.
+fn strip_received(data: &[u8]) -> (&str, &[u8]) {
+    assert!(data.starts_with(b"Received: from "), "starts with Received");
+    // The header ends at the first CRLF not followed by a folding tab.
+    let mut i = 0;
+    loop {
+        let nl = memchr(&data[i..]).expect("header end") + i;
+        if data.get(nl + 1) != Some(&b'\t') {
+            let header = std::str::from_utf8(&data[..nl + 1]).expect("ascii header");
+            return (header, &data[nl + 1..]);
+        }
+        i = nl + 1;
+    }
+}
+
+fn memchr(d: &[u8]) -> Option<usize> {
+    d.iter().position(|b| *b == b'\n')
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn delivers_identical_bytes(chunking: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", chunking).await;
+    sink.refuse(
+        "nobody@gateway.test.mssante.fr",
+        "550 5.1.1 no such user",
+        None,
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("identical");
+    let rcpts = [
+        "alice@gateway.test.mssante.fr",
+        "nobody@gateway.test.mssante.fr",
+        "bob@gateway.test.mssante.fr",
+    ];
+    let id = commit(
+        &gw.spool,
+        &envelope("x@peer-a.test.mssante.fr", &rcpts),
+        &body,
+    )
+    .await;
+    wait_for("delivery", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "x@peer-a.test.mssante.fr");
+    assert_eq!(
+        got[0].rcpts,
+        vec![
+            "alice@gateway.test.mssante.fr",
+            "bob@gateway.test.mssante.fr"
+        ]
+    );
+    let (received, rest) = strip_received(&got[0].data);
+    assert_eq!(
+        rest,
+        &body[..],
+        "bytes after the Received header are untouched"
+    );
+    assert!(!rest.starts_with(b"Received:"), "exactly one header added");
+    for needle in [
+        "from smtp.peer-a.test.mssante.fr (smtp.peer-a.test.mssante.fr [127.0.0.9])",
+        "using TLSv1_3 with cipher TLS13_AES_256_GCM_SHA384; peer CN=smtp.peer-a.test.mssante.fr",
+        &format!("by smtp.gateway.test.mssante.fr (mssante-gateway) with ESMTPS id {id};"),
+        "Wed, 04 Mar 2026 05:06:07 +0000",
+    ] {
+        assert!(received.contains(needle), "{needle:?} not in {received:?}");
+    }
+    // The refused recipient is bounced: the original leaves the queue and a DSN to the
+    // (remote) sender waits there for the outbound relay.
+    wait_for("bounce", Duration::from_secs(10), || {
+        !queue_files(dir.path()).contains(&id) && queue_files(dir.path()).len() == 1
+    })
+    .await;
+    let dsn_id = queue_files(dir.path()).remove(0);
+    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
+    let dsn = parse_file(&dsn_id, &bytes).expect("complete DSN");
+    assert_eq!(dsn.envelope.mail_from, "");
+    assert_eq!(
+        dsn.envelope.recipients[0].address,
+        "x@peer-a.test.mssante.fr"
+    );
+    let text = String::from_utf8_lossy(&dsn.body);
+    assert!(text.contains("Final-Recipient: rfc822;nobody@gateway.test.mssante.fr\r\n"));
+    assert!(text.contains("Status: 5.1.1\r\n"));
+    assert!(text.contains("Original-Envelope-Id: ENVID-7\r\n"));
+    assert!(text.contains("Message-ID: <identical@peer-a.test.mssante.fr>"));
+    assert!(
+        !text.contains("alice@"),
+        "delivered recipients are not reported"
+    );
+    let m = gw.metrics.render();
+    assert!(m.contains("mssante_messages_relayed_total{direction=\"inbound\"} 1"));
+    assert!(m.contains("mssante_messages_bounced_total{direction=\"inbound\"} 1"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_arrive_identical_over_data_with_dot_stuffing() {
+    delivers_identical_bytes(false).await;
+}
+
+#[tokio::test]
+async fn messages_arrive_identical_over_bdat() {
+    delivers_identical_bytes(true).await;
+}
+
+#[tokio::test]
+async fn unreachable_server_defers_then_delivers_when_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Take a free port, then close it: the internal server is down.
+    let addr = Sink::start("127.0.0.1:0", false).await.down();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let gw = Gateway::start(&config(dir.path(), addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("outage");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    let state = dir.path().join(format!("spool/state/{id}.json"));
+    wait_for("two failed attempts", Duration::from_secs(10), || {
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["attempts"].as_u64())
+            .is_some_and(|a| a >= 2)
+    })
+    .await;
+    assert!(queue_files(dir.path()).contains(&id), "still queued");
+    let sink = Sink::start(&addr.to_string(), false).await;
+    wait_for("delivery after the outage", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    assert!(!state.exists(), "state removed with the message");
+    assert!(gw
+        .metrics
+        .render()
+        .contains("mssante_messages_deferred_total{direction=\"inbound\"}"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn temporary_refusal_retries_only_the_refused_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", false).await;
+    sink.refuse(
+        "bob@gateway.test.mssante.fr",
+        "451 4.2.0 mailbox busy",
+        Some(1),
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("partial");
+    commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &[
+                "alice@gateway.test.mssante.fr",
+                "bob@gateway.test.mssante.fr",
+            ],
+        ),
+        &body,
+    )
+    .await;
+    wait_for("two deliveries", Duration::from_secs(10), || {
+        sink.delivered().len() == 2
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got[0].rcpts, vec!["alice@gateway.test.mssante.fr"]);
+    assert_eq!(got[1].rcpts, vec!["bob@gateway.test.mssante.fr"]);
+    for d in &got {
+        assert_eq!(strip_received(&d.data).1, &body[..]);
+    }
+    // Sessions are reused: one connection served both attempts.
+    assert_eq!(sink.state.lock().unwrap().sessions, 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_of_a_local_sender_returns_a_dsn_through_the_internal_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", false).await;
+    sink.refuse(
+        "gone@gateway.test.mssante.fr",
+        "550 5.1.1 user unknown",
+        None,
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("bounce");
+    let mut env = envelope(
+        "doctor@gateway.test.mssante.fr",
+        &["gone@gateway.test.mssante.fr"],
+    );
+    env.ret_full = Some(true);
+    commit(&gw.spool, &env, &body).await;
+    wait_for("the DSN", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "", "DSNs are sent from <>");
+    assert_eq!(got[0].rcpts, vec!["doctor@gateway.test.mssante.fr"]);
+    let (_, dsn) = strip_received(&got[0].data);
+    let text = String::from_utf8_lossy(dsn);
+    for needle in [
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Action: failed\r\n",
+        "Status: 5.1.1\r\n",
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
+        "Original-Recipient: rfc822;gone@gateway.test.mssante.fr\r\n",
+        "Content-Type: message/rfc822\r\n\r\nMessage-ID: <bounce@peer-a.test.mssante.fr>",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+    }
+    // RET=FULL: the whole original, 8-bit bytes included, is inside.
+    assert!(memmem(dsn, &body));
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn torn_spool_file_is_quarantined_and_never_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", false).await;
+    let cfg = config(dir.path(), sink.addr);
+    // Before the gateway runs: one complete message and one cut short (a crash or a
+    // disk fault after the rename), plus a tmp/ leftover that was never acknowledged.
+    let (good, torn) = {
+        let spool = Spool::open(&cfg.spool_dir).expect("spool");
+        let good = commit(
+            &spool,
+            &envelope(
+                "x@peer-a.test.mssante.fr",
+                &["alice@gateway.test.mssante.fr"],
+            ),
+            &tricky_body("good"),
+        )
+        .await;
+        let torn = commit(
+            &spool,
+            &envelope(
+                "x@peer-a.test.mssante.fr",
+                &["alice@gateway.test.mssante.fr"],
+            ),
+            &tricky_body("torn"),
+        )
+        .await;
+        let path = cfg.spool_dir.join("queue").join(&torn);
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 30]).expect("truncate");
+        std::fs::write(
+            cfg.spool_dir.join("tmp/0000000000000000000"),
+            b"MSSPOOL1\npartial",
+        )
+        .expect("tmp leftover");
+        (good, torn)
+    };
+    let gw = Gateway::start(&cfg).await.expect("gateway starts");
+    wait_for("the good message", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1, "only the complete message is delivered");
+    assert!(memmem(&got[0].data, b"<good@peer-a.test.mssante.fr>"));
+    assert!(cfg.spool_dir.join("quarantine").join(&torn).is_file());
+    assert!(!cfg.spool_dir.join("queue").join(&good).exists());
+    assert!(std::fs::read_dir(cfg.spool_dir.join("tmp"))
+        .expect("tmp")
+        .next()
+        .is_none());
+    assert!(gw
+        .metrics
+        .render()
+        .contains("mssante_spool_quarantined_total 1"));
+    gw.shutdown().await;
+}
