@@ -622,3 +622,72 @@ async fn torn_spool_file_is_quarantined_and_never_delivered() {
         .contains("mssante_spool_quarantined_total 1"));
     gw.shutdown().await;
 }
+
+fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run the binary");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "127.0.0.1:9".parse().expect("addr"));
+    let spool = Spool::open(&cfg.spool_dir).expect("spool");
+    let id = commit(
+        &spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("cli"),
+    )
+    .await;
+    let mut state = spool.state(&id).await.expect("state");
+    state.next_due_unix_ms = u64::MAX / 2;
+    spool
+        .defer(
+            &id,
+            state,
+            "421 4.3.0 try later",
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        )
+        .await
+        .expect("defer");
+    let (ok, out) = cli(&cfg.path, &["list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&id) && out.contains("421 4.3.0 try later"),
+        "{out}"
+    );
+    assert!(out.contains("1 message(s)"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["show", &id]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Message-ID: <cli@peer-a.test.mssante.fr>"),
+        "{out}"
+    );
+    assert!(out.contains("attempts:   1"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["retry", &id]);
+    assert!(ok, "{out}");
+    assert_eq!(spool.state(&id).await.expect("state").next_due_unix_ms, 0);
+    let (ok, out) = cli(&cfg.path, &["show", "../../etc/passwd"]);
+    assert!(!ok && out.contains("not a queue id"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["delete", &id]);
+    assert!(ok, "{out}");
+    assert!(queue_files(dir.path()).is_empty());
+    let (ok, _) = cli(&cfg.path, &["delete", &id]);
+    assert!(!ok, "deleting twice fails");
+}

@@ -24,7 +24,9 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::Notify;
 
 use queue::Index;
-pub use queue::{id_time_ms, unix_ms, MessageState, QueueEntry, QueueSummary, RecoveryReport};
+pub use queue::{
+    id_time_ms, is_message_name, unix_ms, MessageState, QueueEntry, QueueSummary, RecoveryReport,
+};
 
 const MAGIC: &[u8] = b"MSSPOOL1\n";
 const TRAILER_MAGIC: &[u8; 8] = b"MSSEND01";

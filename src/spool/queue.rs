@@ -136,7 +136,9 @@ pub fn id_time_ms(id: &str) -> Option<u64> {
     u64::from_str_radix(id.get(..11)?, 16).ok()
 }
 
-fn is_message_name(name: &str) -> bool {
+/// Whether `name` is a queue id (19 hex digits): anything else is refused by the `queue`
+/// commands, so that an id never becomes a path outside the spool.
+pub fn is_message_name(name: &str) -> bool {
     name.len() == 19 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
