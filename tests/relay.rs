@@ -691,3 +691,47 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
     let (ok, _) = cli(&cfg.path, &["delete", &id]);
     assert!(!ok, "deleting twice fails");
 }
+
+#[tokio::test]
+async fn notify_success_and_delay_produce_one_report_each() {
+    use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_SUCCESS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", false).await;
+    sink.refuse("busy@gateway.test.mssante.fr", "451 4.2.1 busy", Some(2));
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let mut env = envelope(
+        "doctor@gateway.test.mssante.fr",
+        &["ok@gateway.test.mssante.fr", "busy@gateway.test.mssante.fr"],
+    );
+    env.recipients[0].notify = RCPT_NOTIFY_SUCCESS;
+    env.recipients[1].notify = RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE;
+    commit(&gw.spool, &env, &tricky_body("notify")).await;
+    wait_for("everything delivered", Duration::from_secs(15), || {
+        sink.delivered().len() >= 4 && queue_files(dir.path()).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sink.delivered();
+    let dsns: Vec<String> = got
+        .iter()
+        .filter(|d| d.mail_from.is_empty())
+        .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        .collect();
+    assert_eq!(got.len(), 4, "two originals and two reports");
+    assert_eq!(dsns.len(), 2);
+    let success = dsns
+        .iter()
+        .find(|t| t.contains("Action: relayed"))
+        .expect("a success report");
+    assert!(success.contains("Final-Recipient: rfc822;ok@gateway.test.mssante.fr"));
+    let delay = dsns
+        .iter()
+        .find(|t| t.contains("Action: delayed"))
+        .expect("a delay report");
+    assert!(delay.contains("Final-Recipient: rfc822;busy@gateway.test.mssante.fr"));
+    assert!(delay.contains("Status: 4.2.1"));
+    assert!(delay.contains("Will-Retry-Until: "));
+    gw.shutdown().await;
+}
