@@ -254,7 +254,7 @@ fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
             .map(|r| Recipient {
                 address: (*r).into(),
                 notify: 0,
-                orcpt: Some(format!("rfc822;{r}")),
+                orcpt: Some((*r).to_string()),
             })
             .collect(),
     }

@@ -143,8 +143,13 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
     for rr in &r.recipients {
         push(&mut m, "\r\n");
         if let Some(orcpt) = &rr.recipient.orcpt {
+            // smtp-proto keeps the decoded address of `ORCPT=rfc822;...` (the only type
+            // it accepts); a value that still has its type is written as it is.
             let o = clean(orcpt);
-            if o.contains(';') {
+            let typed = o
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("rfc822;"));
+            if typed {
                 push(&mut m, &format!("Original-Recipient: {o}\r\n"));
             } else {
                 push(&mut m, &format!("Original-Recipient: rfc822;{o}\r\n"));
@@ -278,7 +283,7 @@ mod tests {
             recipient: Recipient {
                 address: "bob@gateway.test.mssante.fr".into(),
                 notify,
-                orcpt: Some("rfc822;bob@gateway.test.mssante.fr".into()),
+                orcpt: Some("Bob@Gateway.test.mssante.fr".into()),
             },
             action: Action::Failed,
             status: "5.1.1".into(),
@@ -323,7 +328,7 @@ mod tests {
             "Content-Type: multipart/report; report-type=delivery-status;",
             "Reporting-MTA: dns; smtp.gateway.test.mssante.fr\r\n",
             "Original-Envelope-Id: ENV-42\r\n",
-            "Original-Recipient: rfc822;bob@gateway.test.mssante.fr\r\n",
+            "Original-Recipient: rfc822;Bob@Gateway.test.mssante.fr\r\n",
             "Final-Recipient: rfc822;bob@gateway.test.mssante.fr\r\n",
             "Action: failed\r\n",
             "Status: 5.1.1\r\n",

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,12 +56,17 @@ struct Slot {
     received_ms: u64,
     /// A worker is delivering it: not handed out again until released.
     claimed: bool,
+    /// Insertion order, so that a refresh that listed the directory before a commit does
+    /// not drop the committed message.
+    added_seq: u64,
 }
 
 /// Queued messages by id. The lock is held only for map operations, never across I/O.
 #[derive(Debug, Default)]
 pub(super) struct Index {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Ticks at each commit and at the start of each refresh.
+    seq: AtomicU64,
 }
 
 impl Index {
@@ -84,6 +90,7 @@ impl Index {
                     due_ms: 0,
                     received_ms,
                     claimed: false,
+                    added_seq: self.seq.fetch_add(1, Ordering::SeqCst),
                 },
             )
         });
@@ -204,6 +211,7 @@ impl Spool {
                         due_ms: state.next_due_unix_ms,
                         received_ms,
                         claimed: false,
+                        added_seq: 0,
                     },
                 )
             });
@@ -216,6 +224,7 @@ impl Spool {
     /// `queue delete` changed while the gateway runs. Messages being delivered are left
     /// alone.
     pub fn refresh(&self) -> Result<(), SpoolError> {
+        let mark = self.index.seq.fetch_add(1, Ordering::SeqCst);
         let mut on_disk = HashMap::new();
         for entry in std::fs::read_dir(&self.queue).map_err(io_err(&self.queue))? {
             let entry = entry.map_err(io_err(&self.queue))?;
@@ -226,13 +235,14 @@ impl Spool {
             }
         }
         self.index.with(|m| {
-            m.retain(|id, slot| slot.claimed || on_disk.contains_key(id));
+            m.retain(|id, slot| slot.claimed || slot.added_seq > mark || on_disk.contains_key(id));
             for (id, due) in on_disk {
                 let received_ms = id_time_ms(&id).unwrap_or(0);
                 let slot = m.entry(id).or_insert(Slot {
                     due_ms: due,
                     received_ms,
                     claimed: false,
+                    added_seq: mark,
                 });
                 if !slot.claimed {
                     slot.due_ms = due;
@@ -474,4 +484,129 @@ fn sync_dir_blocking(dir: &Path) -> Result<(), SpoolError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Recipient;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            received_at: "2026-01-01T00:00:00Z".into(),
+            peer_addr: "127.0.0.1:1234".into(),
+            helo: "smtp.peer-a.test.mssante.fr".into(),
+            peer_dn: None,
+            tls: None,
+            mail_from: "a@peer-a.test.mssante.fr".into(),
+            envid: None,
+            ret_full: None,
+            body_8bitmime: false,
+            smtputf8: false,
+            recipients: vec![
+                Recipient {
+                    address: "b@gateway.test.mssante.fr".into(),
+                    notify: 0,
+                    orcpt: None,
+                },
+                Recipient {
+                    address: "c@gateway.test.mssante.fr".into(),
+                    notify: 0,
+                    orcpt: None,
+                },
+            ],
+        }
+    }
+
+    async fn store(spool: &Spool) -> String {
+        let mut m = spool.create(&envelope()).await.unwrap();
+        m.write(b"Subject: x\r\n\r\nbody\r\n").await.unwrap();
+        m.commit().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn committed_message_is_due_once_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let id = store(&spool).await;
+        let now = SystemTime::now();
+        assert_eq!(spool.next_due(now), vec![id.clone()]);
+        assert!(spool.next_due(now).is_empty(), "claimed");
+        assert_eq!(spool.summary(now).messages, 1);
+        spool.release(&id);
+        assert_eq!(spool.next_due(now), vec![id.clone()]);
+        spool.complete(&id).await.unwrap();
+        assert_eq!(spool.summary(now).messages, 0);
+        assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn deferred_state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let spool = Spool::open(dir.path()).unwrap();
+            let id = store(&spool).await;
+            spool.next_due(SystemTime::now());
+            let state = MessageState {
+                pending: Some(vec!["c@gateway.test.mssante.fr".into()]),
+                ..MessageState::default()
+            };
+            let later = SystemTime::now() + Duration::from_secs(600);
+            spool.defer(&id, state, "451 busy", later).await.unwrap();
+            assert!(spool.next_due(SystemTime::now()).is_empty());
+            assert!(spool.next_due(later).contains(&id));
+            id
+        };
+        // A new process: recovery finds the message with its state.
+        let spool = Spool::open(dir.path()).unwrap();
+        let report = spool.recover().unwrap();
+        assert_eq!(report.requeued, 1);
+        assert!(spool.next_due(SystemTime::now()).is_empty(), "not due yet");
+        let state = spool.state(&id).await.unwrap();
+        assert_eq!(state.attempts, 1);
+        assert_eq!(state.last_error.as_deref(), Some("451 busy"));
+        let env = envelope();
+        assert_eq!(
+            state.pending_recipients(&env),
+            vec!["c@gateway.test.mssante.fr".to_string()]
+        );
+        spool.retry_now(&id).await.unwrap();
+        assert_eq!(spool.next_due(SystemTime::now()), vec![id]);
+    }
+
+    #[tokio::test]
+    async fn recovery_quarantines_torn_files_and_clears_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let good = store(&spool).await;
+        let torn = store(&spool).await;
+        let path = dir.path().join("queue").join(&torn);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        std::fs::write(dir.path().join("tmp/leftover"), b"MSSPOOL1\n").unwrap();
+        std::fs::write(dir.path().join("state/0000000000000000000.json"), b"{}").unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let report = spool.recover().unwrap();
+        assert_eq!(report.requeued, 1);
+        assert_eq!(report.tmp_removed, 1);
+        assert_eq!(report.quarantined.len(), 1);
+        assert_eq!(report.quarantined[0].0, torn);
+        assert!(dir.path().join("quarantine").join(&torn).is_file());
+        assert!(!dir.path().join("state/0000000000000000000.json").exists());
+        assert_eq!(spool.next_due(SystemTime::now()), vec![good]);
+    }
+
+    #[tokio::test]
+    async fn refresh_sees_deletes_and_keeps_fresh_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let a = store(&spool).await;
+        // Another process (`queue delete`) removes it.
+        std::fs::remove_file(dir.path().join("queue").join(&a)).unwrap();
+        spool.refresh().unwrap();
+        assert!(spool.next_due(SystemTime::now()).is_empty());
+        let b = store(&spool).await;
+        spool.refresh().unwrap();
+        assert_eq!(spool.next_due(SystemTime::now()), vec![b]);
+    }
 }
