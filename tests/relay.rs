@@ -23,6 +23,33 @@ struct Delivered {
     mail_from: String,
     rcpts: Vec<String>,
     data: Vec<u8>,
+    /// Whether the session was under TLS.
+    tls: bool,
+}
+
+/// How the sink behaves.
+#[derive(Clone, Default)]
+struct SinkOpts {
+    /// Offer CHUNKING (BDAT).
+    chunking: bool,
+    /// Speak LMTP: LHLO, one reply per accepted recipient after the body.
+    lmtp: bool,
+    /// Offer STARTTLS with this configuration.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Require AUTH PLAIN with this base64 token before MAIL.
+    auth: Option<String>,
+}
+
+impl SinkOpts {
+    fn plain() -> Self {
+        Self::default()
+    }
+    fn chunking() -> Self {
+        SinkOpts {
+            chunking: true,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -31,6 +58,8 @@ struct SinkState {
     /// Reply for RCPT to this address instead of 250 (e.g. "550 5.1.1 no such user"),
     /// consumed after `uses` times when set.
     rcpt_replies: HashMap<String, (String, Option<usize>)>,
+    /// LMTP: reply for this recipient after the body instead of 250.
+    data_replies: HashMap<String, String>,
     sessions: usize,
 }
 
@@ -41,7 +70,7 @@ struct Sink {
 }
 
 impl Sink {
-    async fn start(addr: &str, chunking: bool) -> Sink {
+    async fn start(addr: &str, opts: SinkOpts) -> Sink {
         let listener = TcpListener::bind(addr).await.expect("bind sink");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(SinkState::default()));
@@ -53,7 +82,7 @@ impl Sink {
                     continue;
                 };
                 st.lock().unwrap().sessions += 1;
-                conns.spawn(serve_sink(stream, Arc::clone(&st), chunking));
+                conns.spawn(serve_sink(stream, Arc::clone(&st), opts.clone()));
             }
         });
         Sink { addr, state, task }
@@ -79,34 +108,66 @@ impl Sink {
     }
 }
 
-async fn serve_sink(stream: TcpStream, st: Arc<Mutex<SinkState>>, chunking: bool) {
+async fn serve_sink(stream: TcpStream, st: Arc<Mutex<SinkState>>, opts: SinkOpts) {
     let mut s = BufStream::new(stream);
-    let _ = sink_session(&mut s, &st, chunking).await;
+    if let Ok(true) = sink_session(&mut s, &st, &opts, false).await {
+        let Some(acceptor) = &opts.tls else { return };
+        let Ok(tls) = acceptor.accept(s.into_inner()).await else {
+            return;
+        };
+        let mut s = BufStream::new(tls);
+        let _ = sink_session(&mut s, &st, &opts, true).await;
+    }
 }
 
-async fn sink_session(
-    s: &mut BufStream<TcpStream>,
+/// Serves commands; returns true when the client asked for STARTTLS (220 written).
+async fn sink_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut BufStream<S>,
     st: &Arc<Mutex<SinkState>>,
-    chunking: bool,
-) -> std::io::Result<()> {
-    s.write_all(b"220 sink.internal ESMTP\r\n").await?;
-    s.flush().await?;
+    opts: &SinkOpts,
+    tls: bool,
+) -> std::io::Result<bool> {
+    if !tls {
+        s.write_all(b"220 sink.internal ESMTP\r\n").await?;
+        s.flush().await?;
+    }
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
+    let mut authed = opts.auth.is_none();
     loop {
         let mut line = Vec::new();
         if s.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let l = String::from_utf8_lossy(&line).trim_end().to_string();
         let upper = l.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            assert_eq!(upper.starts_with("LHLO"), opts.lmtp, "greeting verb");
             let mut r = String::from("250-sink.internal\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
-            if chunking {
+            if opts.chunking {
                 r.push_str("250-CHUNKING\r\n");
+            }
+            if opts.tls.is_some() && !tls {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            if opts.auth.is_some() {
+                r.push_str("250-AUTH PLAIN\r\n");
             }
             r.push_str("250 SIZE 100000000\r\n");
             r
+        } else if upper == "STARTTLS" && opts.tls.is_some() && !tls {
+            s.write_all(b"220 2.0.0 go ahead\r\n").await?;
+            s.flush().await?;
+            return Ok(true);
+        } else if upper.starts_with("AUTH PLAIN ") {
+            if Some(&l[11..]) == opts.auth.as_deref() {
+                authed = true;
+                "235 2.7.0 ok\r\n".into()
+            } else {
+                "535 5.7.8 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("MAIL FROM:") && !authed {
+            "530 5.7.0 authentication required\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
             from = between(&l, '<', '>');
             rcpts.clear();
@@ -137,7 +198,7 @@ async fn sink_session(
             loop {
                 let mut dl = Vec::new();
                 if s.read_until(b'\n', &mut dl).await? == 0 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if dl == b".\r\n" {
                     break;
@@ -148,12 +209,7 @@ async fn sink_session(
                 }
                 data.extend_from_slice(&dl);
             }
-            st.lock().unwrap().delivered.push(Delivered {
-                mail_from: from.clone(),
-                rcpts: std::mem::take(&mut rcpts),
-                data,
-            });
-            "250 2.0.0 queued\r\n".into()
+            end_of_data(st, opts, &from, &mut rcpts, data, tls)
         } else if upper.starts_with("BDAT ") {
             let mut words = l.split_whitespace().skip(1);
             let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -161,19 +217,14 @@ async fn sink_session(
             assert!(last, "the gateway sends one BDAT LAST chunk");
             let mut data = vec![0u8; n];
             s.read_exact(&mut data).await?;
-            st.lock().unwrap().delivered.push(Delivered {
-                mail_from: from.clone(),
-                rcpts: std::mem::take(&mut rcpts),
-                data,
-            });
-            "250 2.0.0 queued\r\n".into()
+            end_of_data(st, opts, &from, &mut rcpts, data, tls)
         } else if upper == "RSET" {
             rcpts.clear();
             "250 2.0.0 ok\r\n".into()
         } else if upper == "QUIT" {
             s.write_all(b"221 bye\r\n").await?;
             s.flush().await?;
-            return Ok(());
+            return Ok(false);
         } else if upper == "NOOP" {
             "250 ok\r\n".into()
         } else {
@@ -182,6 +233,48 @@ async fn sink_session(
         s.write_all(reply.as_bytes()).await?;
         s.flush().await?;
     }
+}
+
+/// Records a message and builds the reply (LMTP: one line per accepted recipient).
+fn end_of_data(
+    st: &Arc<Mutex<SinkState>>,
+    opts: &SinkOpts,
+    from: &str,
+    rcpts: &mut Vec<String>,
+    data: Vec<u8>,
+    tls: bool,
+) -> String {
+    let mut g = st.lock().unwrap();
+    let all = std::mem::take(rcpts);
+    if !opts.lmtp {
+        g.delivered.push(Delivered {
+            mail_from: from.to_string(),
+            rcpts: all,
+            data,
+            tls,
+        });
+        return "250 2.0.0 queued\r\n".into();
+    }
+    let mut reply = String::new();
+    let mut ok = Vec::new();
+    for r in &all {
+        match g.data_replies.get(r) {
+            Some(refusal) => reply.push_str(&format!("{refusal}\r\n")),
+            None => {
+                ok.push(r.clone());
+                reply.push_str("250 2.0.0 delivered\r\n");
+            }
+        }
+    }
+    if !ok.is_empty() {
+        g.delivered.push(Delivered {
+            mail_from: from.to_string(),
+            rcpts: ok,
+            data,
+            tls,
+        });
+    }
+    reply
 }
 
 fn between(l: &str, a: char, b: char) -> String {
@@ -198,6 +291,11 @@ fn repo(p: &str) -> String {
 }
 
 fn config(dir: &Path, internal: SocketAddr) -> Config {
+    config_with(dir, internal, "")
+}
+
+/// The test configuration with `extra` lines appended to its `[relay]` section.
+fn config_with(dir: &Path, internal: SocketAddr, extra: &str) -> Config {
     let text = format!(
         r#"
 espace = "test"
@@ -224,6 +322,7 @@ timeout = "10s"
 retry_first = "300ms"
 retry_max = "1s"
 expiry = "1h"
+{extra}
 "#,
         cert = repo("certs-test/gateway-chain.pem"),
         key = repo("certs-test/gateway.key"),
@@ -326,7 +425,12 @@ fn memchr(d: &[u8]) -> Option<usize> {
 
 async fn delivers_identical_bytes(chunking: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start("127.0.0.1:0", chunking).await;
+    let opts = if chunking {
+        SinkOpts::chunking()
+    } else {
+        SinkOpts::plain()
+    };
+    let sink = Sink::start("127.0.0.1:0", opts).await;
     sink.refuse(
         "nobody@gateway.test.mssante.fr",
         "550 5.1.1 no such user",
@@ -419,7 +523,7 @@ async fn messages_arrive_identical_over_bdat() {
 async fn unreachable_server_defers_then_delivers_when_it_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Take a free port, then close it: the internal server is down.
-    let addr = Sink::start("127.0.0.1:0", false).await.down();
+    let addr = Sink::start("127.0.0.1:0", SinkOpts::plain()).await.down();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let gw = Gateway::start(&config(dir.path(), addr))
         .await
@@ -444,7 +548,7 @@ async fn unreachable_server_defers_then_delivers_when_it_returns() {
     })
     .await;
     assert!(queue_files(dir.path()).contains(&id), "still queued");
-    let sink = Sink::start(&addr.to_string(), false).await;
+    let sink = Sink::start(&addr.to_string(), SinkOpts::plain()).await;
     wait_for("delivery after the outage", Duration::from_secs(10), || {
         !sink.delivered().is_empty()
     })
@@ -467,7 +571,7 @@ async fn unreachable_server_defers_then_delivers_when_it_returns() {
 #[tokio::test]
 async fn temporary_refusal_retries_only_the_refused_recipient() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start("127.0.0.1:0", false).await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     sink.refuse(
         "bob@gateway.test.mssante.fr",
         "451 4.2.0 mailbox busy",
@@ -511,7 +615,7 @@ async fn temporary_refusal_retries_only_the_refused_recipient() {
 #[tokio::test]
 async fn permanent_failure_of_a_local_sender_returns_a_dsn_through_the_internal_server() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start("127.0.0.1:0", false).await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     sink.refuse(
         "gone@gateway.test.mssante.fr",
         "550 5.1.1 user unknown",
@@ -563,7 +667,7 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn torn_spool_file_is_quarantined_and_never_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start("127.0.0.1:0", false).await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let cfg = config(dir.path(), sink.addr);
     // Before the gateway runs: one complete message and one cut short (a crash or a
     // disk fault after the rename), plus a tmp/ leftover that was never acknowledged.
@@ -696,7 +800,7 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
 async fn notify_success_and_delay_produce_one_report_each() {
     use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_SUCCESS};
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start("127.0.0.1:0", false).await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     sink.refuse("busy@gateway.test.mssante.fr", "451 4.2.1 busy", Some(2));
     let gw = Gateway::start(&config(dir.path(), sink.addr))
         .await
@@ -733,5 +837,157 @@ async fn notify_success_and_delay_produce_one_report_each() {
     assert!(delay.contains("Final-Recipient: rfc822;busy@gateway.test.mssante.fr"));
     assert!(delay.contains("Status: 4.2.1"));
     assert!(delay.contains("Will-Retry-Until: "));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn lmtp_per_recipient_replies_after_the_body_are_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            lmtp: true,
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    sink.state.lock().unwrap().data_replies.insert(
+        "full@gateway.test.mssante.fr".into(),
+        "552 5.2.2 mailbox full".into(),
+    );
+    let gw = Gateway::start(&config_with(dir.path(), sink.addr, "protocol = \"lmtp\""))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("lmtp");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["ok@gateway.test.mssante.fr", "full@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    wait_for(
+        "bounce of the full mailbox",
+        Duration::from_secs(10),
+        || {
+            let q = queue_files(dir.path());
+            !q.contains(&id) && q.len() == 1
+        },
+    )
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpts, vec!["ok@gateway.test.mssante.fr"]);
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    let dsn_id = queue_files(dir.path()).remove(0);
+    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
+    let text =
+        String::from_utf8_lossy(&parse_file(&dsn_id, &bytes).expect("dsn").body).into_owned();
+    assert!(text.contains("Final-Recipient: rfc822;full@gateway.test.mssante.fr\r\n"));
+    assert!(text.contains("Status: 5.2.2\r\n"));
+    assert!(!text.contains("Final-Recipient: rfc822;ok@"));
+    gw.shutdown().await;
+}
+
+fn sink_tls() -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(repo("certs-test/gateway-chain.pem"))
+            .expect("chain")
+            .map(|c| c.expect("cert"))
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(repo("certs-test/gateway.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server cert");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn starttls_and_auth_to_the_internal_server() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = base64::engine::general_purpose::STANDARD.encode("\0relay\0s3cret");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            tls: Some(sink_tls()),
+            auth: Some(token),
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    let extra = format!(
+        "starttls = true\ntls_ca = \"{}\"\ntls_server_name = \"smtp.gateway.test.mssante.fr\"\nauth_user = \"relay\"\nauth_password = \"s3cret\"",
+        repo("certs-test/anchors.pem")
+    );
+    let gw = Gateway::start(&config_with(dir.path(), sink.addr, &extra))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("tls");
+    commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    wait_for("delivery over TLS", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert!(got[0].tls, "delivered inside TLS");
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_internal_credentials_keep_the_message_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            auth: Some("something-else".into()),
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    let gw = Gateway::start(&config_with(
+        dir.path(),
+        sink.addr,
+        "auth_user = \"relay\"\nauth_password = \"wrong\"",
+    ))
+    .await
+    .expect("gateway starts");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("auth"),
+    )
+    .await;
+    let state = dir.path().join(format!("spool/state/{id}.json"));
+    wait_for("a deferral", Duration::from_secs(10), || state.exists()).await;
+    let text = std::fs::read_to_string(&state).expect("state");
+    assert!(text.contains("535 5.7.8"), "{text}");
+    assert!(sink.delivered().is_empty());
+    assert_eq!(
+        queue_files(dir.path()),
+        vec![id],
+        "no bounce for our own misconfiguration"
+    );
     gw.shutdown().await;
 }
