@@ -47,6 +47,16 @@ pub enum Command {
         #[command(subcommand)]
         action: WhitelistAction,
     },
+    /// Inspect and act on the spool of a gateway (running or stopped): the commands work
+    /// on the files of `spool.dir`.
+    Queue {
+        /// The configuration file (TOML) naming the spool directory.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: QueueAction,
+    },
     /// Generate a test PKI mimicking IGC Santé (root, intermediate, peer certificates and
     /// the certificates the espace must refuse). Test keys only, never for production.
     TestPki {
@@ -108,5 +118,28 @@ pub enum WhitelistAction {
         /// Expected signer O.
         #[arg(long, requires = "signer_cn")]
         signer_o: Option<String>,
+    },
+}
+
+/// `queue` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// One line per queued message: id, size, age, attempts, next try, sender, recipients
+    /// still pending, last error.
+    List,
+    /// The envelope, delivery state and headers of one message.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Make a deferred message due now (a running gateway picks it up within 15 s).
+    Retry {
+        /// The queue id.
+        id: String,
+    },
+    /// Remove a message without delivering it and without a DSN.
+    Delete {
+        /// The queue id.
+        id: String,
     },
 }

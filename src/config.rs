@@ -78,6 +78,94 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+    relay: Option<RawRelay>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    internal: String,
+    #[serde(default)]
+    protocol: RelayProtocol,
+    #[serde(default)]
+    starttls: bool,
+    tls_ca: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    auth_user: Option<String>,
+    auth_password: Option<String>,
+    #[serde(default = "default_internal_concurrency")]
+    internal_concurrency: usize,
+    #[serde(default = "default_relay_idle")]
+    idle_timeout: String,
+    #[serde(default = "default_relay_timeout")]
+    timeout: String,
+    #[serde(default = "default_retry_first")]
+    retry_first: String,
+    #[serde(default = "default_retry_max")]
+    retry_max: String,
+    #[serde(default = "default_expiry")]
+    expiry: String,
+    #[serde(default = "default_jitter")]
+    retry_jitter: f64,
+}
+
+fn default_internal_concurrency() -> usize {
+    4
+}
+fn default_relay_idle() -> String {
+    "60s".into()
+}
+fn default_relay_timeout() -> String {
+    "5m".into()
+}
+fn default_retry_first() -> String {
+    "5m".into()
+}
+fn default_retry_max() -> String {
+    "1h".into()
+}
+fn default_expiry() -> String {
+    "5d".into()
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
+/// The protocol spoken to the internal server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayProtocol {
+    /// ESMTP (EHLO; one reply after the body).
+    #[default]
+    Smtp,
+    /// LMTP (RFC 2033: LHLO; one reply per recipient after the body).
+    Lmtp,
+}
+
+/// Delivery to the internal mail server.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// The internal server's address.
+    pub internal: SocketAddr,
+    /// SMTP or LMTP.
+    pub protocol: RelayProtocol,
+    /// Upgrade with STARTTLS (required when set: no fallback to plaintext).
+    pub starttls: bool,
+    /// Anchors that the internal server's certificate must chain to (PEM); the
+    /// espace's anchors when absent.
+    pub tls_ca: Option<PathBuf>,
+    /// The name checked in the internal server's certificate.
+    pub tls_server_name: String,
+    /// AUTH PLAIN credentials (only sent over TLS or to a loopback address).
+    pub auth: Option<(String, String)>,
+    /// Most simultaneous sessions to the internal server.
+    pub internal_concurrency: usize,
+    /// An unused session is closed after this long.
+    pub idle_timeout: Duration,
+    /// Longest wait for any reply of the internal server.
+    pub timeout: Duration,
+    /// Backoff and expiry of deferred messages.
+    pub retry: crate::relay::retry::RetrySchedule,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +353,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// Delivery to the internal server; without it messages stay queued.
+    pub relay: Option<RelaySettings>,
 }
 
 /// TLS material, loaded and checked.
@@ -707,6 +797,11 @@ impl Config {
             p.add("log.level", format!("\"{}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,info\"", raw.log.level));
         }
 
+        let relay = raw
+            .relay
+            .as_ref()
+            .and_then(|r| relay_settings(&mut p, r, &resolve));
+
         if !p.list.is_empty() {
             return Err(ConfigErrors(p.list));
         }
@@ -788,6 +883,7 @@ impl Config {
             metrics_listen,
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),
+            relay,
         })
     }
 
@@ -796,6 +892,99 @@ impl Config {
         let d = domain.trim_end_matches('.');
         self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
     }
+}
+
+fn relay_settings(
+    p: &mut Problems<'_>,
+    r: &RawRelay,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Option<RelaySettings> {
+    let internal = match r.internal.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "relay.internal",
+                format!(
+                    "\"{}\" is not an address and port such as \"127.0.0.1:2526\"",
+                    r.internal
+                ),
+            );
+            None
+        }
+    };
+    let idle_timeout = duration(p, "relay.idle_timeout", &r.idle_timeout);
+    let timeout = duration(p, "relay.timeout", &r.timeout);
+    let first = duration(p, "relay.retry_first", &r.retry_first);
+    let max = duration(p, "relay.retry_max", &r.retry_max);
+    let expiry = duration(p, "relay.expiry", &r.expiry);
+    if r.internal_concurrency == 0 {
+        p.add("relay.internal_concurrency", "must be greater than 0");
+    }
+    if !(0.0..1.0).contains(&r.retry_jitter) {
+        p.add(
+            "relay.retry_jitter",
+            format!(
+                "{} is not a fraction in [0, 1): e.g. 0.1 spreads each delay by ±10%",
+                r.retry_jitter
+            ),
+        );
+    }
+    if let (Some(f), Some(m)) = (first, max) {
+        if f > m {
+            p.add("relay.retry_first", "is above relay.retry_max");
+        }
+    }
+    let auth = match (&r.auth_user, &r.auth_password) {
+        (Some(u), Some(pw)) => Some((u.clone(), pw.clone())),
+        (None, None) => None,
+        _ => {
+            p.add(
+                "relay.auth_user",
+                "auth_user and auth_password go together: give both or neither",
+            );
+            None
+        }
+    };
+    if let (Some(a), Some(_)) = (internal, &auth) {
+        if !r.starttls && !a.ip().is_loopback() {
+            p.add(
+                "relay.auth_user",
+                "AUTH would send the password in clear to a non-loopback server: set relay.starttls = true",
+            );
+        }
+    }
+    let tls_ca = r.tls_ca.as_ref().map(|c| resolve(c));
+    if r.starttls && tls_ca.is_none() {
+        p.add(
+            "relay.tls_ca",
+            "with starttls = true, name the PEM file of the CA that signed the internal server's certificate",
+        );
+    }
+    if let Some(ca) = &tls_ca {
+        if !ca.is_file() {
+            p.add("relay.tls_ca", format!("{} does not exist", ca.display()));
+        }
+    }
+    Some(RelaySettings {
+        internal: internal?,
+        protocol: r.protocol,
+        starttls: r.starttls,
+        tls_ca,
+        tls_server_name: r
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| "localhost".into()),
+        auth,
+        internal_concurrency: r.internal_concurrency,
+        idle_timeout: idle_timeout?,
+        timeout: timeout?,
+        retry: crate::relay::retry::RetrySchedule {
+            first: first?,
+            max: max?,
+            expiry: expiry?,
+            jitter: r.retry_jitter,
+        },
+    })
 }
 
 /// The host names a certificate speaks for: its CN and its dNSName SANs.

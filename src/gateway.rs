@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::inbound::listener::Listener;
 use crate::inbound::{InboundContext, LiveSettings, Role};
 use crate::metrics::{http, Metrics};
+use crate::relay::internal::Relay;
 use crate::spool::{Spool, SpoolError};
 use crate::trust::pki::TrustStore;
 use crate::trust::tls::{server_config, TlsConfigError};
@@ -29,6 +30,9 @@ pub enum StartError {
     /// The spool directory is unusable.
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    /// The relay to the internal server could not be built.
+    #[error("relay: {0}")]
+    Relay(#[from] crate::relay::internal::RelayError),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}; is another process using the port, or does binding a port below 1024 need CAP_NET_BIND_SERVICE?")]
     Bind {
@@ -50,10 +54,13 @@ pub struct Gateway {
     pub metrics_addr: Option<SocketAddr>,
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
+    /// The spool this gateway owns (shared with its listener and relay).
+    pub spool: Arc<Spool>,
     shutdown: watch::Sender<bool>,
     inbound_task: JoinHandle<()>,
     inbound: Arc<InboundContext>,
     config_path: std::path::PathBuf,
+    relay: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -62,6 +69,29 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         record_certificate_expiry(&metrics, config);
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
+        let recovered = spool.recover()?;
+        metrics
+            .spool_quarantined_total
+            .inc_by(recovered.quarantined.len() as u64);
+        tracing::info!(
+            requeued = recovered.requeued,
+            quarantined = recovered.quarantined.len(),
+            tmp_removed = recovered.tmp_removed,
+            "spool recovered"
+        );
+        let relay = match &config.relay {
+            Some(settings) => Some(Arc::new(Relay::new(
+                Arc::clone(&spool),
+                settings.clone(),
+                Arc::clone(&metrics),
+                config.hostname.clone(),
+                config.local_domains.clone(),
+            )?)),
+            None => {
+                tracing::warn!("no [relay] section: accepted messages stay in the spool");
+                None
+            }
+        };
         let (shutdown, rx) = watch::channel(false);
         let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
@@ -146,6 +176,7 @@ impl Gateway {
         };
         let submission_addr = submission.as_ref().map(|(_, a)| *a);
         let submission_task = submission.map(|(l, _)| tokio::spawn(l.run(rx.clone())));
+        let relay = relay.map(|r| r.spawn(rx.clone()));
         let inbound_task = tokio::spawn(listener.run(rx));
         listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
@@ -156,8 +187,10 @@ impl Gateway {
             submission_task,
             metrics_addr,
             metrics,
+            spool: Arc::clone(&spool),
             shutdown,
             inbound_task,
+            relay,
         })
     }
 
@@ -205,6 +238,11 @@ impl Gateway {
         if let Some(task) = self.submission_task {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "submission listener task failed");
+            }
+        }
+        if let Some(relay) = self.relay {
+            if let Err(e) = relay.await {
+                tracing::error!(error = %e, "relay task failed");
             }
         }
     }

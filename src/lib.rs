@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod inbound;
 pub mod metrics;
 pub mod policy;
+pub mod relay;
 pub mod smtp;
 pub mod spool;
 pub mod tools;

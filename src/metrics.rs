@@ -4,14 +4,19 @@
 //! carry the same `reason` labels as the logs.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Sub-millisecond to tens of seconds, for latencies.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
+];
+
+/// Ten milliseconds to five days, for delivery (retries included).
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 432000.0,
 ];
 
 /// 1 KiB to 64 MiB, for message sizes.
@@ -61,6 +66,20 @@ pub struct Metrics {
     pub crl_update_timestamp_seconds: IntGaugeVec,
     /// Configuration reloads, by outcome (`applied`, `invalid`).
     pub reloads_total: IntCounterVec,
+    /// Messages in the spool waiting for delivery.
+    pub queue_messages: IntGauge,
+    /// Age of the oldest queued message.
+    pub queue_oldest_age_seconds: IntGauge,
+    /// Messages handed to the next hop (at least one recipient accepted), by direction.
+    pub messages_relayed_total: IntCounterVec,
+    /// Delivery attempts that left recipients for a retry, by direction.
+    pub messages_deferred_total: IntCounterVec,
+    /// Messages with recipients that failed for good (5xx or expiry), by direction.
+    pub messages_bounced_total: IntCounterVec,
+    /// From acceptance to the last recipient's delivery.
+    pub delivery_latency_seconds: Histogram,
+    /// Torn spool files moved to quarantine at recovery.
+    pub spool_quarantined_total: IntCounter,
 }
 
 impl Metrics {
@@ -195,6 +214,48 @@ impl Metrics {
             "Configuration reloads (SIGHUP), by outcome.",
             &["outcome"],
         );
+        let queue_messages = gauge(
+            "mssante_queue_messages",
+            "Messages in the spool waiting for delivery.",
+        );
+        let queue_oldest_age_seconds = gauge(
+            "mssante_queue_oldest_age_seconds",
+            "Age of the oldest message in the spool.",
+        );
+        let messages_relayed_total = counter_vec(
+            "mssante_messages_relayed_total",
+            "Messages accepted by the next hop for at least one recipient, by direction.",
+            &["direction"],
+        );
+        let messages_deferred_total = counter_vec(
+            "mssante_messages_deferred_total",
+            "Delivery attempts leaving recipients to retry later, by direction.",
+            &["direction"],
+        );
+        let messages_bounced_total = counter_vec(
+            "mssante_messages_bounced_total",
+            "Messages with recipients failed for good (5xx reply or expiry), by direction.",
+            &["direction"],
+        );
+        let delivery_latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mssante_delivery_latency_seconds",
+                "From acceptance (250) to delivery of the last recipient.",
+            )
+            .buckets(DELIVERY_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(delivery_latency_seconds.clone()))
+            .expect("metric names are unique");
+        let spool_quarantined_total = IntCounter::new(
+            "mssante_spool_quarantined_total",
+            "Torn spool files moved to quarantine at recovery (never delivered).",
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(spool_quarantined_total.clone()))
+            .expect("metric names are unique");
         let build = IntGauge::with_opts(
             Opts::new(
                 "mssante_build_info",
@@ -228,6 +289,13 @@ impl Metrics {
             crl_fetch_total,
             crl_update_timestamp_seconds,
             reloads_total,
+            queue_messages,
+            queue_oldest_age_seconds,
+            messages_relayed_total,
+            messages_deferred_total,
+            messages_bounced_total,
+            delivery_latency_seconds,
+            spool_quarantined_total,
         }
     }
 

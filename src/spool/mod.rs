@@ -10,14 +10,23 @@
 //! received (dot-stuffing removed), then a 24-byte trailer: `MSSEND01`, the envelope
 //! length and the body length as little-endian u64.
 
+mod queue;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::fs::File;
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::Notify;
+
+use queue::Index;
+pub use queue::{
+    id_time_ms, is_message_name, unix_ms, MessageState, QueueEntry, QueueSummary, RecoveryReport,
+};
 
 const MAGIC: &[u8] = b"MSSPOOL1\n";
 const TRAILER_MAGIC: &[u8; 8] = b"MSSEND01";
@@ -109,12 +118,22 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     }
 }
 
-/// The spool directory.
+/// The spool directory: `tmp/` (being written, never acknowledged), `queue/` (complete
+/// messages, each file written once and never rewritten), `state/` (one small JSON file
+/// per message that has been tried: attempts, next due time, pending recipients),
+/// `quarantine/` (torn files found at recovery, kept for inspection, never delivered).
 #[derive(Debug)]
 pub struct Spool {
     tmp: PathBuf,
     queue: PathBuf,
+    state: PathBuf,
+    quarantine: PathBuf,
     counter: AtomicU32,
+    /// Which messages are queued, when each is due and whether a worker holds it. Shared
+    /// with [`Incoming`] so that a commit makes the message visible at once.
+    index: Arc<Index>,
+    /// Woken after each commit so that the relay delivers without waiting for a poll.
+    notify: Arc<Notify>,
 }
 
 impl Spool {
@@ -122,14 +141,25 @@ impl Spool {
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
         let tmp = dir.join("tmp");
         let queue = dir.join("queue");
-        for d in [&tmp, &queue] {
+        let state = dir.join("state");
+        let quarantine = dir.join("quarantine");
+        for d in [&tmp, &queue, &state, &quarantine] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
         Ok(Spool {
             tmp,
             queue,
+            state,
+            quarantine,
             counter: AtomicU32::new(rand::random()),
+            index: Arc::new(Index::default()),
+            notify: Arc::new(Notify::new()),
         })
+    }
+
+    /// Woken each time a message is committed.
+    pub fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.notify)
     }
 
     /// The directory of complete messages.
@@ -162,6 +192,8 @@ impl Spool {
             file,
             tmp_path,
             queue_dir: self.queue.clone(),
+            index: Arc::clone(&self.index),
+            notify: Arc::clone(&self.notify),
             envelope_len: env.len() as u64,
             body_len: 0,
         })
@@ -174,6 +206,8 @@ pub struct Incoming {
     file: BufWriter<File>,
     tmp_path: PathBuf,
     queue_dir: PathBuf,
+    index: Arc<Index>,
+    notify: Arc<Notify>,
     envelope_len: u64,
     body_len: u64,
 }
@@ -219,6 +253,8 @@ impl Incoming {
             .await
             .map_err(io_err(&dest))?;
         sync_dir(&self.queue_dir).await?;
+        self.index.insert_new(&self.id);
+        self.notify.notify_one();
         Ok(self.id)
     }
 

@@ -1,0 +1,366 @@
+//! Delivery status notifications (RFC 3464, RFC 3461): the bounce, delay warning or
+//! success report sent back to a message's sender.
+//!
+//! NOTIFY decides whether a recipient is reported (no NOTIFY means FAILURE only; NEVER
+//! means nothing), RET whether the whole message or its headers only are returned (no RET
+//! means headers only: the body of a health-care message is not copied around unless the
+//! sender asked for it), and ENVID and ORCPT are echoed back.
+
+use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS};
+use time::format_description::well_known::{Rfc2822, Rfc3339};
+use time::OffsetDateTime;
+
+use crate::spool::{Envelope, Recipient, StoredMessage};
+
+/// What happened to a recipient (the DSN `Action:` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Permanent failure, or expiry.
+    Failed,
+    /// Still trying.
+    Delayed,
+    /// Handed to a final-delivery agent (LMTP).
+    Delivered,
+    /// Handed to a server that may not send DSNs itself (SMTP).
+    Relayed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+}
+
+/// One recipient's line in the report.
+#[derive(Debug, Clone)]
+pub struct RecipientReport {
+    /// The recipient as it was in the envelope (address, NOTIFY, ORCPT).
+    pub recipient: Recipient,
+    /// What happened.
+    pub action: Action,
+    /// Enhanced status code, e.g. `5.1.1`.
+    pub status: String,
+    /// The server's reply, for `Diagnostic-Code: smtp; ...`.
+    pub diagnostic: Option<String>,
+}
+
+/// Whether the sender asked to hear about `action` for a recipient with `notify`.
+pub fn wanted(notify: u64, action: Action) -> bool {
+    if notify & RCPT_NOTIFY_NEVER != 0 {
+        return false;
+    }
+    match action {
+        Action::Failed => notify == 0 || notify & RCPT_NOTIFY_FAILURE != 0,
+        Action::Delayed => notify & RCPT_NOTIFY_DELAY != 0,
+        Action::Delivered | Action::Relayed => notify & RCPT_NOTIFY_SUCCESS != 0,
+    }
+}
+
+/// Context of a report.
+pub struct Report<'a> {
+    /// Our host name (Reporting-MTA, From).
+    pub reporting_mta: &'a str,
+    /// The server that answered (Remote-MTA), when known.
+    pub remote_mta: Option<&'a str>,
+    /// The original message.
+    pub original: &'a StoredMessage,
+    /// The recipients to report (already filtered by [`wanted`]).
+    pub recipients: Vec<RecipientReport>,
+    /// For delays: until when we keep trying.
+    pub will_retry_until: Option<OffsetDateTime>,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// Builds the notification: its envelope (from `<>` to the original sender, NOTIFY=NEVER
+/// so that a DSN never causes another) and its bytes. `None` when there is nobody to tell:
+/// the original reverse path was `<>`, or no recipient is to be reported.
+pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
+    let env = &r.original.envelope;
+    if env.mail_from.is_empty() || r.recipients.is_empty() {
+        return None;
+    }
+    let kind = r.recipients[0].action;
+    let date = r.now.format(&Rfc2822).unwrap_or_default();
+    let boundary = format!("{}/{}", r.original.id, r.reporting_mta);
+    let subject = match kind {
+        Action::Failed => "Undelivered Mail Returned to Sender",
+        Action::Delayed => "Delayed Mail (still being retried)",
+        Action::Delivered | Action::Relayed => "Successful Mail Delivery Report",
+    };
+    let ret_full = env.ret_full == Some(true);
+    let mut m = Vec::with_capacity(4096);
+    let push = |m: &mut Vec<u8>, s: &str| m.extend_from_slice(s.as_bytes());
+    push(
+        &mut m,
+        &format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n\
+             To: <{to}>\r\n\
+             Subject: {subject}\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{id}.{action}@{mta}>\r\n\
+             Auto-Submitted: auto-replied\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status;\r\n\
+             \tboundary=\"{boundary}\"\r\n\
+             \r\n\
+             This is a MIME-encapsulated message.\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: text/plain; charset=us-ascii\r\n\
+             \r\n",
+            mta = r.reporting_mta,
+            to = env.mail_from,
+            id = r.original.id,
+            action = kind.as_str(),
+        ),
+    );
+    push(&mut m, &human_text(r));
+    push(
+        &mut m,
+        &format!(
+            "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {}\r\n",
+            r.reporting_mta
+        ),
+    );
+    if let Some(envid) = &env.envid {
+        push(
+            &mut m,
+            &format!("Original-Envelope-Id: {}\r\n", clean(envid)),
+        );
+    }
+    let arrival = OffsetDateTime::parse(&env.received_at, &Rfc3339)
+        .ok()
+        .and_then(|t| t.format(&Rfc2822).ok());
+    if let Some(a) = arrival {
+        push(&mut m, &format!("Arrival-Date: {a}\r\n"));
+    }
+    for rr in &r.recipients {
+        push(&mut m, "\r\n");
+        if let Some(orcpt) = &rr.recipient.orcpt {
+            // smtp-proto keeps the decoded address of `ORCPT=rfc822;...` (the only type
+            // it accepts); a value that still has its type is written as it is.
+            let o = clean(orcpt);
+            let typed = o
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("rfc822;"));
+            if typed {
+                push(&mut m, &format!("Original-Recipient: {o}\r\n"));
+            } else {
+                push(&mut m, &format!("Original-Recipient: rfc822;{o}\r\n"));
+            }
+        }
+        push(
+            &mut m,
+            &format!(
+                "Final-Recipient: rfc822;{}\r\nAction: {}\r\nStatus: {}\r\n",
+                rr.recipient.address,
+                rr.action.as_str(),
+                rr.status
+            ),
+        );
+        if let Some(remote) = r.remote_mta {
+            push(&mut m, &format!("Remote-MTA: dns; {}\r\n", clean(remote)));
+        }
+        if let Some(d) = &rr.diagnostic {
+            push(&mut m, &format!("Diagnostic-Code: smtp; {}\r\n", clean(d)));
+        }
+        push(&mut m, &format!("Last-Attempt-Date: {date}\r\n"));
+        if let (Action::Delayed, Some(until)) = (rr.action, r.will_retry_until) {
+            if let Ok(u) = until.format(&Rfc2822) {
+                push(&mut m, &format!("Will-Retry-Until: {u}\r\n"));
+            }
+        }
+    }
+    let body = &r.original.body;
+    if ret_full {
+        push(
+            &mut m,
+            &format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"),
+        );
+        m.extend_from_slice(body);
+        if !body.ends_with(b"\r\n") {
+            push(&mut m, "\r\n");
+        }
+    } else {
+        push(
+            &mut m,
+            &format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"),
+        );
+        m.extend_from_slice(headers_of(body));
+    }
+    push(&mut m, &format!("\r\n--{boundary}--\r\n"));
+    let envelope = Envelope {
+        // Informational only: delivery is routed per recipient domain.
+        direction: Default::default(),
+        received_at: r.now.format(&Rfc3339).unwrap_or_default(),
+        peer_addr: "local".into(),
+        helo: r.reporting_mta.to_string(),
+        peer_dn: None,
+        tls: None,
+        mail_from: String::new(),
+        envid: None,
+        ret_full: None,
+        body_8bitmime: ret_full && env.body_8bitmime,
+        smtputf8: env.smtputf8,
+        recipients: vec![Recipient {
+            address: env.mail_from.clone(),
+            notify: RCPT_NOTIFY_NEVER,
+            orcpt: None,
+        }],
+    };
+    Some((envelope, m))
+}
+
+fn human_text(r: &Report<'_>) -> String {
+    let mut t = String::new();
+    let intro = match r.recipients[0].action {
+        Action::Failed => "Your message could not be delivered to the recipients below. This is a permanent error; it will not be retried.",
+        Action::Delayed => "Your message has not been delivered yet to the recipients below. Delivery is still being attempted; you do not need to send it again.",
+        Action::Delivered | Action::Relayed => "Your message was delivered to the recipients below.",
+    };
+    t.push_str(&format!(
+        "This is the mail system at {}.\r\n\r\n{intro}\r\n\r\n",
+        r.reporting_mta
+    ));
+    for rr in &r.recipients {
+        t.push_str(&format!("<{}>: {}", rr.recipient.address, rr.status));
+        if let Some(d) = &rr.diagnostic {
+            t.push_str(&format!(" ({})", clean(d)));
+        }
+        t.push_str("\r\n");
+    }
+    // The text part is declared us-ascii.
+    t.chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect()
+}
+
+/// The header block of a message, up to and including the blank line.
+pub fn headers_of(body: &[u8]) -> &[u8] {
+    match memchr::memmem::find(body, b"\r\n\r\n") {
+        Some(i) => &body[..i + 2],
+        None => body,
+    }
+}
+
+/// A value safe on one header line.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original(ret_full: Option<bool>) -> StoredMessage {
+        StoredMessage {
+            id: "0000000000100000001".into(),
+            envelope: Envelope {
+                direction: Default::default(),
+                received_at: "2026-01-02T03:04:05Z".into(),
+                peer_addr: "192.0.2.1:1234".into(),
+                helo: "smtp.peer-a.test.mssante.fr".into(),
+                peer_dn: None,
+                tls: None,
+                mail_from: "alice@peer-a.test.mssante.fr".into(),
+                envid: Some("ENV-42".into()),
+                ret_full,
+                body_8bitmime: true,
+                smtputf8: false,
+                recipients: vec![],
+            },
+            body: b"Subject: compte rendu\r\nMessage-ID: <m1@x>\r\n\r\nsecret body\r\n".to_vec(),
+        }
+    }
+
+    fn failed(notify: u64) -> RecipientReport {
+        RecipientReport {
+            recipient: Recipient {
+                address: "bob@gateway.test.mssante.fr".into(),
+                notify,
+                orcpt: Some("Bob@Gateway.test.mssante.fr".into()),
+            },
+            action: Action::Failed,
+            status: "5.1.1".into(),
+            diagnostic: Some("550 5.1.1 no such user".into()),
+        }
+    }
+
+    fn report(o: &StoredMessage, rr: Vec<RecipientReport>) -> Option<(Envelope, Vec<u8>)> {
+        build(&Report {
+            reporting_mta: "smtp.gateway.test.mssante.fr",
+            remote_mta: Some("mail.internal"),
+            original: o,
+            recipients: rr,
+            will_retry_until: None,
+            now: OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn notify_defaults_to_failure_only_and_never_means_never() {
+        assert!(wanted(0, Action::Failed));
+        assert!(!wanted(0, Action::Delayed));
+        assert!(!wanted(0, Action::Relayed));
+        assert!(!wanted(RCPT_NOTIFY_NEVER, Action::Failed));
+        assert!(wanted(RCPT_NOTIFY_SUCCESS, Action::Delivered));
+        assert!(!wanted(RCPT_NOTIFY_SUCCESS, Action::Failed));
+        assert!(wanted(
+            RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE,
+            Action::Delayed
+        ));
+    }
+
+    #[test]
+    fn bounce_carries_status_envid_orcpt_and_only_the_headers_by_default() {
+        let o = original(None);
+        let (env, text) = report(&o, vec![failed(0)]).expect("a DSN");
+        assert_eq!(env.mail_from, "");
+        assert_eq!(env.recipients[0].address, "alice@peer-a.test.mssante.fr");
+        assert_eq!(env.recipients[0].notify, RCPT_NOTIFY_NEVER);
+        let t = String::from_utf8(text).expect("ascii");
+        for needle in [
+            "Content-Type: multipart/report; report-type=delivery-status;",
+            "Reporting-MTA: dns; smtp.gateway.test.mssante.fr\r\n",
+            "Original-Envelope-Id: ENV-42\r\n",
+            "Original-Recipient: rfc822;Bob@Gateway.test.mssante.fr\r\n",
+            "Final-Recipient: rfc822;bob@gateway.test.mssante.fr\r\n",
+            "Action: failed\r\n",
+            "Status: 5.1.1\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n",
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: compte rendu\r\nMessage-ID: <m1@x>\r\n\r\n",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+        }
+        assert!(!t.contains("secret body"));
+        assert!(t.ends_with("--\r\n"));
+        // Every part boundary is the declared one.
+        let boundary = "0000000000100000001/smtp.gateway.test.mssante.fr";
+        assert_eq!(t.matches(&format!("\r\n--{boundary}\r\n")).count(), 3);
+        assert_eq!(t.matches(&format!("\r\n--{boundary}--\r\n")).count(), 1);
+    }
+
+    #[test]
+    fn ret_full_returns_the_whole_message() {
+        let o = original(Some(true));
+        let (_, text) = report(&o, vec![failed(RCPT_NOTIFY_FAILURE)]).expect("a DSN");
+        let t = String::from_utf8(text).expect("ascii");
+        assert!(t.contains("Content-Type: message/rfc822\r\n\r\nSubject: compte rendu"));
+        assert!(t.contains("secret body\r\n"));
+    }
+
+    #[test]
+    fn no_dsn_to_the_null_sender() {
+        let mut o = original(None);
+        o.envelope.mail_from.clear();
+        assert!(report(&o, vec![failed(0)]).is_none());
+    }
+}

@@ -1,0 +1,662 @@
+//! Delivery to the internal mail server: the worker that takes due messages from the
+//! spool, a small pool of reused sessions, per-recipient outcomes and DSNs.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use time::format_description::well_known::{Rfc2822, Rfc3339};
+use time::OffsetDateTime;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
+use super::dsn::{self, Action, RecipientReport};
+use crate::config::{RelayProtocol, RelaySettings};
+use crate::metrics::Metrics;
+use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
+
+/// How often the worker re-reads the spool directories (for `queue retry` / `queue
+/// delete` run from another process) and closes idle sessions.
+const REFRESH_EVERY: Duration = Duration::from_secs(15);
+/// How long in-flight deliveries may run after shutdown is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the relay could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The TLS client configuration for STARTTLS could not be built.
+    #[error("relay TLS: {0}")]
+    Tls(String),
+}
+
+/// Everything a delivery needs; shared by the worker and its delivery tasks.
+pub struct Relay {
+    spool: Arc<Spool>,
+    settings: RelaySettings,
+    options: ClientOptions,
+    /// Idle sessions, most recently used last. Locked only to push or pop.
+    pool: Mutex<Vec<Client>>,
+    /// Bounds simultaneous deliveries (and so sessions) to `internal_concurrency`.
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    hostname: String,
+    local_domains: Vec<String>,
+}
+
+/// The fate of one recipient in one attempt.
+enum Outcome {
+    Delivered,
+    Permanent(Reply),
+    Temporary(String),
+}
+
+impl Relay {
+    /// Builds the relay (and its TLS client configuration when STARTTLS is asked).
+    pub fn new(
+        spool: Arc<Spool>,
+        settings: RelaySettings,
+        metrics: Arc<Metrics>,
+        hostname: String,
+        local_domains: Vec<String>,
+    ) -> Result<Relay, RelayError> {
+        let tls = if settings.starttls {
+            Some(tls_connector(&settings)?)
+        } else {
+            None
+        };
+        let options = ClientOptions {
+            addr: settings.internal,
+            lmtp: settings.protocol == RelayProtocol::Lmtp,
+            helo: hostname.clone(),
+            tls,
+            auth: settings.auth.clone(),
+            timeout: settings.timeout,
+        };
+        Ok(Relay {
+            slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
+            spool,
+            settings,
+            options,
+            pool: Mutex::new(Vec::new()),
+            metrics,
+            hostname,
+            local_domains,
+        })
+    }
+
+    /// Starts the worker; it stops when `shutdown` turns true.
+    pub fn spawn(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let notify = self.spool.notifier();
+        let mut tasks = JoinSet::new();
+        let mut last_refresh = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if last_refresh.elapsed() >= REFRESH_EVERY {
+                last_refresh = tokio::time::Instant::now();
+                let spool = Arc::clone(&self.spool);
+                match tokio::task::spawn_blocking(move || spool.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-read the spool"),
+                    Err(e) => tracing::warn!(error = %e, "spool refresh task failed"),
+                }
+                self.close_idle_sessions();
+            }
+            let now = SystemTime::now();
+            for id in self.spool.next_due(now) {
+                let me = Arc::clone(&self);
+                let mut stop = shutdown.clone();
+                tasks.spawn(async move {
+                    let permit = tokio::select! {
+                        p = Arc::clone(&me.slots).acquire_owned() => p,
+                        _ = stop.wait_for(|s| *s) => {
+                            me.spool.release(&id);
+                            return;
+                        }
+                    };
+                    let Ok(_permit) = permit else {
+                        me.spool.release(&id);
+                        return;
+                    };
+                    me.deliver(&id).await;
+                });
+            }
+            let summary = self.spool.summary(now);
+            self.metrics
+                .queue_messages
+                .set(i64::try_from(summary.messages).unwrap_or(i64::MAX));
+            self.metrics
+                .queue_oldest_age_seconds
+                .set(i64::try_from(summary.oldest_age.as_secs()).unwrap_or(i64::MAX));
+            let wait = self
+                .spool
+                .time_to_next(SystemTime::now())
+                .unwrap_or(REFRESH_EVERY)
+                .min(REFRESH_EVERY)
+                .max(Duration::from_millis(5));
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("deliveries still running at shutdown were cut; they will be retried at the next start");
+            tasks.shutdown().await;
+        }
+        let sessions: Vec<Client> = std::mem::take(&mut *self.lock_pool());
+        for s in sessions {
+            s.quit().await;
+        }
+        tracing::info!("relay stopped");
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+        // Push and pop cannot leave the vector inconsistent, so a poisoned lock is usable.
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn close_idle_sessions(&self) {
+        let idle = self.settings.idle_timeout;
+        let expired: Vec<Client> = {
+            let mut pool = self.lock_pool();
+            let (old, keep): (Vec<Client>, Vec<Client>) =
+                pool.drain(..).partition(|c| c.last_used.elapsed() >= idle);
+            *pool = keep;
+            old
+        };
+        for c in expired {
+            tokio::spawn(c.quit());
+        }
+    }
+
+    /// A session ready for a transaction: a pooled one that answers RSET, or a new one.
+    async fn session(&self) -> Result<Client, ClientError> {
+        loop {
+            let pooled = self.lock_pool().pop();
+            let Some(mut c) = pooled else {
+                return Client::connect(&self.options).await;
+            };
+            if c.last_used.elapsed() >= self.settings.idle_timeout {
+                tokio::spawn(c.quit());
+                continue;
+            }
+            if c.rset().await.is_ok() {
+                return Ok(c);
+            }
+        }
+    }
+
+    fn give_back(&self, c: Client) {
+        self.lock_pool().push(c);
+    }
+
+    fn is_local(&self, address: &str) -> bool {
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        let d = domain.trim_end_matches('.');
+        self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+    }
+
+    /// One delivery attempt of message `id`; the message ends completed, bounced or
+    /// deferred (or released untouched if the spool itself fails).
+    async fn deliver(&self, id: &str) {
+        let message = match self.spool.load(id).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(torn)) => {
+                // Files reach queue/ only complete; this is a disk fault. Keep it for an
+                // operator and retry later rather than lose or deliver garbage.
+                tracing::error!(queue_id = %id, error = %torn, "queued file unreadable; kept and retried later");
+                let state = self.spool.state(id).await.unwrap_or_default();
+                let due = SystemTime::now() + self.settings.retry.max;
+                let _ = self.spool.defer(id, state, &torn.to_string(), due).await;
+                return;
+            }
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted by `queue delete` meanwhile.
+                let _ = self.spool.complete(id).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read a queued message; retried later");
+                self.spool.release(id);
+                return;
+            }
+        };
+        let mut state = match self.spool.state(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read a message's state; retried later");
+                self.spool.release(id);
+                return;
+            }
+        };
+        let env = &message.envelope;
+        let direction = if env.mail_from.is_empty() {
+            "dsn"
+        } else {
+            "inbound"
+        };
+        let pending = state.pending_recipients(env);
+        let (internal, elsewhere): (Vec<String>, Vec<String>) =
+            pending.into_iter().partition(|r| self.is_local(r));
+        let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+        let mut remote_mta = None;
+        if !internal.is_empty() {
+            let received = received_header(&message, &self.hostname);
+            match self.session().await {
+                Ok(mut client) => {
+                    remote_mta = Some(client.caps.name.clone());
+                    let t = Transaction {
+                        mail_from: &env.mail_from,
+                        eight_bit: env.body_8bitmime,
+                        smtputf8: env.smtputf8,
+                        recipients: &internal,
+                        prefix: received.as_bytes(),
+                        body: &message.body,
+                    };
+                    match client.send(&t).await {
+                        Ok(replies) => {
+                            self.give_back(client);
+                            for (r, reply) in internal.iter().zip(replies) {
+                                let o = if reply.is_positive() {
+                                    Outcome::Delivered
+                                } else if reply.is_permanent() {
+                                    Outcome::Permanent(reply)
+                                } else {
+                                    Outcome::Temporary(reply.to_string())
+                                };
+                                outcomes.push((r.clone(), o));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue_id = %id, error = %e, "session to the internal server broke during a transaction");
+                            for r in &internal {
+                                outcomes.push((r.clone(), Outcome::Temporary(e.to_string())));
+                            }
+                        }
+                    }
+                }
+                Err(ClientError::Refused(reply)) if reply.is_permanent() => {
+                    tracing::error!(queue_id = %id, reply = %reply, "the internal server refuses our session; check relay.auth_*");
+                    for r in &internal {
+                        outcomes.push((r.clone(), Outcome::Temporary(reply.to_string())));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue_id = %id, internal = %self.settings.internal, error = %e, "internal server unreachable");
+                    for r in &internal {
+                        outcomes.push((r.clone(), Outcome::Temporary(e.to_string())));
+                    }
+                }
+            }
+        }
+        if !elsewhere.is_empty() {
+            tracing::info!(queue_id = %id, rcpts = ?elsewhere, "recipients outside our domains wait for the outbound relay (not part of this gateway yet); left queued");
+            for r in elsewhere {
+                outcomes.push((
+                    r,
+                    Outcome::Temporary("waiting for the outbound relay".into()),
+                ));
+            }
+        }
+        self.settle(message, &mut state, outcomes, remote_mta, direction)
+            .await;
+    }
+
+    /// Applies one attempt's outcomes: DSNs, then complete, bounce or defer.
+    async fn settle(
+        &self,
+        message: StoredMessage,
+        state: &mut crate::spool::MessageState,
+        outcomes: Vec<(String, Outcome)>,
+        remote_mta: Option<String>,
+        direction: &str,
+    ) {
+        let id = message.id.as_str();
+        let env = &message.envelope;
+        let now = SystemTime::now();
+        let received_ms = id_time_ms(id).unwrap_or_else(|| unix_ms(now));
+        let age = Duration::from_millis(unix_ms(now).saturating_sub(received_ms));
+        let expired = self.settings.retry.expired(age);
+        let lmtp = self.settings.protocol == RelayProtocol::Lmtp;
+        let mut successes = Vec::new();
+        let mut failures = Vec::new();
+        let mut delays = Vec::new();
+        let mut still_pending = Vec::new();
+        let mut last_error = String::new();
+        let mut delivered = 0usize;
+        for (rcpt, outcome) in outcomes {
+            let recipient = recipient_of(env, &rcpt);
+            match outcome {
+                Outcome::Delivered => {
+                    delivered += 1;
+                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the internal server");
+                    let action = if lmtp {
+                        Action::Delivered
+                    } else {
+                        Action::Relayed
+                    };
+                    if dsn::wanted(recipient.notify, action) {
+                        successes.push(RecipientReport {
+                            recipient,
+                            action,
+                            status: "2.0.0".into(),
+                            diagnostic: None,
+                        });
+                    }
+                }
+                Outcome::Permanent(reply) => {
+                    tracing::warn!(queue_id = %id, rcpt = %rcpt, reply = %reply, "recipient refused for good");
+                    failures.push((
+                        RecipientReport {
+                            recipient,
+                            action: Action::Failed,
+                            status: reply.status(),
+                            diagnostic: Some(reply.to_string()),
+                        },
+                        rcpt,
+                    ));
+                }
+                Outcome::Temporary(why) if expired => {
+                    tracing::warn!(queue_id = %id, rcpt = %rcpt, last_error = %why, "message expired undelivered");
+                    failures.push((
+                        RecipientReport {
+                            recipient,
+                            action: Action::Failed,
+                            status: "4.4.7".into(),
+                            diagnostic: Some(format!("delivery time expired; last error: {why}")),
+                        },
+                        rcpt,
+                    ));
+                }
+                Outcome::Temporary(why) => {
+                    if dsn::wanted(recipient.notify, Action::Delayed) && !state.delay_notified {
+                        delays.push(RecipientReport {
+                            recipient,
+                            action: Action::Delayed,
+                            status: status_of_text(&why),
+                            diagnostic: Some(why.clone()),
+                        });
+                    }
+                    last_error = why;
+                    still_pending.push(rcpt);
+                }
+            }
+        }
+        if delivered > 0 {
+            self.metrics
+                .messages_relayed_total
+                .with_label_values(&[direction])
+                .inc();
+        }
+        let now_dt = OffsetDateTime::now_utc();
+        let remote = remote_mta.as_deref().filter(|n| !n.is_empty());
+        if !successes.is_empty() {
+            self.notify(&message, successes, remote, None, now_dt).await;
+        }
+        let failed_reports: Vec<RecipientReport> = failures
+            .iter()
+            .filter(|(r, _)| dsn::wanted(r.recipient.notify, Action::Failed))
+            .map(|(r, _)| r.clone())
+            .collect();
+        let bounced = !failures.is_empty();
+        if !failed_reports.is_empty()
+            && !self
+                .notify(&message, failed_reports, remote, None, now_dt)
+                .await
+        {
+            // The bounce could not be stored: keep those recipients and try again later,
+            // so the sender is told eventually.
+            still_pending.extend(failures.iter().map(|(_, r)| r.clone()));
+        }
+        if bounced {
+            self.metrics
+                .messages_bounced_total
+                .with_label_values(&[direction])
+                .inc();
+        }
+        if !delays.is_empty() {
+            let until = OffsetDateTime::from_unix_timestamp(
+                i64::try_from((received_ms + self.settings.retry.expiry.as_millis() as u64) / 1000)
+                    .unwrap_or(0),
+            )
+            .ok();
+            if self.notify(&message, delays, remote, until, now_dt).await {
+                state.delay_notified = true;
+            }
+        }
+        let result = if still_pending.is_empty() {
+            if delivered > 0 || !bounced {
+                let latency = Duration::from_millis(unix_ms(now).saturating_sub(received_ms));
+                self.metrics
+                    .delivery_latency_seconds
+                    .observe(latency.as_secs_f64());
+            }
+            if bounced {
+                self.spool.bounce(id, "permanent failure or expiry").await
+            } else {
+                self.spool.complete(id).await
+            }
+        } else {
+            self.metrics
+                .messages_deferred_total
+                .with_label_values(&[direction])
+                .inc();
+            let attempt = state.attempts.saturating_add(1);
+            let delay = self.settings.retry.next_delay_random(attempt);
+            tracing::info!(queue_id = %id, attempt, retry_in = ?delay, rcpts = ?still_pending, error = %last_error, "delivery deferred");
+            state.pending = Some(still_pending);
+            self.spool
+                .defer(id, state.clone(), &last_error, now + delay)
+                .await
+        };
+        if let Err(e) = result {
+            tracing::error!(queue_id = %id, error = %e, "cannot record the delivery outcome in the spool");
+        }
+    }
+
+    /// Spools a DSN about `message`; false when it could not be stored.
+    async fn notify(
+        &self,
+        message: &StoredMessage,
+        recipients: Vec<RecipientReport>,
+        remote_mta: Option<&str>,
+        will_retry_until: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> bool {
+        let action = recipients[0].action;
+        let report = dsn::Report {
+            reporting_mta: &self.hostname,
+            remote_mta,
+            original: message,
+            recipients,
+            will_retry_until,
+            now,
+        };
+        let Some((envelope, bytes)) = dsn::build(&report) else {
+            return true;
+        };
+        let sender = &message.envelope.mail_from;
+        match self.store(&envelope, &bytes).await {
+            Ok(dsn_id) => {
+                if self.is_local(sender) {
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
+                } else {
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued; its sender is outside our domains, so it waits for the outbound relay");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %message.id, error = %e, "cannot spool a DSN");
+                false
+            }
+        }
+    }
+
+    async fn store(&self, envelope: &Envelope, bytes: &[u8]) -> Result<String, SpoolError> {
+        let mut incoming = self.spool.create(envelope).await?;
+        incoming.write(bytes).await?;
+        incoming.commit().await
+    }
+}
+
+/// The envelope's entry for `address` (NOTIFY, ORCPT), or a bare one.
+fn recipient_of(env: &Envelope, address: &str) -> crate::spool::Recipient {
+    env.recipients
+        .iter()
+        .find(|r| r.address == address)
+        .cloned()
+        .unwrap_or(crate::spool::Recipient {
+            address: address.to_string(),
+            notify: 0,
+            orcpt: None,
+        })
+}
+
+fn status_of_text(reply_text: &str) -> String {
+    let mut words = reply_text.split_whitespace();
+    let code = words.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(code) => Reply {
+            code,
+            text: words.collect::<Vec<_>>().join(" "),
+        }
+        .status(),
+        None => "4.4.1".into(),
+    }
+}
+
+/// The one header we add: where the message came from (EHLO name, IP, TLS, the peer
+/// certificate's CN), who took it, its queue id and when.
+pub fn received_header(message: &StoredMessage, hostname: &str) -> String {
+    let env = &message.envelope;
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_control() && *c != '(' && *c != ')' && *c != ';')
+            .collect()
+    };
+    let ip = env
+        .peer_addr
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| clean(&env.peer_addr));
+    let helo = clean(&env.helo);
+    let mut h = format!("Received: from {helo} ({helo} [{ip}])\r\n");
+    if let Some(tls) = &env.tls {
+        let mut parts = tls.split_whitespace();
+        let version = clean(parts.next().unwrap_or("unknown"));
+        let cipher = clean(parts.next().unwrap_or("unknown"));
+        let cn = env
+            .peer_dn
+            .as_deref()
+            .and_then(common_name)
+            .map(|cn| format!("; peer CN={}", clean(&cn)))
+            .unwrap_or_default();
+        h.push_str(&format!("\t(using {version} with cipher {cipher}{cn})\r\n"));
+    }
+    let with = if env.tls.is_some() { "ESMTPS" } else { "ESMTP" };
+    let date = OffsetDateTime::parse(&env.received_at, &Rfc3339)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        .format(&Rfc2822)
+        .unwrap_or_default();
+    h.push_str(&format!(
+        "\tby {hostname} (mssante-gateway) with {with} id {};\r\n\t{date}\r\n",
+        message.id
+    ));
+    h
+}
+
+/// The CN of a subject DN written `CN=...,OU=...` (either order, optional spaces).
+fn common_name(dn: &str) -> Option<String> {
+    dn.split([',', '/']).map(str::trim).find_map(|rdn| {
+        let (k, v) = rdn.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("CN")
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn tls_connector(
+    settings: &RelaySettings,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    RelayError,
+> {
+    use rustls_pki_types::pem::PemObject;
+    let ca = settings
+        .tls_ca
+        .as_ref()
+        .ok_or_else(|| RelayError::Tls("relay.tls_ca is needed with starttls".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| RelayError::Tls(format!("{}: {e}", ca.display())))?
+    {
+        let cert = cert.map_err(|e| RelayError::Tls(format!("{}: {e}", ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| RelayError::Tls(format!("{}: {e}", ca.display())))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| RelayError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(settings.tls_server_name.clone())
+        .map_err(|e| RelayError::Tls(format!("relay.tls_server_name: {e}")))?;
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Recipient;
+
+    #[test]
+    fn received_header_names_peer_tls_cn_and_queue_id() {
+        let m = StoredMessage {
+            id: "0000000000100000001".into(),
+            envelope: Envelope {
+                direction: Default::default(),
+                received_at: "2026-01-02T03:04:05Z".into(),
+                peer_addr: "192.0.2.7:40000".into(),
+                helo: "smtp.peer-a.test.mssante.fr".into(),
+                peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=123,O=PEER A,C=FR".into()),
+                tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384".into()),
+                mail_from: "a@peer-a.test.mssante.fr".into(),
+                envid: None,
+                ret_full: None,
+                body_8bitmime: false,
+                smtputf8: false,
+                recipients: vec![Recipient {
+                    address: "b@gateway.test.mssante.fr".into(),
+                    notify: 0,
+                    orcpt: None,
+                }],
+            },
+            body: Vec::new(),
+        };
+        let h = received_header(&m, "smtp.gateway.test.mssante.fr");
+        assert_eq!(
+            h,
+            "Received: from smtp.peer-a.test.mssante.fr (smtp.peer-a.test.mssante.fr [192.0.2.7])\r\n\
+             \t(using TLSv1_3 with cipher TLS13_AES_256_GCM_SHA384; peer CN=smtp.peer-a.test.mssante.fr)\r\n\
+             \tby smtp.gateway.test.mssante.fr (mssante-gateway) with ESMTPS id 0000000000100000001;\r\n\
+             \tFri, 02 Jan 2026 03:04:05 +0000\r\n"
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! The queue around the message files: per-message delivery state, the in-memory index of
+//! due messages, recovery at start and the operations of the relay and of `queue` commands.
+//!
+//! A message file is written once and never rewritten. What changes during delivery
+//! (attempts, next due time, last error, recipients still pending) lives beside it in
+//! `state/<id>.json`, replaced atomically (temporary file, fsync, rename, fsync dir).
+//! A message without a state file has never been tried and is due at once.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, parse_file, sync_dir, Envelope, Spool, SpoolError, StoredMessage};
+
+/// What the relay knows about a message between attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageState {
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (Unix milliseconds); 0 means now.
+    pub next_due_unix_ms: u64,
+    /// Why the last attempt did not finish the message.
+    pub last_error: Option<String>,
+    /// Recipients still to deliver; `None` means every recipient of the envelope. Delivered
+    /// and bounced recipients are removed, so a retry never delivers twice to the same one.
+    pub pending: Option<Vec<String>>,
+    /// A "delayed" DSN was already sent for this message (RFC 3464: at most once).
+    pub delay_notified: bool,
+}
+
+impl MessageState {
+    /// The recipients still to deliver, given the message's envelope.
+    pub fn pending_recipients(&self, envelope: &Envelope) -> Vec<String> {
+        match &self.pending {
+            Some(p) => p.clone(),
+            None => envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect(),
+        }
+    }
+}
+
+/// One slot of the in-memory index.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Due time, Unix milliseconds.
+    due_ms: u64,
+    /// Acceptance time, from the queue id.
+    received_ms: u64,
+    /// A worker is delivering it: not handed out again until released.
+    claimed: bool,
+    /// Insertion order, so that a refresh that listed the directory before a commit does
+    /// not drop the committed message.
+    added_seq: u64,
+}
+
+/// Queued messages by id. The lock is held only for map operations, never across I/O.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Ticks at each commit and at the start of each refresh.
+    seq: AtomicU64,
+}
+
+impl Index {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Slot>) -> R) -> R {
+        // A panic while holding this lock cannot leave the map inconsistent (every
+        // operation is a single insert/remove/update), so a poisoned lock is still usable.
+        let mut g = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// A freshly committed message: due now.
+    pub(super) fn insert_new(&self, id: &str) {
+        let received_ms = id_time_ms(id).unwrap_or_else(|| unix_ms(SystemTime::now()));
+        self.with(|m| {
+            m.insert(
+                id.to_string(),
+                Slot {
+                    due_ms: 0,
+                    received_ms,
+                    claimed: false,
+                    added_seq: self.seq.fetch_add(1, Ordering::SeqCst),
+                },
+            )
+        });
+    }
+}
+
+/// What recovery found at start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Complete messages put back in the queue.
+    pub requeued: usize,
+    /// Torn files moved to `quarantine/`, with the reason.
+    pub quarantined: Vec<(String, String)>,
+    /// Files removed from `tmp/` (never acknowledged).
+    pub tmp_removed: usize,
+}
+
+/// Queue depth and age, for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// Messages queued.
+    pub messages: usize,
+    /// Age of the oldest one.
+    pub oldest_age: Duration,
+}
+
+/// One queued message as `queue list` shows it.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    /// The queue id.
+    pub id: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// The envelope, when the file is complete.
+    pub envelope: Option<Envelope>,
+    /// Why the file is unusable, when it is torn.
+    pub torn: Option<String>,
+    /// Its delivery state.
+    pub state: MessageState,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The acceptance time encoded in a queue id (its first 11 hex digits are Unix ms).
+pub fn id_time_ms(id: &str) -> Option<u64> {
+    u64::from_str_radix(id.get(..11)?, 16).ok()
+}
+
+/// Whether `name` is a queue id (19 hex digits): anything else is refused by the `queue`
+/// commands, so that an id never becomes a path outside the spool.
+pub fn is_message_name(name: &str) -> bool {
+    name.len() == 19 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Spool {
+    fn state_path(&self, id: &str) -> std::path::PathBuf {
+        self.state.join(format!("{id}.json"))
+    }
+
+    /// Rebuilds the queue after a start or a crash: removes `tmp/` leftovers (never
+    /// acknowledged), re-queues every complete message with its saved state, moves torn
+    /// files into `quarantine/` and removes state files whose message is gone. Run once,
+    /// by the gateway that owns the spool, before it accepts or delivers anything.
+    pub fn recover(&self) -> Result<RecoveryReport, SpoolError> {
+        let mut report = RecoveryReport::default();
+        for entry in std::fs::read_dir(&self.tmp).map_err(io_err(&self.tmp))? {
+            let entry = entry.map_err(io_err(&self.tmp))?;
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            report.tmp_removed += 1;
+        }
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.queue).map_err(io_err(&self.queue))? {
+            let entry = entry.map_err(io_err(&self.queue))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            match parse_file(&name, &bytes) {
+                Ok(_) if is_message_name(&name) => found.push(name),
+                other => {
+                    let why = match other {
+                        Ok(_) => "unexpected file name in the queue".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let dest = self.quarantine.join(&name);
+                    std::fs::rename(&path, &dest).map_err(io_err(&dest))?;
+                    tracing::warn!(queue_id = %name, reason = %why, quarantine = %dest.display(), "torn spool file quarantined; it will not be delivered");
+                    report.quarantined.push((name, why));
+                }
+            }
+        }
+        if !report.quarantined.is_empty() {
+            sync_dir_blocking(&self.queue)?;
+            sync_dir_blocking(&self.quarantine)?;
+        }
+        for entry in std::fs::read_dir(&self.state).map_err(io_err(&self.state))? {
+            let entry = entry.map_err(io_err(&self.state))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = name
+                .strip_suffix(".json")
+                .is_some_and(|id| self.queue.join(id).is_file());
+            if !keep {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        for id in found {
+            let state = self.read_state_blocking(&id)?;
+            let received_ms = id_time_ms(&id).unwrap_or(0);
+            self.index.with(|m| {
+                m.insert(
+                    id,
+                    Slot {
+                        due_ms: state.next_due_unix_ms,
+                        received_ms,
+                        claimed: false,
+                        added_seq: 0,
+                    },
+                )
+            });
+            report.requeued += 1;
+        }
+        Ok(report)
+    }
+
+    /// Re-reads the queue and state directories to pick up what `queue retry` and
+    /// `queue delete` changed while the gateway runs. Messages being delivered are left
+    /// alone.
+    pub fn refresh(&self) -> Result<(), SpoolError> {
+        let mark = self.index.seq.fetch_add(1, Ordering::SeqCst);
+        let mut on_disk = HashMap::new();
+        for entry in std::fs::read_dir(&self.queue).map_err(io_err(&self.queue))? {
+            let entry = entry.map_err(io_err(&self.queue))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_message_name(&name) {
+                let due = self.read_state_blocking(&name)?.next_due_unix_ms;
+                on_disk.insert(name, due);
+            }
+        }
+        self.index.with(|m| {
+            m.retain(|id, slot| slot.claimed || slot.added_seq > mark || on_disk.contains_key(id));
+            for (id, due) in on_disk {
+                let received_ms = id_time_ms(&id).unwrap_or(0);
+                let slot = m.entry(id).or_insert(Slot {
+                    due_ms: due,
+                    received_ms,
+                    claimed: false,
+                    added_seq: mark,
+                });
+                if !slot.claimed {
+                    slot.due_ms = due;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Claims every message due at `now`, oldest first; each stays claimed until
+    /// [`Spool::complete`], [`Spool::defer`], [`Spool::bounce`] or [`Spool::release`].
+    pub fn next_due(&self, now: SystemTime) -> Vec<String> {
+        let now = unix_ms(now);
+        let mut due = self.index.with(|m| {
+            let mut due = Vec::new();
+            for (id, slot) in m.iter_mut() {
+                if !slot.claimed && slot.due_ms <= now {
+                    slot.claimed = true;
+                    due.push((slot.received_ms, id.clone()));
+                }
+            }
+            due
+        });
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// How long until the next unclaimed message is due (zero if one is due already).
+    pub fn time_to_next(&self, now: SystemTime) -> Option<Duration> {
+        let now = unix_ms(now);
+        self.index.with(|m| {
+            m.values()
+                .filter(|s| !s.claimed)
+                .map(|s| Duration::from_millis(s.due_ms.saturating_sub(now)))
+                .min()
+        })
+    }
+
+    /// Queue depth and the age of the oldest message.
+    pub fn summary(&self, now: SystemTime) -> QueueSummary {
+        let now = unix_ms(now);
+        self.index.with(|m| QueueSummary {
+            messages: m.len(),
+            oldest_age: m
+                .values()
+                .map(|s| Duration::from_millis(now.saturating_sub(s.received_ms)))
+                .max()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Reads a queued message.
+    pub async fn load(
+        &self,
+        id: &str,
+    ) -> Result<Result<StoredMessage, super::TornFile>, SpoolError> {
+        let path = self.queue.join(id);
+        let bytes = tokio::fs::read(&path).await.map_err(io_err(&path))?;
+        Ok(parse_file(id, &bytes))
+    }
+
+    /// The delivery state of `id` (the default when it was never tried).
+    pub async fn state(&self, id: &str) -> Result<MessageState, SpoolError> {
+        let path = self.state_path(id);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(queue_id = %id, error = %e, "unreadable state file; the message is retried from its envelope");
+                MessageState::default()
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(MessageState::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn read_state_blocking(&self, id: &str) -> Result<MessageState, SpoolError> {
+        let path = self.state_path(id);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(MessageState::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Replaces the state of `id` atomically and durably.
+    pub async fn save_state(&self, id: &str, state: &MessageState) -> Result<(), SpoolError> {
+        let path = self.state_path(id);
+        let tmp = self.state.join(format!("{id}.json.tmp"));
+        let bytes = serde_json::to_vec(state)?;
+        let file_tmp = tmp.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&file_tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(|e| io_err(&tmp)(io::Error::other(e)))?
+        .map_err(io_err(&tmp))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(io_err(&path))?;
+        sync_dir(&self.state).await
+    }
+
+    /// Records a failed attempt: `state` (with its pending recipients) gets one more
+    /// attempt, `error` and `next_due`; the message is released until then.
+    pub async fn defer(
+        &self,
+        id: &str,
+        mut state: MessageState,
+        error: &str,
+        next_due: SystemTime,
+    ) -> Result<(), SpoolError> {
+        state.attempts = state.attempts.saturating_add(1);
+        state.last_error = Some(error.to_string());
+        state.next_due_unix_ms = unix_ms(next_due);
+        let saved = self.save_state(id, &state).await;
+        // Even if the state could not be saved the message stays queued in memory.
+        self.index.with(|m| {
+            if let Some(s) = m.get_mut(id) {
+                s.due_ms = state.next_due_unix_ms;
+                s.claimed = false;
+            }
+        });
+        saved
+    }
+
+    /// Gives a claimed message back unchanged (shutdown, or a worker that cannot run).
+    pub fn release(&self, id: &str) {
+        self.index.with(|m| {
+            if let Some(s) = m.get_mut(id) {
+                s.claimed = false;
+            }
+        });
+    }
+
+    /// Every recipient is done: removes the message and its state.
+    pub async fn complete(&self, id: &str) -> Result<(), SpoolError> {
+        self.remove(id).await
+    }
+
+    /// The message failed for good (its DSN, if any, is already spooled): removes it.
+    pub async fn bounce(&self, id: &str, reason: &str) -> Result<(), SpoolError> {
+        tracing::info!(queue_id = %id, reason, "message bounced and removed from the queue");
+        self.remove(id).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        let path = self.queue.join(id);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        sync_dir(&self.queue).await?;
+        let state = self.state_path(id);
+        match tokio::fs::remove_file(&state).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&state)(e)),
+        }
+        self.index.with(|m| m.remove(id));
+        Ok(())
+    }
+
+    /// Lists the queue from the files, for `queue list` (works whether or not a gateway
+    /// is running).
+    pub fn list(&self) -> Result<Vec<QueueEntry>, SpoolError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.queue).map_err(io_err(&self.queue))? {
+            let entry = entry.map_err(io_err(&self.queue))?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !is_message_name(&id) {
+                continue;
+            }
+            match self.entry(&id) {
+                Ok(e) => out.push(e),
+                // Delivered and removed between the listing and the read.
+                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// One queued message with its state, for `queue show`.
+    pub fn entry(&self, id: &str) -> Result<QueueEntry, SpoolError> {
+        let path = self.queue.join(id);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let (envelope, torn) = match parse_file(id, &bytes) {
+            Ok(m) => (Some(m.envelope), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Ok(QueueEntry {
+            id: id.to_string(),
+            size: bytes.len() as u64,
+            envelope,
+            torn,
+            state: self.read_state_blocking(id)?,
+        })
+    }
+
+    /// Makes `id` due now (`queue retry`); a running gateway picks it up at its next
+    /// refresh.
+    pub async fn retry_now(&self, id: &str) -> Result<(), SpoolError> {
+        let path = self.queue.join(id);
+        if !path.is_file() {
+            return Err(io_err(&path)(io::Error::from(io::ErrorKind::NotFound)));
+        }
+        let mut state = self.state(id).await?;
+        state.next_due_unix_ms = 0;
+        self.save_state(id, &state).await?;
+        self.index.with(|m| {
+            if let Some(s) = m.get_mut(id) {
+                s.due_ms = 0;
+            }
+        });
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Removes `id` without delivering it (`queue delete`).
+    pub async fn delete(&self, id: &str) -> Result<(), SpoolError> {
+        let path = self.queue.join(id);
+        if !path.is_file() {
+            return Err(io_err(&path)(io::Error::from(io::ErrorKind::NotFound)));
+        }
+        self.remove(id).await
+    }
+
+    /// The directory torn files are moved to.
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
+    }
+}
+
+fn sync_dir_blocking(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Recipient;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            direction: Default::default(),
+            received_at: "2026-01-01T00:00:00Z".into(),
+            peer_addr: "127.0.0.1:1234".into(),
+            helo: "smtp.peer-a.test.mssante.fr".into(),
+            peer_dn: None,
+            tls: None,
+            mail_from: "a@peer-a.test.mssante.fr".into(),
+            envid: None,
+            ret_full: None,
+            body_8bitmime: false,
+            smtputf8: false,
+            recipients: vec![
+                Recipient {
+                    address: "b@gateway.test.mssante.fr".into(),
+                    notify: 0,
+                    orcpt: None,
+                },
+                Recipient {
+                    address: "c@gateway.test.mssante.fr".into(),
+                    notify: 0,
+                    orcpt: None,
+                },
+            ],
+        }
+    }
+
+    async fn store(spool: &Spool) -> String {
+        let mut m = spool.create(&envelope()).await.unwrap();
+        m.write(b"Subject: x\r\n\r\nbody\r\n").await.unwrap();
+        m.commit().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn committed_message_is_due_once_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let id = store(&spool).await;
+        let now = SystemTime::now();
+        assert_eq!(spool.next_due(now), vec![id.clone()]);
+        assert!(spool.next_due(now).is_empty(), "claimed");
+        assert_eq!(spool.summary(now).messages, 1);
+        spool.release(&id);
+        assert_eq!(spool.next_due(now), vec![id.clone()]);
+        spool.complete(&id).await.unwrap();
+        assert_eq!(spool.summary(now).messages, 0);
+        assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn deferred_state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let spool = Spool::open(dir.path()).unwrap();
+            let id = store(&spool).await;
+            spool.next_due(SystemTime::now());
+            let state = MessageState {
+                pending: Some(vec!["c@gateway.test.mssante.fr".into()]),
+                ..MessageState::default()
+            };
+            let later = SystemTime::now() + Duration::from_secs(600);
+            spool.defer(&id, state, "451 busy", later).await.unwrap();
+            assert!(spool.next_due(SystemTime::now()).is_empty());
+            assert!(spool.next_due(later).contains(&id));
+            id
+        };
+        // A new process: recovery finds the message with its state.
+        let spool = Spool::open(dir.path()).unwrap();
+        let report = spool.recover().unwrap();
+        assert_eq!(report.requeued, 1);
+        assert!(spool.next_due(SystemTime::now()).is_empty(), "not due yet");
+        let state = spool.state(&id).await.unwrap();
+        assert_eq!(state.attempts, 1);
+        assert_eq!(state.last_error.as_deref(), Some("451 busy"));
+        let env = envelope();
+        assert_eq!(
+            state.pending_recipients(&env),
+            vec!["c@gateway.test.mssante.fr".to_string()]
+        );
+        spool.retry_now(&id).await.unwrap();
+        assert_eq!(spool.next_due(SystemTime::now()), vec![id]);
+    }
+
+    #[tokio::test]
+    async fn recovery_quarantines_torn_files_and_clears_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let good = store(&spool).await;
+        let torn = store(&spool).await;
+        let path = dir.path().join("queue").join(&torn);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        std::fs::write(dir.path().join("tmp/leftover"), b"MSSPOOL1\n").unwrap();
+        std::fs::write(dir.path().join("state/0000000000000000000.json"), b"{}").unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let report = spool.recover().unwrap();
+        assert_eq!(report.requeued, 1);
+        assert_eq!(report.tmp_removed, 1);
+        assert_eq!(report.quarantined.len(), 1);
+        assert_eq!(report.quarantined[0].0, torn);
+        assert!(dir.path().join("quarantine").join(&torn).is_file());
+        assert!(!dir.path().join("state/0000000000000000000.json").exists());
+        assert_eq!(spool.next_due(SystemTime::now()), vec![good]);
+    }
+
+    #[tokio::test]
+    async fn refresh_sees_deletes_and_keeps_fresh_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let a = store(&spool).await;
+        // Another process (`queue delete`) removes it.
+        std::fs::remove_file(dir.path().join("queue").join(&a)).unwrap();
+        spool.refresh().unwrap();
+        assert!(spool.next_due(SystemTime::now()).is_empty());
+        let b = store(&spool).await;
+        spool.refresh().unwrap();
+        assert_eq!(spool.next_due(SystemTime::now()), vec![b]);
+    }
+}

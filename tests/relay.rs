@@ -1,0 +1,1040 @@
+//! Delivery to the internal server, against a real SMTP sink on loopback: what arrives is
+//! byte for byte what was accepted plus one `Received:` header; refusals, outages and
+//! torn spool files end the way an operator expects.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mssante_gateway::config::Config;
+use mssante_gateway::gateway::Gateway;
+use mssante_gateway::spool::{parse_file, Envelope, Recipient, Spool};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------
+// The sink: a small SMTP server recording what it is given.
+
+#[derive(Debug, Clone)]
+struct Delivered {
+    mail_from: String,
+    rcpts: Vec<String>,
+    data: Vec<u8>,
+    /// Whether the session was under TLS.
+    tls: bool,
+}
+
+/// How the sink behaves.
+#[derive(Clone, Default)]
+struct SinkOpts {
+    /// Offer CHUNKING (BDAT).
+    chunking: bool,
+    /// Speak LMTP: LHLO, one reply per accepted recipient after the body.
+    lmtp: bool,
+    /// Offer STARTTLS with this configuration.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Require AUTH PLAIN with this base64 token before MAIL.
+    auth: Option<String>,
+}
+
+impl SinkOpts {
+    fn plain() -> Self {
+        Self::default()
+    }
+    fn chunking() -> Self {
+        SinkOpts {
+            chunking: true,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Default)]
+struct SinkState {
+    delivered: Vec<Delivered>,
+    /// Reply for RCPT to this address instead of 250 (e.g. "550 5.1.1 no such user"),
+    /// consumed after `uses` times when set.
+    rcpt_replies: HashMap<String, (String, Option<usize>)>,
+    /// LMTP: reply for this recipient after the body instead of 250.
+    data_replies: HashMap<String, String>,
+    sessions: usize,
+}
+
+struct Sink {
+    addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+    task: JoinHandle<()>,
+}
+
+impl Sink {
+    async fn start(addr: &str, opts: SinkOpts) -> Sink {
+        let listener = TcpListener::bind(addr).await.expect("bind sink");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.lock().unwrap().sessions += 1;
+                conns.spawn(serve_sink(stream, Arc::clone(&st), opts.clone()));
+            }
+        });
+        Sink { addr, state, task }
+    }
+
+    fn refuse(&self, rcpt: &str, reply: &str, times: Option<usize>) {
+        self.state
+            .lock()
+            .unwrap()
+            .rcpt_replies
+            .insert(rcpt.to_string(), (reply.to_string(), times));
+    }
+
+    fn delivered(&self) -> Vec<Delivered> {
+        self.state.lock().unwrap().delivered.clone()
+    }
+
+    /// Stops listening and cuts every session (the JoinSet of sessions is dropped with
+    /// the task).
+    fn down(self) -> SocketAddr {
+        self.task.abort();
+        self.addr
+    }
+}
+
+async fn serve_sink(stream: TcpStream, st: Arc<Mutex<SinkState>>, opts: SinkOpts) {
+    let mut s = BufStream::new(stream);
+    if let Ok(true) = sink_session(&mut s, &st, &opts, false).await {
+        let Some(acceptor) = &opts.tls else { return };
+        let Ok(tls) = acceptor.accept(s.into_inner()).await else {
+            return;
+        };
+        let mut s = BufStream::new(tls);
+        let _ = sink_session(&mut s, &st, &opts, true).await;
+    }
+}
+
+/// Serves commands; returns true when the client asked for STARTTLS (220 written).
+async fn sink_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut BufStream<S>,
+    st: &Arc<Mutex<SinkState>>,
+    opts: &SinkOpts,
+    tls: bool,
+) -> std::io::Result<bool> {
+    if !tls {
+        s.write_all(b"220 sink.internal ESMTP\r\n").await?;
+        s.flush().await?;
+    }
+    let mut from = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut authed = opts.auth.is_none();
+    loop {
+        let mut line = Vec::new();
+        if s.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(false);
+        }
+        let l = String::from_utf8_lossy(&line).trim_end().to_string();
+        let upper = l.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            assert_eq!(upper.starts_with("LHLO"), opts.lmtp, "greeting verb");
+            let mut r = String::from("250-sink.internal\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+            if opts.chunking {
+                r.push_str("250-CHUNKING\r\n");
+            }
+            if opts.tls.is_some() && !tls {
+                r.push_str("250-STARTTLS\r\n");
+            }
+            if opts.auth.is_some() {
+                r.push_str("250-AUTH PLAIN\r\n");
+            }
+            r.push_str("250 SIZE 100000000\r\n");
+            r
+        } else if upper == "STARTTLS" && opts.tls.is_some() && !tls {
+            s.write_all(b"220 2.0.0 go ahead\r\n").await?;
+            s.flush().await?;
+            return Ok(true);
+        } else if upper.starts_with("AUTH PLAIN ") {
+            if Some(&l[11..]) == opts.auth.as_deref() {
+                authed = true;
+                "235 2.7.0 ok\r\n".into()
+            } else {
+                "535 5.7.8 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("MAIL FROM:") && !authed {
+            "530 5.7.0 authentication required\r\n".into()
+        } else if upper.starts_with("MAIL FROM:") {
+            from = between(&l, '<', '>');
+            rcpts.clear();
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let r = between(&l, '<', '>');
+            let mut g = st.lock().unwrap();
+            let refusal = match g.rcpt_replies.get_mut(&r) {
+                Some((reply, Some(n))) if *n > 0 => {
+                    *n -= 1;
+                    Some(reply.clone())
+                }
+                Some((_, Some(_))) => None,
+                Some((reply, None)) => Some(reply.clone()),
+                None => None,
+            };
+            match refusal {
+                Some(reply) => format!("{reply}\r\n"),
+                None => {
+                    rcpts.push(r);
+                    "250 2.1.5 ok\r\n".into()
+                }
+            }
+        } else if upper == "DATA" {
+            s.write_all(b"354 go ahead\r\n").await?;
+            s.flush().await?;
+            let mut data = Vec::new();
+            loop {
+                let mut dl = Vec::new();
+                if s.read_until(b'\n', &mut dl).await? == 0 {
+                    return Ok(false);
+                }
+                if dl == b".\r\n" {
+                    break;
+                }
+                // Undo dot-stuffing.
+                if dl.starts_with(b"..") {
+                    dl.remove(0);
+                }
+                data.extend_from_slice(&dl);
+            }
+            end_of_data(st, opts, &from, &mut rcpts, data, tls)
+        } else if upper.starts_with("BDAT ") {
+            let mut words = l.split_whitespace().skip(1);
+            let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+            assert!(last, "the gateway sends one BDAT LAST chunk");
+            let mut data = vec![0u8; n];
+            s.read_exact(&mut data).await?;
+            end_of_data(st, opts, &from, &mut rcpts, data, tls)
+        } else if upper == "RSET" {
+            rcpts.clear();
+            "250 2.0.0 ok\r\n".into()
+        } else if upper == "QUIT" {
+            s.write_all(b"221 bye\r\n").await?;
+            s.flush().await?;
+            return Ok(false);
+        } else if upper == "NOOP" {
+            "250 ok\r\n".into()
+        } else {
+            "500 5.5.1 unknown\r\n".into()
+        };
+        s.write_all(reply.as_bytes()).await?;
+        s.flush().await?;
+    }
+}
+
+/// Records a message and builds the reply (LMTP: one line per accepted recipient).
+fn end_of_data(
+    st: &Arc<Mutex<SinkState>>,
+    opts: &SinkOpts,
+    from: &str,
+    rcpts: &mut Vec<String>,
+    data: Vec<u8>,
+    tls: bool,
+) -> String {
+    let mut g = st.lock().unwrap();
+    let all = std::mem::take(rcpts);
+    if !opts.lmtp {
+        g.delivered.push(Delivered {
+            mail_from: from.to_string(),
+            rcpts: all,
+            data,
+            tls,
+        });
+        return "250 2.0.0 queued\r\n".into();
+    }
+    let mut reply = String::new();
+    let mut ok = Vec::new();
+    for r in &all {
+        match g.data_replies.get(r) {
+            Some(refusal) => reply.push_str(&format!("{refusal}\r\n")),
+            None => {
+                ok.push(r.clone());
+                reply.push_str("250 2.0.0 delivered\r\n");
+            }
+        }
+    }
+    if !ok.is_empty() {
+        g.delivered.push(Delivered {
+            mail_from: from.to_string(),
+            rcpts: ok,
+            data,
+            tls,
+        });
+    }
+    reply
+}
+
+fn between(l: &str, a: char, b: char) -> String {
+    let start = l.find(a).map_or(0, |i| i + 1);
+    let end = l[start..].find(b).map_or(l.len(), |i| start + i);
+    l[start..end].to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway under test.
+
+fn repo(p: &str) -> String {
+    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(dir: &Path, internal: SocketAddr) -> Config {
+    config_with(dir, internal, "")
+}
+
+/// The test configuration with `extra` lines appended to its `[relay]` section.
+fn config_with(dir: &Path, internal: SocketAddr, extra: &str) -> Config {
+    let text = format!(
+        r#"
+espace = "test"
+local_domains = ["gateway.test.mssante.fr"]
+[tls]
+certificate = "{cert}"
+key = "{key}"
+anchors = ["{anchors}"]
+intermediates = ["{inter}"]
+[inbound]
+listen = "127.0.0.1:0"
+[spool]
+dir = "{spool}"
+[whitelist]
+cache = "{wl}"
+fetch = false
+signer_cn = "alb.test.mssante.fr"
+signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
+[relay]
+internal = "{internal}"
+internal_concurrency = 2
+idle_timeout = "5s"
+timeout = "10s"
+retry_first = "300ms"
+retry_max = "1s"
+expiry = "1h"
+{extra}
+"#,
+        cert = repo("certs-test/gateway-chain.pem"),
+        key = repo("certs-test/gateway.key"),
+        anchors = repo("certs-test/anchors.pem"),
+        inter = repo("certs-test/intermediate-ca.pem"),
+        wl = repo("certs-test/whitelist.xml"),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, &text).expect("write config");
+    Config::load(&path).expect("valid config")
+}
+
+fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
+    Envelope {
+        direction: Default::default(),
+        received_at: "2026-03-04T05:06:07Z".into(),
+        peer_addr: "127.0.0.9:40001".into(),
+        helo: "smtp.peer-a.test.mssante.fr".into(),
+        peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=1750000020,O=CH PEER A,C=FR".into()),
+        tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384".into()),
+        mail_from: from.into(),
+        envid: Some("ENVID-7".into()),
+        ret_full: None,
+        body_8bitmime: true,
+        smtputf8: false,
+        recipients: rcpts
+            .iter()
+            .map(|r| Recipient {
+                address: (*r).into(),
+                notify: 0,
+                orcpt: Some((*r).to_string()),
+            })
+            .collect(),
+    }
+}
+
+/// A body with 8-bit bytes, leading dots, a lone "." line and every byte value but CR/LF.
+fn tricky_body(tag: &str) -> Vec<u8> {
+    let mut b = format!(
+        "Message-ID: <{tag}@peer-a.test.mssante.fr>\r\nSubject: =?utf-8?q?compte_rendu?=\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    .into_bytes();
+    b.extend_from_slice("résumé médical, ñ, 漢字\r\n".as_bytes());
+    b.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\n");
+    for chunk in (1u8..=255)
+        .filter(|c| *c != b'\r' && *c != b'\n')
+        .collect::<Vec<_>>()
+        .chunks(60)
+    {
+        b.extend_from_slice(chunk);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"end\r\n");
+    b
+}
+
+async fn commit(spool: &Spool, env: &Envelope, body: &[u8]) -> String {
+    let mut m = spool.create(env).await.expect("create");
+    m.write(body).await.expect("write");
+    m.commit().await.expect("commit")
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn queue_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("spool/queue"))
+        .expect("queue dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Splits off the one header the gateway adds; the rest must be the accepted bytes.
+fn strip_received(data: &[u8]) -> (&str, &[u8]) {
+    assert!(data.starts_with(b"Received: from "), "starts with Received");
+    // The header ends at the first CRLF not followed by a folding tab.
+    let mut i = 0;
+    loop {
+        let nl = memchr(&data[i..]).expect("header end") + i;
+        if data.get(nl + 1) != Some(&b'\t') {
+            let header = std::str::from_utf8(&data[..nl + 1]).expect("ascii header");
+            return (header, &data[nl + 1..]);
+        }
+        i = nl + 1;
+    }
+}
+
+fn memchr(d: &[u8]) -> Option<usize> {
+    d.iter().position(|b| *b == b'\n')
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn delivers_identical_bytes(chunking: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = if chunking {
+        SinkOpts::chunking()
+    } else {
+        SinkOpts::plain()
+    };
+    let sink = Sink::start("127.0.0.1:0", opts).await;
+    sink.refuse(
+        "nobody@gateway.test.mssante.fr",
+        "550 5.1.1 no such user",
+        None,
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("identical");
+    let rcpts = [
+        "alice@gateway.test.mssante.fr",
+        "nobody@gateway.test.mssante.fr",
+        "bob@gateway.test.mssante.fr",
+    ];
+    let id = commit(
+        &gw.spool,
+        &envelope("x@peer-a.test.mssante.fr", &rcpts),
+        &body,
+    )
+    .await;
+    wait_for("delivery", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "x@peer-a.test.mssante.fr");
+    assert_eq!(
+        got[0].rcpts,
+        vec![
+            "alice@gateway.test.mssante.fr",
+            "bob@gateway.test.mssante.fr"
+        ]
+    );
+    let (received, rest) = strip_received(&got[0].data);
+    assert_eq!(
+        rest,
+        &body[..],
+        "bytes after the Received header are untouched"
+    );
+    assert!(!rest.starts_with(b"Received:"), "exactly one header added");
+    for needle in [
+        "from smtp.peer-a.test.mssante.fr (smtp.peer-a.test.mssante.fr [127.0.0.9])",
+        "using TLSv1_3 with cipher TLS13_AES_256_GCM_SHA384; peer CN=smtp.peer-a.test.mssante.fr",
+        &format!("by smtp.gateway.test.mssante.fr (mssante-gateway) with ESMTPS id {id};"),
+        "Wed, 04 Mar 2026 05:06:07 +0000",
+    ] {
+        assert!(received.contains(needle), "{needle:?} not in {received:?}");
+    }
+    // The refused recipient is bounced: the original leaves the queue and a DSN to the
+    // (remote) sender waits there for the outbound relay.
+    wait_for("bounce", Duration::from_secs(10), || {
+        !queue_files(dir.path()).contains(&id) && queue_files(dir.path()).len() == 1
+    })
+    .await;
+    let dsn_id = queue_files(dir.path()).remove(0);
+    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
+    let dsn = parse_file(&dsn_id, &bytes).expect("complete DSN");
+    assert_eq!(dsn.envelope.mail_from, "");
+    assert_eq!(
+        dsn.envelope.recipients[0].address,
+        "x@peer-a.test.mssante.fr"
+    );
+    let text = String::from_utf8_lossy(&dsn.body);
+    assert!(text.contains("Final-Recipient: rfc822;nobody@gateway.test.mssante.fr\r\n"));
+    assert!(text.contains("Status: 5.1.1\r\n"));
+    assert!(text.contains("Original-Envelope-Id: ENVID-7\r\n"));
+    assert!(text.contains("Message-ID: <identical@peer-a.test.mssante.fr>"));
+    assert!(
+        !text.contains("alice@"),
+        "delivered recipients are not reported"
+    );
+    let m = gw.metrics.render();
+    assert!(m.contains("mssante_messages_relayed_total{direction=\"inbound\"} 1"));
+    assert!(m.contains("mssante_messages_bounced_total{direction=\"inbound\"} 1"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_arrive_identical_over_data_with_dot_stuffing() {
+    delivers_identical_bytes(false).await;
+}
+
+#[tokio::test]
+async fn messages_arrive_identical_over_bdat() {
+    delivers_identical_bytes(true).await;
+}
+
+#[tokio::test]
+async fn unreachable_server_defers_then_delivers_when_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Take a free port, then close it: the internal server is down.
+    let addr = Sink::start("127.0.0.1:0", SinkOpts::plain()).await.down();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let gw = Gateway::start(&config(dir.path(), addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("outage");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    let state = dir.path().join(format!("spool/state/{id}.json"));
+    wait_for("two failed attempts", Duration::from_secs(10), || {
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["attempts"].as_u64())
+            .is_some_and(|a| a >= 2)
+    })
+    .await;
+    assert!(queue_files(dir.path()).contains(&id), "still queued");
+    let sink = Sink::start(&addr.to_string(), SinkOpts::plain()).await;
+    wait_for("delivery after the outage", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    // The message file goes first, then its state file.
+    wait_for(
+        "state removed with the message",
+        Duration::from_secs(5),
+        || !state.exists(),
+    )
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    assert!(gw
+        .metrics
+        .render()
+        .contains("mssante_messages_deferred_total{direction=\"inbound\"}"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn temporary_refusal_retries_only_the_refused_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    sink.refuse(
+        "bob@gateway.test.mssante.fr",
+        "451 4.2.0 mailbox busy",
+        Some(1),
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("partial");
+    commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &[
+                "alice@gateway.test.mssante.fr",
+                "bob@gateway.test.mssante.fr",
+            ],
+        ),
+        &body,
+    )
+    .await;
+    wait_for("two deliveries", Duration::from_secs(10), || {
+        sink.delivered().len() == 2
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got[0].rcpts, vec!["alice@gateway.test.mssante.fr"]);
+    assert_eq!(got[1].rcpts, vec!["bob@gateway.test.mssante.fr"]);
+    for d in &got {
+        assert_eq!(strip_received(&d.data).1, &body[..]);
+    }
+    // Sessions are reused: one connection served both attempts.
+    assert_eq!(sink.state.lock().unwrap().sessions, 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_of_a_local_sender_returns_a_dsn_through_the_internal_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    sink.refuse(
+        "gone@gateway.test.mssante.fr",
+        "550 5.1.1 user unknown",
+        None,
+    );
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("bounce");
+    let mut env = envelope(
+        "doctor@gateway.test.mssante.fr",
+        &["gone@gateway.test.mssante.fr"],
+    );
+    env.ret_full = Some(true);
+    commit(&gw.spool, &env, &body).await;
+    wait_for("the DSN", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "", "DSNs are sent from <>");
+    assert_eq!(got[0].rcpts, vec!["doctor@gateway.test.mssante.fr"]);
+    let (_, dsn) = strip_received(&got[0].data);
+    let text = String::from_utf8_lossy(dsn);
+    for needle in [
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Action: failed\r\n",
+        "Status: 5.1.1\r\n",
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
+        "Original-Recipient: rfc822;gone@gateway.test.mssante.fr\r\n",
+        "Content-Type: message/rfc822\r\n\r\nMessage-ID: <bounce@peer-a.test.mssante.fr>",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+    }
+    // RET=FULL: the whole original, 8-bit bytes included, is inside.
+    assert!(memmem(dsn, &body));
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn torn_spool_file_is_quarantined_and_never_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let cfg = config(dir.path(), sink.addr);
+    // Before the gateway runs: one complete message and one cut short (a crash or a
+    // disk fault after the rename), plus a tmp/ leftover that was never acknowledged.
+    let (good, torn) = {
+        let spool = Spool::open(&cfg.spool_dir).expect("spool");
+        let good = commit(
+            &spool,
+            &envelope(
+                "x@peer-a.test.mssante.fr",
+                &["alice@gateway.test.mssante.fr"],
+            ),
+            &tricky_body("good"),
+        )
+        .await;
+        let torn = commit(
+            &spool,
+            &envelope(
+                "x@peer-a.test.mssante.fr",
+                &["alice@gateway.test.mssante.fr"],
+            ),
+            &tricky_body("torn"),
+        )
+        .await;
+        let path = cfg.spool_dir.join("queue").join(&torn);
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 30]).expect("truncate");
+        std::fs::write(
+            cfg.spool_dir.join("tmp/0000000000000000000"),
+            b"MSSPOOL1\npartial",
+        )
+        .expect("tmp leftover");
+        (good, torn)
+    };
+    let gw = Gateway::start(&cfg).await.expect("gateway starts");
+    wait_for("the good message", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1, "only the complete message is delivered");
+    assert!(memmem(&got[0].data, b"<good@peer-a.test.mssante.fr>"));
+    assert!(cfg.spool_dir.join("quarantine").join(&torn).is_file());
+    assert!(!cfg.spool_dir.join("queue").join(&good).exists());
+    assert!(std::fs::read_dir(cfg.spool_dir.join("tmp"))
+        .expect("tmp")
+        .next()
+        .is_none());
+    assert!(gw
+        .metrics
+        .render()
+        .contains("mssante_spool_quarantined_total 1"));
+    gw.shutdown().await;
+}
+
+fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run the binary");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "127.0.0.1:9".parse().expect("addr"));
+    let spool = Spool::open(&cfg.spool_dir).expect("spool");
+    let id = commit(
+        &spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("cli"),
+    )
+    .await;
+    let mut state = spool.state(&id).await.expect("state");
+    state.next_due_unix_ms = u64::MAX / 2;
+    spool
+        .defer(
+            &id,
+            state,
+            "421 4.3.0 try later",
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        )
+        .await
+        .expect("defer");
+    let (ok, out) = cli(&cfg.path, &["list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&id) && out.contains("421 4.3.0 try later"),
+        "{out}"
+    );
+    assert!(out.contains("1 message(s)"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["show", &id]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Message-ID: <cli@peer-a.test.mssante.fr>"),
+        "{out}"
+    );
+    assert!(out.contains("attempts:   1"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["retry", &id]);
+    assert!(ok, "{out}");
+    assert_eq!(spool.state(&id).await.expect("state").next_due_unix_ms, 0);
+    let (ok, out) = cli(&cfg.path, &["show", "../../etc/passwd"]);
+    assert!(!ok && out.contains("not a queue id"), "{out}");
+    let (ok, out) = cli(&cfg.path, &["delete", &id]);
+    assert!(ok, "{out}");
+    assert!(queue_files(dir.path()).is_empty());
+    let (ok, _) = cli(&cfg.path, &["delete", &id]);
+    assert!(!ok, "deleting twice fails");
+}
+
+#[tokio::test]
+async fn notify_success_and_delay_produce_one_report_each() {
+    use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_SUCCESS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    sink.refuse("busy@gateway.test.mssante.fr", "451 4.2.1 busy", Some(2));
+    let gw = Gateway::start(&config(dir.path(), sink.addr))
+        .await
+        .expect("gateway starts");
+    let mut env = envelope(
+        "doctor@gateway.test.mssante.fr",
+        &["ok@gateway.test.mssante.fr", "busy@gateway.test.mssante.fr"],
+    );
+    env.recipients[0].notify = RCPT_NOTIFY_SUCCESS;
+    env.recipients[1].notify = RCPT_NOTIFY_DELAY | RCPT_NOTIFY_FAILURE;
+    commit(&gw.spool, &env, &tricky_body("notify")).await;
+    wait_for("everything delivered", Duration::from_secs(15), || {
+        sink.delivered().len() >= 4 && queue_files(dir.path()).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sink.delivered();
+    let dsns: Vec<String> = got
+        .iter()
+        .filter(|d| d.mail_from.is_empty())
+        .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        .collect();
+    assert_eq!(got.len(), 4, "two originals and two reports");
+    assert_eq!(dsns.len(), 2);
+    let success = dsns
+        .iter()
+        .find(|t| t.contains("Action: relayed"))
+        .expect("a success report");
+    assert!(success.contains("Final-Recipient: rfc822;ok@gateway.test.mssante.fr"));
+    let delay = dsns
+        .iter()
+        .find(|t| t.contains("Action: delayed"))
+        .expect("a delay report");
+    assert!(delay.contains("Final-Recipient: rfc822;busy@gateway.test.mssante.fr"));
+    assert!(delay.contains("Status: 4.2.1"));
+    assert!(delay.contains("Will-Retry-Until: "));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn lmtp_per_recipient_replies_after_the_body_are_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            lmtp: true,
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    sink.state.lock().unwrap().data_replies.insert(
+        "full@gateway.test.mssante.fr".into(),
+        "552 5.2.2 mailbox full".into(),
+    );
+    let gw = Gateway::start(&config_with(dir.path(), sink.addr, "protocol = \"lmtp\""))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("lmtp");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["ok@gateway.test.mssante.fr", "full@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    wait_for(
+        "bounce of the full mailbox",
+        Duration::from_secs(10),
+        || {
+            let q = queue_files(dir.path());
+            !q.contains(&id) && q.len() == 1
+        },
+    )
+    .await;
+    let got = sink.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpts, vec!["ok@gateway.test.mssante.fr"]);
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    let dsn_id = queue_files(dir.path()).remove(0);
+    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
+    let text =
+        String::from_utf8_lossy(&parse_file(&dsn_id, &bytes).expect("dsn").body).into_owned();
+    assert!(text.contains("Final-Recipient: rfc822;full@gateway.test.mssante.fr\r\n"));
+    assert!(text.contains("Status: 5.2.2\r\n"));
+    assert!(!text.contains("Final-Recipient: rfc822;ok@"));
+    gw.shutdown().await;
+}
+
+fn sink_tls() -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(repo("certs-test/gateway-chain.pem"))
+            .expect("chain")
+            .map(|c| c.expect("cert"))
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(repo("certs-test/gateway.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server cert");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn starttls_and_auth_to_the_internal_server() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = base64::engine::general_purpose::STANDARD.encode("\0relay\0s3cret");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            tls: Some(sink_tls()),
+            auth: Some(token),
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    let extra = format!(
+        "starttls = true\ntls_ca = \"{}\"\ntls_server_name = \"smtp.gateway.test.mssante.fr\"\nauth_user = \"relay\"\nauth_password = \"s3cret\"",
+        repo("certs-test/anchors.pem")
+    );
+    let gw = Gateway::start(&config_with(dir.path(), sink.addr, &extra))
+        .await
+        .expect("gateway starts");
+    let body = tricky_body("tls");
+    commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &body,
+    )
+    .await;
+    wait_for("delivery over TLS", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    let got = sink.delivered();
+    assert!(got[0].tls, "delivered inside TLS");
+    assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_internal_credentials_keep_the_message_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            auth: Some("something-else".into()),
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    let gw = Gateway::start(&config_with(
+        dir.path(),
+        sink.addr,
+        "auth_user = \"relay\"\nauth_password = \"wrong\"",
+    ))
+    .await
+    .expect("gateway starts");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("auth"),
+    )
+    .await;
+    let state = dir.path().join(format!("spool/state/{id}.json"));
+    wait_for("a deferral", Duration::from_secs(10), || state.exists()).await;
+    let text = std::fs::read_to_string(&state).expect("state");
+    assert!(text.contains("535 5.7.8"), "{text}");
+    assert!(sink.delivered().is_empty());
+    assert_eq!(
+        queue_files(dir.path()),
+        vec![id],
+        "no bounce for our own misconfiguration"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn message_undelivered_past_expiry_is_bounced_with_status_4_4_7() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = Sink::start("127.0.0.1:0", SinkOpts::plain()).await.down();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The test config's expiry is 1h; a later `expiry` key would be a duplicate, so this
+    // test writes its own shorter schedule through the same template.
+    let cfg = {
+        let c = config(dir.path(), addr);
+        let text = std::fs::read_to_string(&c.path)
+            .expect("config text")
+            .replace("expiry = \"1h\"", "expiry = \"1s\"");
+        std::fs::write(&c.path, text).expect("rewrite");
+        Config::load(&c.path).expect("valid")
+    };
+    let gw = Gateway::start(&cfg).await.expect("gateway starts");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("expiry"),
+    )
+    .await;
+    wait_for("expiry", Duration::from_secs(10), || {
+        let q = queue_files(dir.path());
+        !q.contains(&id) && q.len() == 1
+    })
+    .await;
+    let dsn_id = queue_files(dir.path()).remove(0);
+    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
+    let text =
+        String::from_utf8_lossy(&parse_file(&dsn_id, &bytes).expect("dsn").body).into_owned();
+    assert!(text.contains("Action: failed\r\n"), "{text}");
+    assert!(text.contains("Status: 4.4.7\r\n"), "{text}");
+    assert!(text.contains("delivery time expired"), "{text}");
+    gw.shutdown().await;
+}
