@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::operator::OperatorSettings;
 use crate::policy::EhloCheck;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
@@ -75,6 +76,7 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+    operator: Option<OperatorSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +236,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+    /// The operator's Annexe 1 declaration data, for `annexe1` and `doctor`.
+    pub operator: Option<OperatorSettings>,
 }
 
 /// TLS material, loaded and checked.
@@ -660,6 +664,7 @@ impl Config {
             metrics_listen,
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),
+            operator: raw.operator,
         })
     }
 
