@@ -44,4 +44,27 @@ pub enum Command {
         #[arg(long)]
         whitelist_only: bool,
     },
+    /// Print the Annexe 1 declaration (adding, removing or switching domains in the liste
+    /// blanche), pre-filled from `[operator]` and our certificate, in French as ANS reads
+    /// it. Every field is checked by the form's rules; all problems are listed (exit 2).
+    Annexe1 {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Domains to add (declared in `[[operator.domains]]`).
+        #[arg(long, value_name = "DOMAIN", num_args = 1..)]
+        add: Vec<String>,
+        /// Domains to remove (declared in `[[operator.domains]]`).
+        #[arg(long, value_name = "DOMAIN", num_args = 1..)]
+        remove: Vec<String>,
+        /// The added or removed domains change operator (BASCULE).
+        #[arg(long)]
+        switch: bool,
+        /// A second SSL certificate (PEM) of the operator, whose DN is declared too.
+        #[arg(long, value_name = "FILE")]
+        second_certificate: Option<PathBuf>,
+        /// Print JSON instead of the Markdown document.
+        #[arg(long)]
+        json: bool,
+    },
 }

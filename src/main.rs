@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
-use mssante_gateway::tools::{sample_whitelist, test_pki};
+use mssante_gateway::tools::{annexe1, sample_whitelist, test_pki};
 
 use cli::{Cli, Command};
 
@@ -21,6 +21,84 @@ fn main() -> ExitCode {
             out,
             whitelist_only,
         } => test_pki(&out, whitelist_only),
+        Command::Annexe1 {
+            config,
+            add,
+            remove,
+            switch,
+            second_certificate,
+            json,
+        } => annexe1(
+            &config,
+            &annexe1::Request {
+                add,
+                remove,
+                switch,
+            },
+            second_certificate.as_deref(),
+            json,
+        ),
+    }
+}
+
+fn annexe1(
+    path: &Path,
+    request: &annexe1::Request,
+    second_certificate: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut subjects = vec![config.tls.identity.info().subject.clone()];
+    if let Some(file) = second_certificate {
+        let second = mssante_gateway::trust::pki::load_certificates(file)
+            .map_err(|e| e.to_string())
+            .and_then(|chain| match chain.first() {
+                Some(leaf) => mssante_gateway::trust::parse_identity(leaf)
+                    .map(|id| id.subject)
+                    .map_err(|e| e.to_string()),
+                None => Err("no certificate in the file".to_string()),
+            });
+        match second {
+            Ok(dn) => subjects.push(dn),
+            Err(e) => {
+                eprintln!("--second-certificate {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match annexe1::build(&config, &subjects, request) {
+        Ok(form) => {
+            if json {
+                match serde_json::to_string_pretty(&form) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("annexe1: cannot write JSON: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", annexe1::to_markdown(&form));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            if json {
+                let value = serde_json::json!({ "errors": errors });
+                println!("{value:#}");
+            }
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            eprintln!(
+                "{}: {} problem(s) in the Annexe 1; nothing was printed",
+                path.display(),
+                errors.len()
+            );
+            ExitCode::from(2)
+        }
     }
 }
 
