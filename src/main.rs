@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
-use mssante_gateway::tools::{annexe1, sample_whitelist, test_pki};
+use mssante_gateway::tools::{annexe1, doctor, sample_whitelist, test_pki};
 
 use cli::{Cli, Command};
 
@@ -38,7 +38,56 @@ fn main() -> ExitCode {
             second_certificate.as_deref(),
             json,
         ),
+        Command::Doctor {
+            config,
+            json,
+            nameservers,
+            no_dns,
+        } => doctor(&config, json, &nameservers, no_dns),
     }
+}
+
+fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut options = doctor::Options {
+        dns: !no_dns,
+        ..doctor::Options::default()
+    };
+    for ns in nameservers {
+        let parsed = ns
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| ns.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()));
+        match parsed {
+            Ok(addr) => options.nameservers.push(addr),
+            Err(_) => {
+                eprintln!("--nameserver {ns}: expected an IP address, optionally with a port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(doctor::run(&config, &options));
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("doctor: cannot write JSON: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::from(report.exit_code())
 }
 
 fn annexe1(
