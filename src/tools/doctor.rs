@@ -488,6 +488,55 @@ mod tests {
         );
     }
 
+    /// The bundled configuration, fetching, with its cache confirmed `age` ago.
+    fn fetching_config_with_cache_age(dir: &std::path::Path, age: Duration) -> Config {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cache = dir.join("liste.xml");
+        std::fs::copy(root.join("certs-test/whitelist.xml"), &cache).expect("copy the list");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&cache)
+            .expect("open");
+        file.set_modified(SystemTime::now() - age)
+            .expect("set mtime");
+        let text = std::fs::read_to_string(root.join("config/local.toml"))
+            .expect("read")
+            .replace(
+                "cache = \"../certs-test/whitelist.xml\"",
+                &format!("cache = {:?}", cache.display().to_string()),
+            )
+            .replace(
+                "fetch = false",
+                "fetch = true\nmax_age = \"72h\"\nrefresh_interval = \"1h\"",
+            );
+        Config::from_toml(&root.join("config/local.toml"), &text).expect("config")
+    }
+
+    fn freshness(config: &Config) -> Check {
+        let mut checks = Vec::new();
+        assert!(
+            whitelist_checks(config, &mut checks).is_some(),
+            "{checks:?}"
+        );
+        checks
+            .into_iter()
+            .find(|c| c.name == "whitelist.fresh")
+            .expect("freshness check")
+    }
+
+    #[test]
+    fn a_cache_older_than_max_age_fails_and_a_late_one_warns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = fetching_config_with_cache_age(dir.path(), Duration::from_secs(600));
+        assert_eq!(freshness(&fresh).status, Status::Pass);
+        let late = fetching_config_with_cache_age(dir.path(), Duration::from_secs(5 * 3600));
+        assert_eq!(freshness(&late).status, Status::Warn);
+        let stale = fetching_config_with_cache_age(dir.path(), Duration::from_secs(4 * 86400));
+        let check = freshness(&stale);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.message.contains("451"), "{}", check.message);
+    }
+
     #[test]
     fn exit_codes_follow_the_worst_verdict() {
         let config = Config::load(
