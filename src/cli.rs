@@ -33,6 +33,20 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check a configuration and make the running gateway reload it (SIGHUP): new
+    /// certificates, anchors, CRLs and domains apply to new connections, open sessions
+    /// continue. An invalid configuration is not sent.
+    Reload {
+        /// The configuration file (TOML) of the running gateway.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Inspect, verify, look up or download the liste blanche.
+    Whitelist {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: WhitelistAction,
+    },
     /// Generate a test PKI mimicking IGC Santé (root, intermediate, peer certificates and
     /// the certificates the espace must refuse). Test keys only, never for production.
     TestPki {
@@ -85,5 +99,56 @@ pub enum Command {
         /// Print JSON instead of the Markdown document.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The `whitelist` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WhitelistAction {
+    /// Download the list once from the configured URL, verify it and update the cache.
+    Fetch {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the cached list: generation date, entries, domains, DNs, signer, age.
+    Show {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a domain's entries, or the domains a certificate DN serves (an argument
+    /// containing `=` is taken as a DN).
+    Lookup {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A domain (`ch-x.mssante.fr`) or a DN (`CN=...,OU=...,O=...,ST=...,C=FR`).
+        query: String,
+    },
+    /// Verify a signed list file (digest, signature, signer) and summarise it; exit 1 if
+    /// it is refused.
+    Verify {
+        /// The list file.
+        file: PathBuf,
+        /// Check the signer's chain with this configuration's anchors and signer.
+        #[arg(long, short, conflicts_with_all = ["anchors", "skip_chain"])]
+        config: Option<PathBuf>,
+        /// Check the signer's chain against these anchor files (PEM).
+        #[arg(long)]
+        anchors: Vec<PathBuf>,
+        /// Intermediate CA files (PEM) for the chain check.
+        #[arg(long)]
+        intermediates: Vec<PathBuf>,
+        /// Do not check the signer's chain (digest, signature value and signer name still
+        /// are): for inspecting a list when the espace's root is not at hand.
+        #[arg(long)]
+        skip_chain: bool,
+        /// Expected signer CN (default: the production signer).
+        #[arg(long, requires = "signer_o")]
+        signer_cn: Option<String>,
+        /// Expected signer O.
+        #[arg(long, requires = "signer_cn")]
+        signer_o: Option<String>,
     },
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::operator::OperatorSettings;
 use crate::policy::EhloCheck;
+use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
 use crate::whitelist::SignerIdentity;
@@ -143,10 +144,25 @@ struct RawTls {
     intermediates: Vec<PathBuf>,
     #[serde(default)]
     crls: Vec<PathBuf>,
+    #[serde(default)]
+    crl_sources: Vec<RawCrlSource>,
+    #[serde(default = "default_crl_refresh")]
+    crl_refresh_interval: String,
     #[serde(default = "default_min_version")]
     min_version: String,
     #[serde(default = "default_max_version")]
     max_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrlSource {
+    url: String,
+    file: PathBuf,
+}
+
+fn default_crl_refresh() -> String {
+    "1h".into()
 }
 
 fn default_min_version() -> String {
@@ -249,6 +265,16 @@ pub struct TlsSettings {
     pub trust: Arc<TrustStore>,
     /// Allowed protocol versions.
     pub versions: TlsVersions,
+    /// The files the trust store was built from, to rebuild it when a CRL is refreshed.
+    pub anchor_files: Vec<PathBuf>,
+    /// Known intermediate CA files.
+    pub intermediate_files: Vec<PathBuf>,
+    /// CRL files (fixed ones, then those of `crl_sources` that exist).
+    pub crl_files: Vec<PathBuf>,
+    /// CRLs downloaded from their distribution points.
+    pub crl_sources: Vec<CrlSource>,
+    /// Time between CRL downloads.
+    pub crl_refresh_interval: Duration,
 }
 
 /// How the liste blanche is obtained and trusted.
@@ -306,7 +332,8 @@ pub struct InboundSettings {
 pub struct ConfigError {
     /// The file.
     pub file: PathBuf,
-    /// The key (dotted path), or the position for syntax errors.
+    /// The key (dotted path); for errors found while parsing, the key nearest the error
+    /// followed by its position.
     pub key: String,
     /// What is wrong and what is expected.
     pub message: String,
@@ -371,7 +398,10 @@ impl Config {
             let key = match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    format!("line {line}, column {col}")
+                    match key_at(text, span.start) {
+                        Some(key) => format!("{key} (line {line}, column {col})"),
+                        None => format!("line {line}, column {col}"),
+                    }
                 }
                 None => "(syntax)".into(),
             };
@@ -417,7 +447,34 @@ impl Config {
         let anchors: Vec<PathBuf> = raw.tls.anchors.iter().map(|a| resolve(a)).collect();
         let intermediates: Vec<PathBuf> =
             raw.tls.intermediates.iter().map(|a| resolve(a)).collect();
-        let crls: Vec<PathBuf> = raw.tls.crls.iter().map(|a| resolve(a)).collect();
+        let mut crls: Vec<PathBuf> = raw.tls.crls.iter().map(|a| resolve(a)).collect();
+        let mut crl_sources = Vec::new();
+        for (i, src) in raw.tls.crl_sources.iter().enumerate() {
+            if !(src.url.starts_with("http://") || src.url.starts_with("https://")) {
+                p.add(
+                    &format!("tls.crl_sources[{i}].url"),
+                    format!(
+                        "\"{}\" is not an http:// or https:// URL (a CA's CRL distribution point)",
+                        src.url
+                    ),
+                );
+            }
+            let file = resolve(&src.file);
+            // The last valid download is used from the start; before the first one the
+            // CA's certificates are checked without a CRL (status unknown is allowed).
+            if file.is_file() {
+                crls.push(file.clone());
+            }
+            crl_sources.push(CrlSource {
+                url: src.url.clone(),
+                file,
+            });
+        }
+        let crl_refresh_interval = duration(
+            &mut p,
+            "tls.crl_refresh_interval",
+            &raw.tls.crl_refresh_interval,
+        );
         let trust = match TrustStore::load(&anchors, &intermediates, &crls) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -607,6 +664,7 @@ impl Config {
             Some(refresh_interval),
             Some(max_age),
             Some(fetch_timeout),
+            Some(crl_refresh_interval),
         ) = (
             identity,
             trust,
@@ -618,6 +676,7 @@ impl Config {
             refresh_interval,
             max_age,
             fetch_timeout,
+            crl_refresh_interval,
         )
         else {
             return Err(ConfigErrors(vec![ConfigError {
@@ -635,6 +694,11 @@ impl Config {
                 identity: Arc::new(identity),
                 trust: Arc::new(trust),
                 versions,
+                anchor_files: anchors,
+                intermediate_files: intermediates,
+                crl_files: crls,
+                crl_sources,
+                crl_refresh_interval,
             },
             inbound: InboundSettings {
                 listen,
@@ -737,6 +801,37 @@ fn is_domain(d: &str) -> bool {
         })
 }
 
+/// The dotted key written on the line holding `offset`, under the table header above it:
+/// serde's messages ("unknown variant `staging`") do not say which key they are about.
+/// A line without `=` (a table header) gives the table alone.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| !t.is_empty());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    let header = line
+        .trim()
+        .starts_with('[')
+        .then(|| line.trim().trim_matches(|c| c == '[' || c == ']').trim());
+    match (header, table, key) {
+        (Some(h), _, _) => Some(h.to_string()),
+        (None, Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, None, Some(k)) => Some(k.to_string()),
+        (None, Some(t), None) => Some(t.to_string()),
+        (None, None, None) => None,
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -760,6 +855,26 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn parse_errors_name_the_key() {
+        let text = "espace = \"staging\"\n[tls]\ncertificate = \"a.pem\"\n\n[inbound]\nbogus = 3\n";
+        assert_eq!(key_at(text, 9).as_deref(), Some("espace"));
+        let at = text.find("bogus").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("inbound.bogus"));
+        let at = text.find("[tls]").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("tls"));
+        let at = text.find("certificate").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("tls.certificate"));
+
+        let errors = Config::from_toml(Path::new("/etc/gw.toml"), text).unwrap_err();
+        let shown = errors.to_string();
+        assert!(
+            shown
+                .starts_with("/etc/gw.toml: espace (line 1, column 10): unknown variant `staging`"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::inbound::listener::Listener;
-use crate::inbound::InboundContext;
+use crate::inbound::{InboundContext, LiveSettings};
 use crate::metrics::{http, Metrics};
 use crate::spool::{Spool, SpoolError};
+use crate::trust::pki::TrustStore;
 use crate::trust::tls::{server_config, TlsConfigError};
 use crate::whitelist::live::WhitelistState;
 use crate::whitelist::refresh::{self, Refresher};
@@ -47,33 +48,34 @@ pub struct Gateway {
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
-    inbound: JoinHandle<()>,
+    inbound_task: JoinHandle<()>,
+    inbound: Arc<InboundContext>,
+    config_path: std::path::PathBuf,
 }
 
 impl Gateway {
     /// Opens the spool, builds the TLS configuration and starts the listeners.
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
+        record_certificate_expiry(&metrics, config);
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
-        let tls = server_config(
-            &config.tls.identity,
-            Arc::clone(&config.tls.trust),
-            config.tls.versions,
-        )?;
         let (shutdown, rx) = watch::channel(false);
         let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let ctx = Arc::new(InboundContext {
             settings: config.inbound.clone(),
-            hostname: config.hostname.clone(),
-            local_domains: config.local_domains.clone(),
+            live: ArcSwap::new(Arc::new(live_settings(config)?)),
             whitelist: Arc::clone(&whitelist),
-            ehlo_check: config.ehlo_check,
-            tls: ArcSwap::new(tls),
-            trust: ArcSwap::new(Arc::clone(&config.tls.trust)),
             spool,
             metrics: Arc::clone(&metrics),
         });
-        let listener = Listener::bind(ctx, "inbound")
+        if !config.tls.crl_sources.is_empty() {
+            tokio::spawn(refresh_crls(
+                Arc::clone(&ctx),
+                config.tls.clone(),
+                rx.clone(),
+            ));
+        }
+        let listener = Listener::bind(Arc::clone(&ctx), "inbound")
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.inbound.listen,
@@ -107,25 +109,91 @@ impl Gateway {
             }
             None => None,
         };
-        let inbound = tokio::spawn(listener.run(rx));
+        let inbound_task = tokio::spawn(listener.run(rx));
         listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
+            inbound: ctx,
+            config_path: config.path.clone(),
             inbound_addr,
             metrics_addr,
             metrics,
             shutdown,
-            inbound,
+            inbound_task,
         })
+    }
+
+    /// Applies a new configuration without dropping sessions: certificate and key, trust
+    /// anchors, intermediates, CRLs, local domains, host name and policy modes. Connections
+    /// accepted from now on use them; open sessions finish with what they started with.
+    /// Listen addresses, limits, the spool and the liste blanche source need a restart: a
+    /// change there is reported in the returned notes.
+    pub fn reload(&self, config: &Config) -> Result<Vec<String>, StartError> {
+        let live = live_settings(config)?;
+        let mut notes = Vec::new();
+        let old = &self.inbound.settings;
+        if old.listen != config.inbound.listen {
+            notes.push(format!(
+                "inbound.listen changed to {} but still listening on {}: restart to apply",
+                config.inbound.listen, old.listen
+            ));
+        }
+        if config.path != self.config_path {
+            notes.push(format!(
+                "reloaded from {} (started from {})",
+                config.path.display(),
+                self.config_path.display()
+            ));
+        }
+        self.inbound.live.store(Arc::new(live));
+        record_certificate_expiry(&self.metrics, config);
+        tracing::info!(
+            hostname = %config.hostname,
+            domains = ?config.local_domains,
+            certificate = %config.tls.identity.info().subject_dn,
+            certificate_not_after = %config.tls.identity.info().not_after,
+            "configuration reloaded; new connections use it"
+        );
+        Ok(notes)
     }
 
     /// Stops accepting, lets sessions finish their transaction (they answer 421 4.3.2 at
     /// their next command) and returns once all are closed.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Err(e) = self.inbound.await {
+        if let Err(e) = self.inbound_task.await {
             tracing::error!(error = %e, "inbound listener task failed");
         }
     }
+}
+
+/// Exports when our certificate and the issuers in its chain file expire.
+fn record_certificate_expiry(metrics: &Metrics, config: &Config) {
+    let gauge = &metrics.certificate_expiry_timestamp_seconds;
+    gauge.reset();
+    for (i, cert) in config.tls.identity.chain().iter().enumerate() {
+        if let Ok(id) = crate::trust::verify::parse_identity(cert) {
+            let which = if i == 0 { "ours" } else { "chain" };
+            gauge
+                .with_label_values(&[which, &id.subject_dn])
+                .set(id.not_after.unix_timestamp());
+        }
+    }
+}
+
+/// The reloadable part of the inbound settings, built from a configuration.
+fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
+    let tls = server_config(
+        &config.tls.identity,
+        Arc::clone(&config.tls.trust),
+        config.tls.versions,
+    )?;
+    Ok(LiveSettings {
+        hostname: config.hostname.clone(),
+        local_domains: config.local_domains.clone(),
+        tls,
+        trust: Arc::clone(&config.tls.trust),
+        ehlo_check: config.ehlo_check,
+    })
 }
 
 /// Loads the cached liste blanche and, when fetching is on, starts the refresher (with an
@@ -181,4 +249,90 @@ async fn start_whitelist(
         }
     }
     state
+}
+
+/// Downloads the espace's CRLs from their distribution points now and then every
+/// `crl_refresh_interval`; when one changed, rebuilds the trust store and swaps it in for
+/// new connections. A failed download keeps the last valid CRL.
+async fn refresh_crls(
+    ctx: Arc<InboundContext>,
+    tls: crate::config::TlsSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::trust::{crl, pki};
+    let metrics = &ctx.metrics;
+    let client = match crl::client(std::time::Duration::from_secs(60)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the CRL downloader; CRLs will not be refreshed");
+            return;
+        }
+    };
+    let mut cas = Vec::new();
+    for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
+        match pki::load_certificates(file) {
+            Ok(certs) => cas.extend(certs),
+            Err(e) => tracing::error!(error = %e, "CA file unreadable for CRL checks"),
+        }
+    }
+    loop {
+        let mut changed = false;
+        for source in &tls.crl_sources {
+            match crl::refresh_source(&client, source, &cas, 64 * 1024 * 1024).await {
+                Ok(Some(info)) => {
+                    changed = true;
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&["updated"])
+                        .inc();
+                    let g = &metrics.crl_update_timestamp_seconds;
+                    g.with_label_values(&[&info.issuer, "this"])
+                        .set(info.this_update);
+                    if let Some(next) = info.next_update {
+                        g.with_label_values(&[&info.issuer, "next"]).set(next);
+                    }
+                    tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = ?info.next_update, "CRL updated");
+                }
+                Ok(None) => {
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&["unchanged"])
+                        .inc();
+                }
+                Err(e) => {
+                    metrics
+                        .crl_fetch_total
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    tracing::warn!(url = %source.url, reason = e.reason(), error = %e, "CRL refresh failed; keeping the last valid CRL");
+                }
+            }
+        }
+        if changed {
+            let mut files = tls.crl_files.clone();
+            for source in &tls.crl_sources {
+                if source.file.is_file() && !files.contains(&source.file) {
+                    files.push(source.file.clone());
+                }
+            }
+            match TrustStore::load(&tls.anchor_files, &tls.intermediate_files, &files) {
+                Ok(store) => {
+                    let mut live = LiveSettings::clone(&ctx.live.load());
+                    live.trust = Arc::new(store);
+                    ctx.live.store(Arc::new(live));
+                    tracing::info!(crls = files.len(), "trust store rebuilt with the new CRLs");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot rebuild the trust store; keeping the previous one")
+                }
+            }
+        }
+        let pause = tls
+            .crl_refresh_interval
+            .mul_f64(1.0 + rand::random::<f64>() * 0.1);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }

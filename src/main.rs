@@ -8,15 +8,20 @@ use std::process::ExitCode;
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
+use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
 use mssante_gateway::tools::{annexe1, doctor, sample_whitelist, test_pki};
+use mssante_gateway::trust::pki::TrustStore;
+use mssante_gateway::whitelist::SignerIdentity;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, WhitelistAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => serve(&config),
+        Command::Whitelist { action } => whitelist(action),
+        Command::Reload { config } => send_reload(&config),
         Command::TestPki {
             out,
             whitelist_only,
@@ -182,6 +187,73 @@ fn test_pki(out: &Path, whitelist_only: bool) -> ExitCode {
     }
 }
 
+fn whitelist(action: WhitelistAction) -> ExitCode {
+    let result: Result<String, CommandError> = match action {
+        WhitelistAction::Show { config } => match load_config(&config) {
+            Ok(c) => whitelist_cmd::show(&c),
+            Err(code) => return code,
+        },
+        WhitelistAction::Lookup { config, query } => match load_config(&config) {
+            Ok(c) => whitelist_cmd::lookup(&c, &query),
+            Err(code) => return code,
+        },
+        WhitelistAction::Fetch { config } => {
+            let c = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(whitelist_cmd::fetch(&c)),
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        WhitelistAction::Verify {
+            file,
+            config,
+            anchors,
+            intermediates,
+            skip_chain,
+            signer_cn,
+            signer_o,
+        } => {
+            let signer = match (signer_cn, signer_o) {
+                (Some(cn), Some(o)) => SignerIdentity { cn, o },
+                _ => SignerIdentity::production(),
+            };
+            let loaded;
+            let how = if let Some(path) = config {
+                loaded = match load_config(&path) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                Ok(Anchors::Config(&loaded))
+            } else if !anchors.is_empty() {
+                TrustStore::load(&anchors, &intermediates, &[] as &[std::path::PathBuf])
+                    .map(|store| Anchors::Files(store, signer))
+                    .map_err(CommandError::from)
+            } else if skip_chain {
+                Ok(Anchors::Skip(signer))
+            } else {
+                Err(CommandError::NoAnchors)
+            };
+            how.and_then(|how| whitelist_cmd::verify(&file, &how))
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         for e in &errors.0 {
@@ -241,6 +313,15 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Installed before the listeners open, so a SIGTERM right after start-up still
+        // closes sessions gracefully instead of killing the process.
+        let mut signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::from(1);
+            }
+        };
         let gateway = match Gateway::start(&config).await {
             Ok(g) => g,
             Err(e) => {
@@ -255,25 +336,119 @@ fn serve(path: &Path) -> ExitCode {
             inbound = %gateway.inbound_addr,
             "mssante-gateway started"
         );
-        wait_for_signal().await;
+        let pid_file = config.spool_dir.join(PID_FILE);
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file; `reload` will not find this process");
+        }
+        while let Signal::Reload = signals.next().await {
+            reload(&gateway, path);
+        }
         tracing::info!("shutting down: no new connections; open sessions finish their transaction");
         gateway.shutdown().await;
+        let _ = std::fs::remove_file(&pid_file);
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
+/// The file, in the spool directory, holding the pid of the running gateway.
+const PID_FILE: &str = "mssante-gateway.pid";
+
+/// SIGHUP: read the configuration again; a configuration with problems is not applied and
+/// the running one stays.
+fn reload(gateway: &Gateway, path: &Path) {
+    let counter = &gateway.metrics.reloads_total;
+    match Config::load(path) {
+        Err(errors) => {
+            counter.with_label_values(&["invalid"]).inc();
+            for e in &errors.0 {
+                tracing::error!(problem = %e, "reload refused: the running configuration stays");
+            }
+        }
+        Ok(config) => match gateway.reload(&config) {
+            Ok(notes) => {
+                counter.with_label_values(&["applied"]).inc();
+                for note in notes {
+                    tracing::warn!(note = %note, "reload");
+                }
+            }
+            Err(e) => {
+                counter.with_label_values(&["invalid"]).inc();
+                tracing::error!(error = %e, "reload refused: the running configuration stays");
+            }
+        },
+    }
+}
+
+/// `reload`: checks the configuration, then signals the running gateway (SIGHUP).
+fn send_reload(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let pid_file = config.spool_dir.join(PID_FILE);
+    let pid = match std::fs::read_to_string(&pid_file) {
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(pid) => pid,
+            Err(_) => {
+                eprintln!("{}: not a pid: {:?}", pid_file.display(), text.trim());
+                return ExitCode::from(1);
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "cannot read {}: {e}; is the gateway running with this configuration?",
+                pid_file.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+    {
+        Ok(status) if status.success() => {
+            println!("configuration valid; reload signalled to process {pid}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("kill -HUP {pid} failed ({status}); is the gateway running?");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("cannot run kill: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// The signals the gateway reacts to, installed once so none is missed between two waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }

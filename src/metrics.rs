@@ -4,8 +4,8 @@
 //! carry the same `reason` labels as the logs.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Sub-millisecond to tens of seconds, for latencies.
@@ -53,6 +53,14 @@ pub struct Metrics {
     pub whitelist_fetch_total: IntCounterVec,
     /// 1 when lists are signature-checked, 0 when `verify_signature = false`.
     pub whitelist_signature_verification: IntGauge,
+    /// End of validity of our certificate and its chain, by certificate (`which`).
+    pub certificate_expiry_timestamp_seconds: IntGaugeVec,
+    /// CRL downloads, by outcome (`updated`, `unchanged`, or the failure's reason).
+    pub crl_fetch_total: IntCounterVec,
+    /// thisUpdate and nextUpdate of the downloaded CRLs, by issuer and field.
+    pub crl_update_timestamp_seconds: IntGaugeVec,
+    /// Configuration reloads, by outcome (`applied`, `invalid`).
+    pub reloads_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,6 +163,38 @@ impl Metrics {
             "Liste blanche refresh attempts, by outcome.",
             &["outcome"],
         );
+        let certificate_expiry_timestamp_seconds = IntGaugeVec::new(
+            Opts::new(
+                "mssante_certificate_expiry_timestamp_seconds",
+                "End of validity (Unix time) of our certificate and of its issuers.",
+            ),
+            &["which", "subject"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(certificate_expiry_timestamp_seconds.clone()))
+            .expect("metric names are unique");
+        let crl_fetch_total = counter_vec(
+            "mssante_crl_fetch_total",
+            "CRL downloads from the distribution points, by outcome.",
+            &["outcome"],
+        );
+        let crl_update_timestamp_seconds = IntGaugeVec::new(
+            Opts::new(
+                "mssante_crl_update_timestamp_seconds",
+                "thisUpdate (field=this) and nextUpdate (field=next) of the CRLs in use, Unix time.",
+            ),
+            &["issuer", "field"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(crl_update_timestamp_seconds.clone()))
+            .expect("metric names are unique");
+        let reloads_total = counter_vec(
+            "mssante_reloads_total",
+            "Configuration reloads (SIGHUP), by outcome.",
+            &["outcome"],
+        );
         let build = IntGauge::with_opts(
             Opts::new(
                 "mssante_build_info",
@@ -184,6 +224,10 @@ impl Metrics {
             whitelist_age_seconds,
             whitelist_fetch_total,
             whitelist_signature_verification,
+            certificate_expiry_timestamp_seconds,
+            crl_fetch_total,
+            crl_update_timestamp_seconds,
+            reloads_total,
         }
     }
 

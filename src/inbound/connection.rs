@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::InboundContext;
+use super::{InboundContext, LiveSettings};
 use crate::policy::{self, PeerCertificate};
 use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
 use crate::spool::{Envelope, Incoming, Recipient};
@@ -63,6 +63,8 @@ pub async fn serve(
 /// The state of one connection around its SMTP session.
 struct Connection {
     ctx: Arc<InboundContext>,
+    /// The reloadable settings as they were when the connection was accepted.
+    live: Arc<LiveSettings>,
     peer: SocketAddr,
     session: Session,
     shutdown: watch::Receiver<bool>,
@@ -87,8 +89,9 @@ struct Connection {
 impl Connection {
     fn new(peer: SocketAddr, ctx: Arc<InboundContext>, shutdown: watch::Receiver<bool>) -> Self {
         let s = &ctx.settings;
+        let live = ctx.live.load_full();
         let session = Session::new(SessionConfig {
-            hostname: ctx.hostname.clone(),
+            hostname: live.hostname.clone(),
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
@@ -97,6 +100,7 @@ impl Connection {
         });
         Connection {
             ctx,
+            live,
             peer,
             session,
             shutdown,
@@ -120,7 +124,7 @@ impl Connection {
                 return;
             }
         }
-        let config = self.ctx.tls.load_full();
+        let config = Arc::clone(&self.live.tls);
         let handshake = TlsAcceptor::from(config).accept(stream);
         let mut tls =
             match tokio::time::timeout(self.ctx.settings.handshake_timeout, handshake).await {
@@ -164,12 +168,7 @@ impl Connection {
             .inc();
         self.tls = Some(format!("{version} {cipher}"));
         let chain = conn.peer_certificates().unwrap_or(&[]);
-        let checked = verify_chain(
-            chain,
-            &self.ctx.trust.load(),
-            UnixTime::now(),
-            Usage::Client,
-        );
+        let checked = verify_chain(chain, &self.live.trust, UnixTime::now(), Usage::Client);
         match &checked {
             Ok(id) => {
                 tracing::info!(tls_version = version, cipher, peer_dn = %id.subject_dn, "TLS established; client certificate verified")
@@ -206,8 +205,7 @@ impl Connection {
                     Ok(ev) => ev,
                 };
                 if self.on_event(ev).await {
-                    stream.write_all(&self.session.take_output()).await?;
-                    stream.flush().await?;
+                    self.write_output(stream).await?;
                     return Ok(Outcome::StartTls);
                 }
             }
@@ -215,8 +213,7 @@ impl Connection {
                 self.session.shutting_down();
             }
             if self.session.has_output() {
-                stream.write_all(&self.session.take_output()).await?;
-                stream.flush().await?;
+                self.write_output(stream).await?;
             }
             if self.session.is_closed() {
                 return Ok(Outcome::Closed);
@@ -249,6 +246,31 @@ impl Connection {
                     self.ctx.metrics.reject("connection", "timeout");
                     self.session.timed_out();
                 }
+            }
+        }
+    }
+
+    /// Writes the replies waiting in the session, within the command timeout: a peer that
+    /// pipelines commands and never reads the replies would otherwise block the write, and
+    /// with it the session, its connection slots and graceful shutdown, forever.
+    async fn write_output<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> io::Result<()> {
+        let out = self.session.take_output();
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.ctx.settings.command_timeout, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                self.ctx.metrics.reject("connection", "write_timeout");
+                tracing::info!(
+                    reason = "write_timeout",
+                    "peer not reading its replies past the timeout; closing"
+                );
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer not reading its replies",
+                ))
             }
         }
     }
@@ -293,7 +315,7 @@ impl Connection {
             helo: &self.helo,
             whitelist: &whitelist,
             whitelist_stale: self.ctx.whitelist.is_stale(SystemTime::now()),
-            ehlo_check: self.ctx.ehlo_check,
+            ehlo_check: self.live.ehlo_check,
         };
         match policy::check_sender(&ctx, &m.address) {
             Ok(accepted) => {
@@ -314,7 +336,7 @@ impl Connection {
     }
 
     fn on_rcpt(&mut self, r: RcptTo) {
-        match policy::check_recipient(&r.address, &self.ctx.local_domains) {
+        match policy::check_recipient(&r.address, &self.live.local_domains) {
             Ok(()) => {
                 tracing::info!(stage = "rcpt", verdict = "accept", rcpt = %r.address, "recipient accepted");
                 self.rcpts.push(r);

@@ -178,6 +178,8 @@ pub struct Session {
     body_len: usize,
     body: Body,
     decoder: DataDecoder,
+    /// Line-ending check of BDAT content, across chunks.
+    bdat_lines: LineEndings,
     /// EHLO/HELO was accepted (and not voided by STARTTLS since).
     helo_done: bool,
     /// The command being processed, for the stage of refusals.
@@ -239,6 +241,7 @@ impl Session {
             body_len: 0,
             body: Body::Accepted,
             decoder: DataDecoder::new(),
+            bdat_lines: LineEndings::default(),
             helo_done: false,
             stage: "command",
         };
@@ -294,6 +297,10 @@ impl Session {
 
     /// The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207 §4.2).
     pub fn tls_established(&mut self) {
+        // A shutdown or timeout during the handshake has closed the session for good.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.tls_active = true;
         self.helo_done = false;
         self.phase = Phase::Greeted;
@@ -623,6 +630,12 @@ impl Session {
                 "unsupported_parameter",
             );
         }
+        if let Some(param) = unadvertised_mail_parameter(&from) {
+            return self.command_error(
+                reply(555, (5, 5, 4), format!("Unsupported parameter {param}")),
+                "unsupported_parameter",
+            );
+        }
         if from.size > self.cfg.max_message_size {
             return self.command_error(
                 reply(
@@ -656,9 +669,19 @@ impl Session {
             return self.command_error(reply(503, (5, 5, 1), "Send MAIL first"), "bad_sequence");
         }
         if self.recipients >= self.cfg.max_recipients {
+            // Not a client error: RFC 5321 §4.5.3.1.10 lets a client send more recipients
+            // than the server takes and retry the rest later, so this 452 must not count
+            // towards the error limit that closes the session.
+            self.push(&reply(452, (4, 5, 3), "Too many recipients"));
+            return Progress::Event(Event::Refused {
+                stage: "rcpt",
+                reason: "too_many_recipients",
+            });
+        }
+        if to.rrvs != 0 {
             return self.command_error(
-                reply(452, (4, 5, 3), "Too many recipients"),
-                "too_many_recipients",
+                reply(555, (5, 5, 4), "Unsupported parameter RRVS"),
+                "unsupported_parameter",
             );
         }
         self.pending = Pending::Rcpt;
@@ -720,6 +743,7 @@ impl Session {
         if first {
             self.body_len = 0;
             self.body = Body::Accepted;
+            self.bdat_lines = LineEndings::default();
         }
         if self.body == Body::Accepted
             && self.body_len.saturating_add(size) > self.cfg.max_message_size
@@ -802,10 +826,23 @@ impl Session {
                 last,
             };
             if self.body == Body::Accepted {
+                if self.bdat_lines.scan(&self.input[range.clone()]) {
+                    self.body = Body::Discarding(Some(BodyError::BareNewline));
+                    return Progress::Event(Event::MessageAborted {
+                        reason: BodyError::BareNewline.reason(),
+                    });
+                }
                 self.body_len += take;
                 return Progress::Chunk(range);
             }
             return Progress::Continue;
+        }
+        // A CR ending the last chunk is bare too.
+        if last && self.body == Body::Accepted && self.bdat_lines.pending_cr {
+            self.body = Body::Discarding(Some(BodyError::BareNewline));
+            return Progress::Event(Event::MessageAborted {
+                reason: BodyError::BareNewline.reason(),
+            });
         }
         // The chunk is complete.
         match self.body {
@@ -864,7 +901,7 @@ impl Session {
     /// Counts a refused command; too many in a row close the session.
     fn count_error(&mut self) {
         self.errors += 1;
-        if self.errors >= self.cfg.max_errors && self.phase != Phase::Closed {
+        if self.errors >= self.cfg.max_errors {
             self.close_with(&reply(
                 421,
                 (4, 7, 0),
@@ -874,6 +911,11 @@ impl Session {
     }
 
     fn close_with(&mut self, r: &Reply) {
+        // The final reply is sent once: a shutdown or timeout reaching a session that has
+        // already closed (QUIT, too many errors) must not answer after it.
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.push(r);
         self.phase = Phase::Closed;
         self.pending = Pending::None;
@@ -899,6 +941,48 @@ impl Session {
 
     fn push(&mut self, r: &Reply) {
         r.write_to(&mut self.out);
+    }
+}
+
+/// Finds bare CR and LF in BDAT content. BDAT needs no terminator, but without
+/// BINARYMIME (not offered) content is still made of CRLF-terminated lines (RFC 3030 §3),
+/// and a bare `\n.\n` accepted here could end the message early at a lenient next hop
+/// when the message is relayed with DATA. So BDAT is held to the same rule as DATA.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineEndings {
+    /// The previous chunk ended with a CR whose LF has not been seen yet.
+    pending_cr: bool,
+}
+
+impl LineEndings {
+    /// Scans the next bytes; true when a bare CR or LF is found.
+    fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut i = 0;
+        if self.pending_cr {
+            if bytes.first().is_some_and(|b| *b != b'\n') {
+                return true;
+            }
+            if bytes.is_empty() {
+                return false;
+            }
+            self.pending_cr = false;
+            i = 1;
+        }
+        while let Some(off) = memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
+            let at = i + off;
+            if bytes[at] == b'\n' {
+                return true;
+            }
+            match bytes.get(at + 1) {
+                Some(b'\n') => i = at + 2,
+                Some(_) => return true,
+                None => {
+                    self.pending_cr = true;
+                    return false;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -932,9 +1016,42 @@ impl<'a> Event<'a> {
     }
 }
 
+/// The first MAIL parameter that smtp-proto understands but whose extension we do not
+/// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
+/// silently would promise a handling the gateway does not give.
+fn unadvertised_mail_parameter(from: &smtp_proto::MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+    let flags = [
+        (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),
+        (smtp_proto::MAIL_CONPERM, "CONPERM"),
+        (
+            smtp_proto::MAIL_BY_NOTIFY | smtp_proto::MAIL_BY_RETURN | smtp_proto::MAIL_BY_TRACE,
+            "BY",
+        ),
+    ];
+    let given = [
+        (from.by != 0, "BY"),
+        (from.hold_for != 0, "HOLDFOR"),
+        (from.hold_until != 0, "HOLDUNTIL"),
+        (from.mt_priority != 0, "MT-PRIORITY"),
+        (from.auth.is_some(), "AUTH"),
+        (from.trans_id.is_some(), "TRANSID"),
+        (from.solicit.is_some(), "SOLICIT"),
+        (from.mtrk.is_some(), "MTRK"),
+    ];
+    flags
+        .into_iter()
+        .map(|(flag, name)| (from.flags & flag != 0, name))
+        .chain(given)
+        .find_map(|(present, name)| present.then_some(name))
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

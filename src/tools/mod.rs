@@ -6,3 +6,4 @@ pub mod doctor;
 pub mod identity_checks;
 pub mod sample_whitelist;
 pub mod test_pki;
+pub mod whitelist_cmd;

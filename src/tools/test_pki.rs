@@ -380,6 +380,74 @@ fn ca_params(
     params
 }
 
+/// A CRL of the test intermediate CA, signed with its key from `dir` (a directory written
+/// by [`generate`]), revoking the leaves with the given serial numbers (as in the leaves'
+/// certificates: big-endian bytes). For tests of CRL downloads and expiry.
+pub fn intermediate_crl(
+    dir: &Path,
+    revoked_serials: &[Vec<u8>],
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+) -> Result<Vec<u8>, TestPkiError> {
+    let key_path = dir.join("intermediate-ca.key");
+    let pem = fs::read_to_string(&key_path).map_err(|source| TestPkiError::Write {
+        path: key_path.clone(),
+        source,
+    })?;
+    let key = KeyPair::from_pem(&pem).map_err(gen_err("the intermediate CA key"))?;
+    // The same subject encoding as the certificate, so the CRL's issuer matches it byte
+    // for byte, as certificate path validation requires.
+    let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
+    let issuer = Issuer::new(params, &key);
+    let crl = CertificateRevocationListParams {
+        this_update,
+        next_update,
+        crl_number: SerialNumber::from(this_update.unix_timestamp().unsigned_abs()),
+        issuing_distribution_point: None,
+        revoked_certs: revoked_serials
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: this_update,
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .map_err(gen_err("the CRL"))?;
+    Ok(crl.der().to_vec())
+}
+
+/// A server certificate for `host` (a DNS name such as `localhost`) issued by the test
+/// intermediate CA of `dir`, as (chain PEM: leaf then intermediate, PKCS#8 key PEM). For
+/// test servers that must chain to the test anchors, like the liste blanche's web server.
+pub fn issue_server_certificate(dir: &Path, host: &str) -> Result<(String, String), TestPkiError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| TestPkiError::Write { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read("intermediate-ca.key")?)
+        .map_err(gen_err("the intermediate CA key"))?;
+    let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
+    let issuer = Issuer::new(params, &ca_key);
+    let key = generate_key(host)?;
+    let mut leaf = CertificateParams::new(vec![host.to_owned()]).map_err(gen_err(host))?;
+    leaf.distinguished_name =
+        leaf_dn(host, "3000000000000", "TEST SERVEUR", "Paris (75)").to_rcgen();
+    leaf.not_before = date((2025, Month::January, 1));
+    leaf.not_after = date(VALID_UNTIL);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_identifier_method = KeyIdMethod::Sha256;
+    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(host))?;
+    Ok((
+        format!("{}{}", cert.pem(), read("intermediate-ca.pem")?),
+        key.serialize_pem(),
+    ))
+}
+
 /// Writes the test PKI into `out` (created if missing; existing files are overwritten)
 /// and returns the list of files written, in a stable order.
 pub fn generate(out: &Path) -> Result<Vec<PkiFile>, TestPkiError> {

@@ -58,6 +58,8 @@ pub enum CertError {
     Revoked,
     #[error("certificate lacks the extended key usage {required}; an IGC Santé SSL server certificate carries serverAuth and clientAuth")]
     WrongUsage { required: ExtKeyUsage },
+    #[error("the revocation list of the certificate's authority is out of date on our side (next update was {}); try again later", fmt_time(.next_update))]
+    CrlExpired { next_update: OffsetDateTime },
     #[error("certificate cannot be parsed ({0}); present a well-formed X.509 certificate")]
     Malformed(String),
     #[error("certificate refused: {0}")]
@@ -79,6 +81,7 @@ impl CertError {
             CertError::Revoked => "client_cert_revoked",
             CertError::WrongUsage { .. } => "client_cert_wrong_usage",
             CertError::Malformed(_) => "client_cert_malformed",
+            CertError::CrlExpired { .. } => "crl_expired",
             CertError::Other(_) => "client_cert_other",
         }
     }
@@ -93,6 +96,7 @@ impl CertError {
             CertError::Revoked => "server_cert_revoked",
             CertError::WrongUsage { .. } => "server_cert_wrong_usage",
             CertError::Malformed(_) => "server_cert_malformed",
+            CertError::CrlExpired { .. } => "crl_expired",
             CertError::Other(_) => "server_cert_other",
         }
     }
@@ -258,10 +262,10 @@ fn unix_to_datetime(t: UnixTime) -> OffsetDateTime {
 /// Revocation: every loaded CRL is consulted for the whole chain. A certificate whose
 /// issuer has no loaded CRL is accepted (status unknown is allowed): CRLs are optional
 /// in the configuration, and refusing every peer until the first CRL download would stop
-/// the espace. A CRL past its nextUpdate is still used and not treated as an error,
-/// because the last CRL we hold is the best knowledge available: MSSanté asks to keep the
-/// last valid CRL when a download fails, and the freshness of the CRL is the fetcher's
-/// job to monitor, not a reason to refuse mail.
+/// the espace. The last valid CRL is kept when a download fails (`trust::crl`), but once
+/// it is past its nextUpdate it no longer tells whether a certificate was revoked since:
+/// verification then fails with [`CertError::CrlExpired`], which the policy answers with a
+/// temporary refusal (our state, not the peer's fault: it retries later).
 pub fn verify_chain(
     chain: &[CertificateDer<'_>],
     store: &TrustStore,
@@ -298,7 +302,7 @@ pub fn verify_chain(
         builder
             .with_depth(RevocationCheckDepth::Chain)
             .with_status_policy(UnknownStatusPolicy::Allow)
-            .with_expiration_policy(ExpirationPolicy::Ignore)
+            .with_expiration_policy(ExpirationPolicy::Enforce)
             .build()
     });
     // webpki applies the EKU validator to the intermediates as well, and IGC Santé CAs
@@ -347,6 +351,9 @@ fn map_webpki_error(err: webpki::Error, usage: Usage) -> CertError {
             not_before: unix_to_datetime(not_before),
         },
         E::CertRevoked => CertError::Revoked,
+        E::CrlExpired { next_update, .. } => CertError::CrlExpired {
+            next_update: unix_to_datetime(next_update),
+        },
         E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => CertError::WrongUsage {
             required: usage.required(),
         },

@@ -1,0 +1,248 @@
+//! The `whitelist` commands: inspect, verify, look up and fetch the liste blanche with the
+//! same code the gateway uses.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls_pki_types::UnixTime;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::trust::dn::SubjectDn;
+use crate::trust::pki::{PkiError, TrustStore};
+use crate::whitelist::fetch::FetchOutcome;
+use crate::whitelist::live::WhitelistState;
+use crate::whitelist::refresh::{self, Refresher};
+use crate::whitelist::{
+    load_and_verify, ChainCheck, SignerIdentity, VerifyOptions, Whitelist, WhitelistError,
+};
+
+/// A command's failure, as shown to the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The list was refused.
+    #[error("{path}: REFUSED: {source}")]
+    Invalid {
+        /// The file or URL.
+        path: String,
+        /// Why.
+        source: WhitelistError,
+    },
+    /// Trust anchors could not be loaded.
+    #[error("{0}")]
+    Pki(#[from] PkiError),
+    /// No way to check the signer's chain was given.
+    #[error("say how to check the signer's certificate chain: --config FILE (the espace's anchors), --anchors FILE, or --skip-chain to check only the digest, the signature value and the signer's name")]
+    NoAnchors,
+    /// The download failed.
+    #[error("{0}")]
+    Fetch(String),
+    /// No list is available.
+    #[error("no valid liste blanche at {0}: run `whitelist fetch` or check whitelist.cache")]
+    NoList(String),
+}
+
+/// How `verify` checks the signer's chain.
+pub enum Anchors<'a> {
+    /// The anchors and signer of a configuration.
+    Config(&'a Config),
+    /// Anchor files given on the command line, with the expected signer.
+    Files(TrustStore, SignerIdentity),
+    /// No chain check (digest, signature value and signer name only).
+    Skip(SignerIdentity),
+}
+
+/// A one-paragraph summary of a list.
+pub fn describe(list: &Whitelist) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "generated:  {}", list.generated());
+    let _ = writeln!(out, "entries:    {}", list.entry_count());
+    let _ = writeln!(out, "domains:    {}", list.domain_count());
+    let _ = writeln!(
+        out,
+        "DNs:        {} distinct after normalisation ({} as written)",
+        list.dn_count(),
+        list.dn_text_count()
+    );
+    match list.signer() {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "signer:     {} (valid until {}; chain {})",
+                s.subject,
+                s.not_after,
+                if s.chain_verified {
+                    "verified"
+                } else {
+                    "NOT checked"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "signer:     none (signature NOT verified)");
+        }
+    }
+    if !list.warnings().is_empty() {
+        let _ = writeln!(out, "warnings:   {}", list.warnings().len());
+        for w in list.warnings() {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    out
+}
+
+/// `whitelist verify FILE`: checks a signed list as the gateway would.
+pub fn verify(file: &Path, anchors: &Anchors<'_>) -> Result<String, CommandError> {
+    let bytes = std::fs::read(file).map_err(|source| CommandError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
+    let invalid = |source| CommandError::Invalid {
+        path: file.display().to_string(),
+        source,
+    };
+    let list = match anchors {
+        Anchors::Config(c) => refresh::load(&bytes, &c.tls.trust, &c.whitelist).map_err(invalid)?,
+        Anchors::Files(store, signer) => {
+            let mut opts =
+                VerifyOptions::new(store.anchors(), store.intermediates(), UnixTime::now());
+            opts.signer = signer.clone();
+            load_and_verify(&bytes, &opts).map_err(invalid)?
+        }
+        Anchors::Skip(signer) => {
+            let opts = VerifyOptions {
+                chain: ChainCheck::SkipInsecure,
+                signer: signer.clone(),
+            };
+            load_and_verify(&bytes, &opts).map_err(invalid)?
+        }
+    };
+    Ok(format!("{}: valid\n{}", file.display(), describe(&list)))
+}
+
+fn cached(config: &Config) -> Result<(Whitelist, Option<SystemTime>), CommandError> {
+    let path = &config.whitelist.cache;
+    let bytes = std::fs::read(path).map_err(|source| CommandError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let list = refresh::load(&bytes, &config.tls.trust, &config.whitelist).map_err(|source| {
+        CommandError::Invalid {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok((list, modified))
+}
+
+/// `whitelist show`: the cached list in use.
+pub fn show(config: &Config) -> Result<String, CommandError> {
+    let (list, modified) = cached(config)?;
+    let mut out = format!(
+        "{} ({}; source {})\n",
+        config.whitelist.cache.display(),
+        config.espace.as_str(),
+        if config.whitelist.fetch {
+            config.whitelist.url.as_str()
+        } else {
+            "fixed file"
+        }
+    );
+    out.push_str(&describe(&list));
+    if let Some(age) = modified.and_then(|m| SystemTime::now().duration_since(m).ok()) {
+        let _ = writeln!(
+            out,
+            "age:        {}s since last confirmed (max_age {}s){}",
+            age.as_secs(),
+            config.whitelist.max_age.as_secs(),
+            if config.whitelist.fetch && age > config.whitelist.max_age {
+                ": STALE, mail is being answered 451 4.7.1"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(out)
+}
+
+/// `whitelist lookup DOMAIN|DN`: which entries a domain has, or which domains a DN serves.
+pub fn lookup(config: &Config, query: &str) -> Result<String, CommandError> {
+    let (list, _) = cached(config)?;
+    let mut out = String::new();
+    if query.contains('=') {
+        let dn = match SubjectDn::parse(query) {
+            Ok(dn) => dn,
+            Err(e) => return Ok(format!("{query}: not a DN ({e})\n")),
+        };
+        let domains = list.domains_for_dn(&dn);
+        if domains.is_empty() {
+            let _ = writeln!(
+                out,
+                "{dn}: not listed (key {})",
+                dn.normalized_key().as_str()
+            );
+        } else {
+            let _ = writeln!(out, "{dn}: listed for {} domain(s)", domains.len());
+            for d in domains {
+                let _ = writeln!(out, "  {d}");
+            }
+        }
+    } else {
+        let entries = list.entries_for_domain(query);
+        if entries.is_empty() {
+            let _ = writeln!(out, "{query}: not listed");
+        }
+        for e in entries {
+            let _ = writeln!(out, "{}", e.domain);
+            let _ = writeln!(out, "  DN:          {}", e.dn_text);
+            let _ = writeln!(out, "  description: {}", e.description);
+            let _ = writeln!(out, "  responsable: {}", e.responsable_contact);
+            let _ = writeln!(out, "  support:     {}", e.support_contact);
+            let _ = writeln!(out, "  updated:     {}", e.updated_text);
+        }
+    }
+    Ok(out)
+}
+
+/// `whitelist fetch`: one download, verified and cached as the gateway would.
+pub async fn fetch(config: &Config) -> Result<String, CommandError> {
+    let state = Arc::new(WhitelistState::new(Some(config.whitelist.max_age)));
+    let metrics = Arc::new(Metrics::new());
+    // Start from the cache so that an older download is refused and 304 can apply.
+    let _ = refresh::load_cache(&state, &config.tls.trust, &config.whitelist, &metrics);
+    let mut refresher = Refresher::new(
+        Arc::clone(&state),
+        Arc::clone(&config.tls.trust),
+        config.whitelist.clone(),
+        metrics,
+    )
+    .map_err(|e| CommandError::Fetch(e.to_string()))?;
+    match refresher.refresh_once().await {
+        Ok(FetchOutcome::Updated(list)) => Ok(format!(
+            "{}: updated, cached in {}\n{}",
+            config.whitelist.url,
+            config.whitelist.cache.display(),
+            describe(&list)
+        )),
+        Ok(FetchOutcome::Unchanged) => Ok(format!(
+            "{}: unchanged (the cached list is current)\n",
+            config.whitelist.url
+        )),
+        Err(e) => Err(CommandError::Fetch(format!(
+            "{}: {} ({e}); the cached list, if any, is kept",
+            config.whitelist.url,
+            refresh::failure_reason(&e)
+        ))),
+    }
+}

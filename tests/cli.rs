@@ -1,0 +1,246 @@
+//! The binary as an operator runs it: `check-config` and `serve` on good and bad files.
+//!
+//! A bad configuration must stop the gateway with exit status 2 and messages that name the
+//! file and the key to fix.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::{base_config, certs_dir, Client, IO_TIMEOUT};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Runs the built binary with `args`, killing it if it does not finish in time.
+async fn run(args: &[&str]) -> Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(IO_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("mssante-gateway {args:?} did not finish"))
+        .expect("run mssante-gateway")
+}
+
+/// A configuration file in a temporary directory: the base one altered by `change`.
+struct ConfigFile {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    fn new(change: impl FnOnce(&mut toml::Table)) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut table = base_config(&dir.path().join("spool"));
+        change(&mut table);
+        let path = dir.path().join("gateway.toml");
+        let text = toml::to_string(&table).expect("configuration serialises");
+        std::fs::write(&path, text).expect("write the configuration");
+        ConfigFile { path, _dir: dir }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temporary path")
+    }
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::Value>) {
+    let t = if section.is_empty() {
+        table
+    } else {
+        table[section].as_table_mut().expect("a table")
+    };
+    t.insert(key.to_string(), value.into());
+}
+
+fn cert(name: &str) -> String {
+    certs_dir().join(name).to_string_lossy().into_owned()
+}
+
+/// The lines of stderr naming a problem of `file`.
+fn problems(out: &Output, file: &str) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}: ")) && !l.contains("problem(s)"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `check-config` on `file`, expects exit 2 and one problem line per entry of
+/// `expected`, each naming the file and containing every fragment given (the key first).
+async fn assert_refused(file: &ConfigFile, expected: &[&[&str]]) -> Output {
+    let out = run(&["check-config", "--config", file.path()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let lines = problems(&out, file.path());
+    assert_eq!(lines.len(), expected.len(), "stderr: {stderr}");
+    for fragments in expected {
+        assert!(
+            lines
+                .iter()
+                .any(|l| fragments.iter().all(|f| l.contains(f))),
+            "no problem line with {fragments:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} problem(s)", expected.len())),
+        "{stderr}"
+    );
+    out
+}
+
+#[tokio::test]
+async fn check_config_accepts_the_shipped_local_configuration() {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml");
+    let out = run(&["check-config", "--config", local.to_str().expect("UTF-8")]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(stdout.contains("smtp.gateway.test.mssante.fr"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_config_names_an_unknown_key() {
+    let file = ConfigFile::new(|t| set(t, "inbound", "max_conections", 10));
+    assert_refused(
+        &file,
+        &[&["inbound.max_conections", "unknown field `max_conections`"]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn check_config_names_a_missing_certificate_file() {
+    let missing = cert("no-such-certificate.pem");
+    let file = ConfigFile::new(|t| set(t, "tls", "certificate", missing.as_str()));
+    assert_refused(
+        &file,
+        &[&["tls.certificate", "no-such-certificate.pem", "cannot read"]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn check_config_names_a_key_that_does_not_match_the_certificate() {
+    let file = ConfigFile::new(|t| set(t, "tls", "key", cert("peer-a.key")));
+    assert_refused(&file, &[&["tls.key", "peer-a.key", "does not belong"]]).await;
+}
+
+#[tokio::test]
+async fn check_config_refuses_a_certificate_without_client_auth() {
+    let file = ConfigFile::new(|t| {
+        set(t, "tls", "certificate", cert("peer-server-only-chain.pem"));
+        set(t, "tls", "key", cert("peer-server-only.key"));
+    });
+    assert_refused(&file, &[&["tls.certificate", "clientAuth"]]).await;
+}
+
+#[tokio::test]
+async fn check_config_names_a_bad_listen_address() {
+    let file = ConfigFile::new(|t| set(t, "inbound", "listen", "localhost:25"));
+    assert_refused(&file, &[&["inbound.listen", "\"localhost:25\""]]).await;
+}
+
+#[tokio::test]
+async fn check_config_names_an_unknown_espace() {
+    let file = ConfigFile::new(|t| set(t, "", "espace", "staging"));
+    assert_refused(&file, &[&["espace", "`staging`", "`test` or `production`"]]).await;
+}
+
+#[tokio::test]
+async fn check_config_lists_every_problem_of_a_file() {
+    let file = ConfigFile::new(|t| {
+        set(t, "tls", "certificate", cert("no-such-certificate.pem"));
+        set(t, "inbound", "listen", "localhost:25");
+        set(t, "inbound", "command_timeout", "5 minutes");
+        set(t, "inbound", "max_recipients", 0);
+        set(t, "tls", "min_version", "1.1");
+    });
+    assert_refused(
+        &file,
+        &[
+            &["tls.certificate", "no-such-certificate.pem"],
+            &["inbound.listen", "localhost:25"],
+            &["inbound.command_timeout", "5 minutes"],
+            &["inbound.max_recipients", "greater than 0"],
+            &["tls.min_version", "1.1"],
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_configuration_with_the_same_messages() {
+    let file = ConfigFile::new(|t| {
+        set(t, "tls", "key", cert("peer-a.key"));
+        set(t, "inbound", "listen", "localhost:25");
+    });
+    let checked = assert_refused(
+        &file,
+        &[
+            &["tls.key", "peer-a.key"],
+            &["inbound.listen", "localhost:25"],
+        ],
+    )
+    .await;
+    let served = run(&["serve", "--config", file.path()]).await;
+    assert_eq!(served.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&served.stderr),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[tokio::test]
+async fn serve_runs_until_sigterm_then_closes_sessions_and_exits_0() {
+    let file = ConfigFile::new(|_| {});
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config", file.path()])
+        // The start-up line read below is logged at info level.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mssante-gateway serve");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let addr = tokio::time::timeout(IO_TIMEOUT, async {
+        while let Some(line) = log.next_line().await.expect("read the log") {
+            if !line.contains("mssante-gateway started") {
+                continue;
+            }
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("inbound="))
+                .unwrap_or_else(|| panic!("no inbound address in {line:?}"));
+            return addr.parse::<std::net::SocketAddr>().expect("an address");
+        }
+        panic!("serve ended without starting");
+    })
+    .await
+    .expect("serve did not start in time");
+
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    let pid = child.id().expect("serve is running").to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success());
+    c.expect(421, "4.3.2").await;
+    c.expect_eof().await;
+    let status = tokio::time::timeout(IO_TIMEOUT, child.wait())
+        .await
+        .expect("serve stops after SIGTERM")
+        .expect("wait for serve");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,626 @@
+//! Test harness shared by the integration tests: an in-process gateway on a loopback port
+//! with a temporary spool, and an SMTP client speaking over real sockets, in plaintext or
+//! after STARTTLS with one of the test PKI's certificates.
+//!
+//! Every network wait is bounded by [`IO_TIMEOUT`], so a gateway that stops answering
+//! fails the test instead of hanging it.
+
+// Each test crate uses a different subset of the harness.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use mssante_gateway::config::Config;
+use mssante_gateway::gateway::Gateway;
+use mssante_gateway::metrics::Metrics;
+use mssante_gateway::spool::{parse_file, StoredMessage};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Longest any single network step of a test may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The domain the test gateway receives for.
+pub const LOCAL_DOMAIN: &str = "gateway.test.mssante.fr";
+
+/// The name in the gateway's certificate, which the client checks.
+pub const SERVER_NAME: &str = "smtp.gateway.test.mssante.fr";
+
+/// The repository's test PKI.
+pub fn certs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-test")
+}
+
+/// Logs of the gateway go to the test's captured output; `RUST_LOG` sets the level.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A configuration as the operator would write it, pointing at the test PKI and at
+/// `spool_dir`; tests alter it before the gateway starts.
+pub fn base_config(spool_dir: &Path) -> toml::Table {
+    let certs = certs_dir();
+    let path = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let text = format!(
+        r#"
+espace = "test"
+local_domains = ["{LOCAL_DOMAIN}"]
+
+[tls]
+certificate = "{cert}"
+key = "{key}"
+anchors = ["{anchors}"]
+intermediates = ["{intermediates}"]
+crls = ["{crls}"]
+
+[inbound]
+listen = "127.0.0.1:0"
+max_connections = 100
+max_connections_per_ip = 50
+handshake_timeout = "10s"
+command_timeout = "30s"
+data_timeout = "30s"
+max_message_size = 1048576
+max_recipients = 100
+max_errors = 10
+
+[spool]
+dir = "{spool}"
+
+[whitelist]
+cache = "{whitelist}"
+fetch = false
+signer_cn = "alb.test.mssante.fr"
+signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
+"#,
+        cert = path("gateway-chain.pem"),
+        key = path("gateway.key"),
+        anchors = path("anchors.pem"),
+        intermediates = path("intermediate-ca.pem"),
+        crls = path("intermediate-ca.crl.pem"),
+        spool = spool_dir.to_string_lossy(),
+        whitelist = path("whitelist.xml"),
+    );
+    toml::from_str(&text).expect("the base configuration is valid TOML")
+}
+
+/// A change to the `[inbound]` section, for [`TestGateway::start_with`].
+pub fn inbound(key: &'static str, value: impl Into<toml::Value>) -> impl FnOnce(&mut toml::Table) {
+    let value = value.into();
+    move |t| {
+        t["inbound"]
+            .as_table_mut()
+            .expect("[inbound] is a table")
+            .insert(key.to_string(), value);
+    }
+}
+
+/// A gateway running in this process, with its own temporary directory.
+pub struct TestGateway {
+    /// Where the inbound listener accepts connections.
+    pub addr: SocketAddr,
+    /// The gateway's metrics; they stay readable after shutdown.
+    pub metrics: Arc<Metrics>,
+    gateway: Option<Gateway>,
+    spool_dir: PathBuf,
+    /// Holds the configuration and the spool; removed when the test ends.
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// A gateway with the base configuration.
+    pub async fn start() -> TestGateway {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway whose configuration `change` has altered.
+    pub async fn start_with(change: impl FnOnce(&mut toml::Table)) -> TestGateway {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let spool_dir = dir.path().join("spool");
+        let mut table = base_config(&spool_dir);
+        change(&mut table);
+        let text = toml::to_string(&table).expect("configuration serialises");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, &text).expect("write the configuration");
+        let config = Config::from_toml(&path, &text)
+            .unwrap_or_else(|e| panic!("test configuration refused:\n{e}"));
+        let gateway = Gateway::start(&config).await.expect("gateway starts");
+        TestGateway {
+            addr: gateway.inbound_addr,
+            metrics: Arc::clone(&gateway.metrics),
+            gateway: Some(gateway),
+            spool_dir,
+            _dir: dir,
+        }
+    }
+
+    /// Complete messages: `<spool>/queue/<id>`.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.spool_dir.join("queue")
+    }
+
+    /// Messages being written: `<spool>/tmp/<id>`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.spool_dir.join("tmp")
+    }
+
+    /// Every message in the queue, parsed (a torn file fails the test), oldest first.
+    pub fn spooled_messages(&self) -> Vec<StoredMessage> {
+        let mut ids: Vec<String> = list_dir(&self.queue_dir());
+        ids.sort();
+        ids.iter()
+            .map(|id| {
+                let bytes = std::fs::read(self.queue_dir().join(id)).expect("read spool file");
+                parse_file(id, &bytes).unwrap_or_else(|e| panic!("spool file {id}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Names of the files left in the spool's `tmp/`.
+    pub fn tmp_files(&self) -> Vec<String> {
+        list_dir(&self.tmp_dir())
+    }
+
+    /// `mssante_rejections_total{stage, reason}`.
+    pub fn rejections(&self, stage: &str, reason: &str) -> u64 {
+        self.metrics
+            .rejections_total
+            .with_label_values(&[stage, reason])
+            .get()
+    }
+
+    /// `mssante_tls_handshake_failures_total`, all reasons together.
+    pub fn handshake_failures(&self) -> u64 {
+        sum_counter(
+            &self.metrics.render(),
+            "mssante_tls_handshake_failures_total",
+        )
+    }
+
+    /// Connects a plaintext client and reads the greeting.
+    pub async fn connect(&self) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.expect_code(220).await;
+        c
+    }
+
+    /// A client from `peer` (a test PKI name, or `None` for no certificate) after
+    /// EHLO, STARTTLS and the second EHLO: ready for MAIL.
+    pub async fn established(&self, peer: Option<&str>) -> Client {
+        let mut c = self.connect().await;
+        c.ehlo().await;
+        c.starttls(peer).await;
+        c.ehlo().await;
+        c
+    }
+
+    /// Proves the gateway still serves: peer-a delivers a message and it reaches the
+    /// spool.
+    pub async fn assert_still_serving(&self) {
+        let before = list_dir(&self.queue_dir()).len();
+        let mut c = self.established(Some("peer-a")).await;
+        c.send_message(
+            "a@peer-a.test.mssante.fr",
+            &[&format!("still-serving@{LOCAL_DOMAIN}")],
+            b"Subject: still serving\r\n\r\nok\r\n",
+        )
+        .await;
+        c.quit().await;
+        assert_eq!(list_dir(&self.queue_dir()).len(), before + 1);
+    }
+
+    /// Stops the gateway as `serve` does on SIGTERM and waits until every session is
+    /// closed; the metrics are final afterwards.
+    pub async fn shutdown(&mut self) {
+        let gateway = self.gateway.take().expect("gateway already stopped");
+        tokio::time::timeout(IO_TIMEOUT, gateway.shutdown())
+            .await
+            .expect("gateway shuts down in time");
+    }
+
+    /// The gateway, while it runs.
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("gateway stopped")
+    }
+
+    /// Takes the gateway out, to drive its shutdown from a separate task.
+    pub fn take_gateway(&mut self) -> Gateway {
+        self.gateway.take().expect("gateway already stopped")
+    }
+}
+
+fn list_dir(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Sums every series of a counter in a Prometheus text exposition.
+fn sum_counter(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// One SMTP reply as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The text of each line, after the code and its separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The enhanced status code (`5.7.1`) at the start of the last line, if any.
+    pub fn enhanced(&self) -> Option<&str> {
+        let first = self.lines.last()?.split(' ').next()?;
+        let parts: Vec<&str> = first.split('.').collect();
+        (parts.len() == 3 && parts.iter().all(|p| p.parse::<u16>().is_ok())).then_some(first)
+    }
+
+    /// Fails the test unless the reply is `code` with the enhanced code `enhanced`.
+    pub fn assert_is(&self, code: u16, enhanced: &str) {
+        assert_eq!(
+            (self.code, self.enhanced()),
+            (code, Some(enhanced)),
+            "unexpected reply {self:?}"
+        );
+    }
+
+    /// Whether a line of a multi-line reply (EHLO) is exactly `keyword` or starts with
+    /// it followed by a space.
+    pub fn has_keyword(&self, keyword: &str) -> bool {
+        self.lines.iter().any(|l| {
+            l.eq_ignore_ascii_case(keyword)
+                || l.to_ascii_uppercase()
+                    .starts_with(&format!("{} ", keyword.to_ascii_uppercase()))
+        })
+    }
+}
+
+/// Bytes in and out of the client, before and after STARTTLS.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the TLS handshake owns the socket.
+    Upgrading,
+}
+
+impl Transport {
+    fn io(&mut self) -> &mut (dyn Io + Send) {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.as_mut(),
+            Transport::Upgrading => panic!("the connection was lost during STARTTLS"),
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// An SMTP client over a real loopback socket.
+pub struct Client {
+    transport: Transport,
+    /// Received bytes not yet consumed as replies.
+    buf: Vec<u8>,
+    /// Socket reads done so far, to see whether pipelined replies came in one read.
+    pub reads: usize,
+}
+
+impl Client {
+    /// Connects in plaintext; the greeting is left unread.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// Connects from the local address `from` (another loopback address, to look like
+    /// another peer).
+    pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the client address");
+        let stream = tokio::time::timeout(IO_TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        let _ = stream.set_nodelay(true);
+        Client {
+            transport: Transport::Plain(stream),
+            buf: Vec::new(),
+            reads: 0,
+        }
+    }
+
+    /// Sends one command; CRLF is appended.
+    pub async fn send(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.send_raw(&bytes).await;
+    }
+
+    /// Sends bytes exactly as given, in one write.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let io = self.transport.io();
+        tokio::time::timeout(IO_TIMEOUT, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await
+        .expect("write timed out")
+        .expect("write");
+    }
+
+    /// Reads more bytes; `false` at end of stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let io = self.transport.io();
+        let n = tokio::time::timeout(IO_TIMEOUT, io.read(&mut chunk))
+            .await
+            .expect("no reply from the gateway in time")
+            .expect("read");
+        self.reads += 1;
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// A complete reply from the buffer, if one is there.
+    fn take_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        let mut pos = 0;
+        loop {
+            let nl = self.buf[pos..].windows(2).position(|w| w == b"\r\n")?;
+            let line = String::from_utf8_lossy(&self.buf[pos..pos + nl]).into_owned();
+            pos += nl + 2;
+            assert!(
+                line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit),
+                "malformed reply line {line:?}"
+            );
+            let code: u16 = line[..3].parse().expect("three digits");
+            let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
+            lines.push((code, line.get(4..).unwrap_or("").to_string()));
+            if sep != b'-' {
+                self.buf.drain(..pos);
+                assert!(
+                    lines.iter().all(|(c, _)| *c == code),
+                    "multi-line reply with mixed codes: {lines:?}"
+                );
+                return Some(Reply {
+                    code,
+                    lines: lines.into_iter().map(|(_, l)| l).collect(),
+                });
+            }
+        }
+    }
+
+    /// The next reply, however many lines and reads it takes.
+    pub async fn read_reply(&mut self) -> Reply {
+        loop {
+            if let Some(r) = self.take_reply() {
+                return r;
+            }
+            if !self.fill().await {
+                panic!(
+                    "connection closed before a complete reply; received {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        }
+    }
+
+    /// Reads a reply and checks its code and enhanced code.
+    pub async fn expect(&mut self, code: u16, enhanced: &str) -> Reply {
+        let r = self.read_reply().await;
+        r.assert_is(code, enhanced);
+        r
+    }
+
+    /// Reads a reply and checks its code only (greeting, EHLO).
+    pub async fn expect_code(&mut self, code: u16) -> Reply {
+        let r = self.read_reply().await;
+        assert_eq!(r.code, code, "unexpected reply {r:?}");
+        r
+    }
+
+    /// Fails unless the gateway closes the connection with nothing more to say.
+    pub async fn expect_eof(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unread data before close: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let more = self.fill().await;
+        assert!(
+            !more,
+            "expected the connection to be closed, received {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+
+    /// Everything the gateway sends until it closes the connection.
+    pub async fn read_until_eof(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// EHLO, expecting 250; returns the reply (its lines are the extensions).
+    pub async fn ehlo(&mut self) -> Reply {
+        self.send("EHLO smtp.peer-a.test.mssante.fr").await;
+        self.expect_code(250).await
+    }
+
+    /// STARTTLS and the handshake, presenting `certs-test/<peer>-chain.pem` and
+    /// `<peer>.key` (no certificate for `None`), trusting only `anchors.pem`.
+    pub async fn starttls(&mut self, peer: Option<&str>) {
+        self.send("STARTTLS").await;
+        self.expect(220, "2.0.0").await;
+        self.handshake(peer).await;
+    }
+
+    /// The TLS handshake alone, on a connection whose STARTTLS was answered 220.
+    pub async fn handshake(&mut self, peer: Option<&str>) {
+        self.handshake_with(peer, rustls::DEFAULT_VERSIONS).await;
+    }
+
+    /// The TLS handshake offering only `versions`.
+    pub async fn handshake_with(
+        &mut self,
+        peer: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) {
+        self.handshake_using(client_tls_config(peer, versions))
+            .await;
+    }
+
+    /// The TLS handshake with a given client configuration (whose session cache lets a
+    /// later connection resume).
+    pub async fn handshake_using(&mut self, config: Arc<rustls::ClientConfig>) {
+        assert!(self.buf.is_empty(), "unread plaintext before TLS");
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
+        else {
+            panic!("STARTTLS on a connection that is not plaintext");
+        };
+        let connector = TlsConnector::from(config);
+        let name = ServerName::try_from(SERVER_NAME).expect("valid server name");
+        let tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .expect("TLS handshake timed out")
+            .expect("TLS handshake");
+        self.transport = Transport::Tls(Box::new(tls));
+    }
+
+    /// Whether the TLS session was resumed rather than fully negotiated.
+    pub fn tls_resumed(&self) -> bool {
+        match &self.transport {
+            Transport::Tls(tls) => {
+                tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+            _ => false,
+        }
+    }
+
+    /// MAIL, RCPT for each recipient, DATA and `body` (which must end with CRLF and is
+    /// dot-stuffed here), expecting success at each step; returns the final reply.
+    pub async fn send_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> Reply {
+        self.send(&format!("MAIL FROM:<{from}>")).await;
+        self.expect(250, "2.1.0").await;
+        for rcpt in to {
+            self.send(&format!("RCPT TO:<{rcpt}>")).await;
+            self.expect(250, "2.1.5").await;
+        }
+        self.send("DATA").await;
+        self.expect(354, "2.0.0").await;
+        let mut wire = dot_stuff(body);
+        wire.extend_from_slice(b".\r\n");
+        self.send_raw(&wire).await;
+        self.expect(250, "2.0.0").await
+    }
+
+    /// The plaintext socket, to run a TLS handshake of the test's own (after a 220 to
+    /// STARTTLS, with nothing left unread).
+    pub fn into_plain(self) -> TcpStream {
+        assert!(self.buf.is_empty(), "unread bytes before TLS");
+        match self.transport {
+            Transport::Plain(tcp) => tcp,
+            _ => panic!("not a plaintext connection"),
+        }
+    }
+
+    /// QUIT, 221 and the close.
+    pub async fn quit(&mut self) {
+        self.send("QUIT").await;
+        self.expect(221, "2.0.0").await;
+        self.expect_eof().await;
+    }
+}
+
+/// RFC 5321 §4.5.2 transparency: a line starting with `.` gets another.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut line_start = true;
+    for &b in body {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    out
+}
+
+/// A client configuration that checks the gateway's certificate against the test anchors
+/// and presents `peer`'s certificate, if any.
+pub fn client_tls_config(
+    peer: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs = certs_dir();
+    let mut roots = rustls::RootCertStore::empty();
+    for anchor in CertificateDer::pem_file_iter(certs.join("anchors.pem")).expect("anchors.pem") {
+        roots
+            .add(anchor.expect("anchor certificate"))
+            .expect("usable anchor");
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .expect("server verifier");
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_webpki_verifier(verifier);
+    let config = match peer {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(certs.join(format!("{name}-chain.pem")))
+                    .expect("peer chain")
+                    .collect::<Result<_, _>>()
+                    .expect("peer chain certificates");
+            let key =
+                PrivateKeyDer::from_pem_file(certs.join(format!("{name}.key"))).expect("peer key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate")
+        }
+    };
+    Arc::new(config)
+}

@@ -1,0 +1,325 @@
+//! What a sysadmin relies on: metrics that count exactly what happened, a `/metrics`
+//! exposition Prometheus accepts, health endpoints, and a SIGHUP that changes the
+//! certificate for new connections while an open session carries on.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{certs_dir, client_tls_config, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GET `path` on the metrics endpoint: (status line, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::time::timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut out = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the series `name{labels}` (labels as written by the exposition, sorted).
+fn value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn with_metrics(t: &mut toml::Table) {
+    let mut m = toml::Table::new();
+    m.insert("listen".into(), "127.0.0.1:0".into());
+    t.insert("metrics".into(), m.into());
+}
+
+async fn tls_peer(gw: &TestGateway) -> Client {
+    gw.established(Some("peer-a")).await
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_what_happened() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, before) = http_get(addr, "/metrics").await;
+
+    // 3 messages accepted over 2 TLS connections.
+    let rcpt = format!("bob@{LOCAL_DOMAIN}");
+    let mut c = tls_peer(&gw).await;
+    for _ in 0..2 {
+        c.send_message(
+            "a@peer-a.test.mssante.fr",
+            &[&rcpt],
+            b"Subject: 1\r\n\r\nx\r\n",
+        )
+        .await;
+    }
+    c.quit().await;
+    let mut c = tls_peer(&gw).await;
+    c.send_message(
+        "a@peer-a.test.mssante.fr",
+        &[&rcpt],
+        b"Subject: 2\r\n\r\nyy\r\n",
+    )
+    .await;
+    // 2 relay attempts and 1 sender for another operator's domain on the same connection.
+    c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
+    c.expect(250, "2.1.0").await;
+    for _ in 0..2 {
+        c.send("RCPT TO:<x@elsewhere.example>").await;
+        c.expect(550, "5.7.1").await;
+    }
+    c.send("RSET").await;
+    c.expect(250, "2.0.0").await;
+    c.send("MAIL FROM:<a@peer-b.test.mssante.fr>").await;
+    c.expect(550, "5.7.1").await;
+    c.quit().await;
+    // 1 plaintext MAIL, on a third connection.
+    let mut c = gw.connect().await;
+    c.ehlo().await;
+    c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
+    c.expect(530, "5.7.0").await;
+    c.quit().await;
+
+    let (_, after) = http_get(addr, "/metrics").await;
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        delta("mssante_messages_received_total{direction=\"inbound\"}"),
+        3.0
+    );
+    assert_eq!(delta("mssante_message_size_bytes_count"), 3.0);
+    assert_eq!(
+        delta("mssante_accept_latency_seconds_count{direction=\"inbound\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("mssante_rejections_total{reason=\"relay_denied\",stage=\"rcpt\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("mssante_rejections_total{reason=\"sender_dn_mismatch\",stage=\"mail\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("mssante_rejections_total{reason=\"tls_required\",stage=\"mail\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("mssante_connections_total{listener=\"inbound\"}"),
+        3.0
+    );
+    let handshakes: f64 = after
+        .lines()
+        .filter(|l| l.starts_with("mssante_tls_handshakes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(handshakes, 2.0);
+    assert_eq!(value(&after, "mssante_whitelist_entries"), 10.0);
+}
+
+#[tokio::test]
+async fn health_and_readiness_endpoints_answer() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    assert!(http_get(addr, "/healthz").await.0.contains("200"));
+    assert!(http_get(addr, "/readyz").await.0.contains("200"));
+    assert!(http_get(addr, "/nothing").await.0.contains("404"));
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts the exposition.
+#[tokio::test]
+async fn the_exposition_passes_promtool() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let mut c = tls_peer(&gw).await;
+    c.send_message(
+        "a@peer-a.test.mssante.fr",
+        &[&format!("bob@{LOCAL_DOMAIN}")],
+        b"Subject: 1\r\n\r\nx\r\n",
+    )
+    .await;
+    c.quit().await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, body) = http_get(addr, "/metrics").await;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/test.sh (Debian package prometheus)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a configuration for the real binary into `dir` using `cert` as our certificate.
+fn write_config(dir: &Path, cert: &str, port: u16) -> std::path::PathBuf {
+    let certs = certs_dir();
+    let p = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let text = format!(
+        r#"espace = "test"
+local_domains = ["{LOCAL_DOMAIN}"]
+[tls]
+certificate = "{}"
+key = "{}"
+anchors = ["{}"]
+intermediates = ["{}"]
+[inbound]
+listen = "127.0.0.1:{port}"
+[spool]
+dir = "{}"
+[whitelist]
+cache = "{}"
+fetch = false
+signer_cn = "alb.test.mssante.fr"
+signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
+[log]
+level = "warn"
+"#,
+        p(&format!("{cert}-chain.pem")),
+        p(&format!("{cert}.key")),
+        p("anchors.pem"),
+        p("intermediate-ca.pem"),
+        dir.join("spool").to_string_lossy(),
+        p("whitelist.xml"),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The CN of the certificate the gateway presents to a new connection.
+async fn presented_cn(addr: SocketAddr, server_name: &'static str) -> String {
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.ehlo().await;
+    c.send("STARTTLS").await;
+    c.expect(220, "2.0.0").await;
+    let tcp = c.into_plain();
+    let connector = tokio_rustls::TlsConnector::from(client_tls_config(
+        Some("peer-a"),
+        rustls::DEFAULT_VERSIONS,
+    ));
+    let name = rustls_pki_types::ServerName::try_from(server_name).expect("name");
+    let tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server certificate")[0]
+        .clone();
+    mssante_gateway::trust::verify::parse_identity(&cert)
+        .expect("parse")
+        .cn
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sighup_changes_the_certificate_for_new_connections_while_a_session_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let config = write_config(dir.path(), "gateway", port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A session opened with the old certificate, left in the middle of a transaction.
+    let mut open = Client::connect(addr).await;
+    open.expect_code(220).await;
+    open.ehlo().await;
+    open.starttls(Some("peer-a")).await;
+    open.ehlo().await;
+    open.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
+    open.expect(250, "2.1.0").await;
+    assert_eq!(
+        presented_cn(addr, "smtp.gateway.test.mssante.fr").await,
+        "smtp.gateway.test.mssante.fr"
+    );
+
+    // The operator installs a new certificate and sends SIGHUP.
+    write_config(dir.path(), "peer-b", port);
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        // New connections get the new certificate once the reload is applied.
+        if let Ok(Ok(cn)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::spawn(presented_cn(addr, "smtp.peer-b.test.mssante.fr")),
+        )
+        .await
+        {
+            assert_eq!(cn, "smtp.peer-b.test.mssante.fr");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The open session carries on and delivers.
+    open.send(&format!("RCPT TO:<bob@{LOCAL_DOMAIN}>")).await;
+    open.expect(250, "2.1.5").await;
+    open.send("DATA").await;
+    open.expect(354, "2.0.0").await;
+    open.send_raw(b"Subject: across a reload\r\n\r\nstill here\r\n.\r\n")
+        .await;
+    open.expect(250, "2.0.0").await;
+    open.quit().await;
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "gateway exits 0 on SIGTERM: {status}");
+}

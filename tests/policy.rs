@@ -1,0 +1,533 @@
+//! The trust-space policy as ANS audits it: the `*-audit` domains of the production list,
+//! mirrored in the test PKI's sample liste blanche (see `certs-test/README.md`), each
+//! played by the test certificate of that case. Only the valid one may deliver.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::{certs_dir, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use mssante_gateway::tools::sample_whitelist::{self, ListEntry};
+
+fn rcpt() -> String {
+    format!("bob@{LOCAL_DOMAIN}")
+}
+
+/// Connects, EHLO as `helo`, STARTTLS presenting `peer`'s certificate, EHLO again.
+async fn peer(gw: &TestGateway, peer: &str, helo: &str) -> Client {
+    let mut c = gw.connect().await;
+    c.send(&format!("EHLO {helo}")).await;
+    c.expect_code(250).await;
+    c.starttls(Some(peer)).await;
+    c.send(&format!("EHLO {helo}")).await;
+    c.expect_code(250).await;
+    c
+}
+
+/// MAIL FROM `from` must be refused with `code enhanced` and counted under `reason`.
+async fn refused_at_mail(
+    gw: &TestGateway,
+    c: &mut Client,
+    from: &str,
+    code: u16,
+    enhanced: &str,
+    reason: &str,
+) {
+    let before = gw.rejections("mail", reason);
+    c.send(&format!("MAIL FROM:<{from}>")).await;
+    c.expect(code, enhanced).await;
+    assert_eq!(
+        gw.rejections("mail", reason),
+        before + 1,
+        "reason {reason} not counted"
+    );
+}
+
+#[tokio::test]
+async fn ans_audit_matrix_only_the_valid_certificate_delivers() {
+    let gw = TestGateway::start().await;
+
+    // cert-valide-audit: accepted and spooled.
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    c.send_message(
+        "audit@cert-valide-audit.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: audit\r\n\r\nvalide\r\n",
+    )
+    .await;
+    c.quit().await;
+    assert_eq!(gw.spooled_messages().len(), 1);
+
+    // cert-expire-audit.
+    let mut c = peer(&gw, "peer-expired", "smtp.peer-expired.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@cert-expire-audit.test.mssante.fr",
+        550,
+        "5.7.1",
+        "client_cert_expired",
+    )
+    .await;
+
+    // cert-revoque-audit.
+    let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@cert-revoque-audit.test.mssante.fr",
+        550,
+        "5.7.1",
+        "client_cert_revoked",
+    )
+    .await;
+
+    // cert-non-igc-audit.
+    let mut c = peer(&gw, "peer-foreign", "smtp.peer-foreign.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@cert-non-igc-audit.test.mssante.fr",
+        550,
+        "5.7.1",
+        "client_cert_untrusted",
+    )
+    .await;
+
+    // cert-no-match-audit: listed with peer-b's DN, sent with peer-a's certificate.
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@cert-no-match-audit.test.mssante.fr",
+        550,
+        "5.7.1",
+        "sender_dn_mismatch",
+    )
+    .await;
+
+    // cert-cn-diff-dn-audit: same O, OU and ST as the listed DN, another CN.
+    let mut c = peer(&gw, "peer-a-cn-diff", "other.peer-a.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@cert-cn-diff-dn-audit.test.mssante.fr",
+        550,
+        "5.7.1",
+        "dn_not_listed",
+    )
+    .await;
+
+    // sans-tls-audit.
+    let mut c = gw.connect().await;
+    c.send("EHLO smtp.peer-a.test.mssante.fr").await;
+    c.expect_code(250).await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "audit@sans-tls-audit.test.mssante.fr",
+        530,
+        "5.7.0",
+        "tls_required",
+    )
+    .await;
+
+    assert_eq!(
+        gw.spooled_messages().len(),
+        1,
+        "only the valid case delivered"
+    );
+    gw.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn a_listed_operator_cannot_send_for_another_operators_domain() {
+    let gw = TestGateway::start().await;
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "x@peer-b.test.mssante.fr",
+        550,
+        "5.7.1",
+        "sender_dn_mismatch",
+    )
+    .await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "x@not-listed.mssante.fr",
+        550,
+        "5.7.1",
+        "sender_domain_not_listed",
+    )
+    .await;
+    // The right domain still works on the same connection.
+    c.send_message(
+        "x@peer-a.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: ok\r\n\r\nok\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn relay_to_a_foreign_domain_is_refused() {
+    let gw = TestGateway::start().await;
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    c.send("MAIL FROM:<x@peer-a.test.mssante.fr>").await;
+    c.expect(250, "2.1.0").await;
+    let before = gw.rejections("rcpt", "relay_denied");
+    for target in [
+        "y@peer-b.test.mssante.fr",
+        "y@example.org",
+        "y@gateway.test.mssante.fr.evil.org",
+    ] {
+        c.send(&format!("RCPT TO:<{target}>")).await;
+        c.expect(550, "5.7.1").await;
+    }
+    assert_eq!(gw.rejections("rcpt", "relay_denied"), before + 3);
+}
+
+#[tokio::test]
+async fn null_reverse_path_from_a_listed_dn_is_accepted() {
+    let gw = TestGateway::start().await;
+    let mut c = peer(&gw, "peer-b", "smtp.peer-b.test.mssante.fr").await;
+    c.send_message(
+        "",
+        &[&rcpt()],
+        b"Subject: Delivery Status Notification\r\n\r\nbounce\r\n",
+    )
+    .await;
+    let stored = gw.spooled_messages();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].envelope.mail_from, "");
+}
+
+#[tokio::test]
+async fn null_reverse_path_from_an_unlisted_dn_is_refused() {
+    let gw = TestGateway::start().await;
+    let mut c = peer(&gw, "peer-a-cn-diff", "other.peer-a.test.mssante.fr").await;
+    refused_at_mail(&gw, &mut c, "", 550, "5.7.1", "dn_not_listed").await;
+}
+
+#[tokio::test]
+async fn ehlo_not_matching_the_cn_is_refused_in_enforce_mode() {
+    let gw = TestGateway::start().await;
+    let mut c = peer(&gw, "peer-a", "mail.elsewhere.example").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "x@peer-a.test.mssante.fr",
+        550,
+        "5.7.1",
+        "ehlo_cn_mismatch",
+    )
+    .await;
+    // Case and a trailing dot do not matter.
+    let mut c = peer(&gw, "peer-a", "SMTP.Peer-A.test.mssante.fr.").await;
+    c.send_message(
+        "x@peer-a.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: ok\r\n\r\nok\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ehlo_not_matching_the_cn_is_only_logged_in_log_mode() {
+    let gw = TestGateway::start_with(|t| {
+        let mut policy = toml::Table::new();
+        policy.insert("ehlo_check".into(), "log".into());
+        t.insert("policy".into(), policy.into());
+    })
+    .await;
+    let mut c = peer(&gw, "peer-a", "mail.elsewhere.example").await;
+    c.send_message(
+        "x@peer-a.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: ok\r\n\r\nok\r\n",
+    )
+    .await;
+    assert_eq!(gw.rejections("mail_logged", "ehlo_cn_mismatch"), 1);
+    assert_eq!(gw.rejections("mail", "ehlo_cn_mismatch"), 0);
+}
+
+/// Writes a list signed by the test signer with `entries` into `dir`.
+fn signed_list(dir: &Path, entries: &[ListEntry]) -> std::path::PathBuf {
+    let xml = sample_whitelist::render(entries, time::OffsetDateTime::now_utc());
+    let signed = sample_whitelist::sign_with_test_signer(&certs_dir(), &xml).expect("sign");
+    let path = dir.join("liste.xml");
+    std::fs::write(&path, signed).expect("write list");
+    path
+}
+
+fn use_list(path: &Path) -> impl FnOnce(&mut toml::Table) + '_ {
+    move |t| {
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert("cache".into(), path.to_string_lossy().into_owned().into());
+    }
+}
+
+#[tokio::test]
+async fn dn_variants_written_in_the_list_match_the_certificate() {
+    // The ways the production list writes DNs: ", " separators, upper-case CN, a trailing
+    // space, no space before the département code, RFC 1779 quotes, runs of spaces.
+    let variants = [
+        "CN=SMTP.PEER-A.TEST.MSSANTE.FR, OU=398765432400001, O=OPERATEUR PEER A, ST=Bas-Rhin(67), C=FR",
+        "CN=smtp.peer-a.test.mssante.fr ,OU=398765432400001,O=\"OPERATEUR  PEER A\",ST=Bas-Rhin (67),C=FR",
+    ];
+    for dn in variants {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = signed_list(
+            dir.path(),
+            &[ListEntry {
+                domain: "peer-a.test.mssante.fr".into(),
+                description: "variant".into(),
+                dn: dn.into(),
+            }],
+        );
+        let gw = TestGateway::start_with(use_list(&list)).await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_dn_differing_only_in_ou_does_not_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = signed_list(
+        dir.path(),
+        &[ListEntry {
+            domain: "peer-a.test.mssante.fr".into(),
+            description: "other OU".into(),
+            dn: "CN=smtp.peer-a.test.mssante.fr,OU=398765432400002,O=OPERATEUR PEER A,ST=Bas-Rhin (67),C=FR".into(),
+        }],
+    );
+    let gw = TestGateway::start_with(use_list(&list)).await;
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "x@peer-a.test.mssante.fr",
+        550,
+        "5.7.1",
+        "dn_not_listed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stale_whitelist_defers_instead_of_judging() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("liste.xml");
+    std::fs::copy(certs_dir().join("whitelist.xml"), &cache).expect("copy");
+    // Last confirmed two hours ago, the download fails, max_age is one hour.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&cache)
+        .expect("open");
+    file.set_modified(SystemTime::now() - Duration::from_secs(7200))
+        .expect("mtime");
+    drop(file);
+    let gw = TestGateway::start_with(|t| {
+        let w = t["whitelist"].as_table_mut().expect("[whitelist]");
+        w.insert("cache".into(), cache.to_string_lossy().into_owned().into());
+        w.insert("fetch".into(), true.into());
+        w.insert("url".into(), "https://127.0.0.1:9/liste.xml".into());
+        w.insert("max_age".into(), "1h".into());
+        w.insert("timeout".into(), "2s".into());
+    })
+    .await;
+    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+    refused_at_mail(
+        &gw,
+        &mut c,
+        "x@peer-a.test.mssante.fr",
+        451,
+        "4.7.1",
+        "whitelist_stale",
+    )
+    .await;
+}
+
+mod crl {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A CRL of the test intermediate revoking the certificates of `peers`.
+    fn crl(peers: &[&str], this: time::OffsetDateTime, next: time::OffsetDateTime) -> Vec<u8> {
+        let serials: Vec<Vec<u8>> = peers
+            .iter()
+            .map(|p| {
+                let certs = mssante_gateway::trust::pki::load_certificates(
+                    &certs_dir().join(format!("{p}.pem")),
+                )
+                .expect("cert");
+                let (_, x509) =
+                    x509_parser::parse_x509_certificate(certs[0].as_ref()).expect("parse");
+                x509.raw_serial().to_vec()
+            })
+            .collect();
+        mssante_gateway::tools::test_pki::intermediate_crl(&certs_dir(), &serials, this, next)
+            .expect("CRL")
+    }
+
+    /// A plain HTTP server answering every request with the current (status, body).
+    async fn serve(state: Arc<Mutex<(u16, Vec<u8>)>>, hits: Arc<AtomicUsize>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let state = Arc::clone(&state);
+                let hits = Arc::clone(&hits);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = state.lock().expect("state").clone();
+                    let mut resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    resp.extend_from_slice(&body);
+                    let _ = s.write_all(&resp).await;
+                    hits.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        port
+    }
+
+    fn crl_source(port: u16, file: &Path) -> impl FnOnce(&mut toml::Table) + '_ {
+        move |t| {
+            let tls = t["tls"].as_table_mut().expect("[tls]");
+            // Only the downloaded CRL: the committed one would revoke peer-revoked anyway.
+            tls.insert("crls".into(), toml::Value::Array(Vec::new()));
+            let mut src = toml::Table::new();
+            src.insert(
+                "url".into(),
+                format!("http://127.0.0.1:{port}/ACI-EL-ORG.crl").into(),
+            );
+            src.insert("file".into(), file.to_string_lossy().into_owned().into());
+            tls.insert("crl_sources".into(), toml::Value::Array(vec![src.into()]));
+            tls.insert("crl_refresh_interval".into(), "1h".into());
+        }
+    }
+
+    async fn wait_for(gw: &TestGateway, outcome: &str) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while gw
+            .metrics
+            .crl_fetch_total
+            .with_label_values(&[outcome])
+            .get()
+            == 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no CRL fetch with outcome {outcome}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crl_downloaded_from_its_distribution_point_revokes_a_peer() {
+        let now = time::OffsetDateTime::now_utc();
+        let body = crl(
+            &["peer-b"],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(7),
+        );
+        let state = Arc::new(Mutex::new((200, body)));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let port = serve(Arc::clone(&state), hits).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("aci-el-org.crl");
+        let gw = TestGateway::start_with(crl_source(port, &file)).await;
+        wait_for(&gw, "updated").await;
+        assert!(file.is_file(), "the valid CRL is kept on disk");
+
+        let mut c = peer(&gw, "peer-b", "smtp.peer-b.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-b.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_revoked",
+        )
+        .await;
+        // peer-a is not on this CRL.
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_crl_past_its_next_update_defers_peers_of_that_ca() {
+        let now = time::OffsetDateTime::now_utc();
+        let body = crl(
+            &[],
+            now - time::Duration::days(8),
+            now - time::Duration::days(1),
+        );
+        let state = Arc::new(Mutex::new((200, body)));
+        let port = serve(state, Arc::new(AtomicUsize::new(0))).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("aci-el-org.crl");
+        let gw = TestGateway::start_with(crl_source(port, &file)).await;
+        wait_for(&gw, "updated").await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            451,
+            "4.7.1",
+            "crl_expired",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_crl_signed_by_another_ca_is_refused_and_nothing_changes() {
+        let state = Arc::new(Mutex::new((200, b"not a CRL at all".to_vec())));
+        let port = serve(state, Arc::new(AtomicUsize::new(0))).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("aci-el-org.crl");
+        let gw = TestGateway::start_with(crl_source(port, &file)).await;
+        wait_for(&gw, "parse").await;
+        assert!(!file.exists());
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+}
