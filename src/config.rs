@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::inbound::AllowedNet;
+use crate::operator::OperatorSettings;
 use crate::policy::EhloCheck;
 use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
@@ -79,6 +80,7 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     relay: Option<RawRelay>,
+    operator: Option<OperatorSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,6 +357,8 @@ pub struct Config {
     pub log_level: String,
     /// Delivery to the internal server; without it messages stay queued.
     pub relay: Option<RelaySettings>,
+    /// The operator's Annexe 1 declaration data, for `annexe1` and `doctor`.
+    pub operator: Option<OperatorSettings>,
 }
 
 /// TLS material, loaded and checked.
@@ -884,6 +888,7 @@ impl Config {
             log_format: raw.log.format,
             log_level: raw.log.level.clone(),
             relay,
+            operator: raw.operator,
         })
     }
 

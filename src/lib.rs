@@ -7,6 +7,7 @@ pub mod config;
 pub mod gateway;
 pub mod inbound;
 pub mod metrics;
+pub mod operator;
 pub mod policy;
 pub mod relay;
 pub mod smtp;

@@ -9,7 +9,7 @@ use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
-use mssante_gateway::tools::{sample_whitelist, test_pki};
+use mssante_gateway::tools::{annexe1, doctor, sample_whitelist, test_pki};
 use mssante_gateway::trust::pki::TrustStore;
 use mssante_gateway::whitelist::SignerIdentity;
 
@@ -33,6 +33,133 @@ fn main() -> ExitCode {
             out,
             whitelist_only,
         } => test_pki(&out, whitelist_only),
+        Command::Annexe1 {
+            config,
+            add,
+            remove,
+            switch,
+            second_certificate,
+            json,
+        } => annexe1(
+            &config,
+            &annexe1::Request {
+                add,
+                remove,
+                switch,
+            },
+            second_certificate.as_deref(),
+            json,
+        ),
+        Command::Doctor {
+            config,
+            json,
+            nameservers,
+            no_dns,
+        } => doctor(&config, json, &nameservers, no_dns),
+    }
+}
+
+fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut options = doctor::Options {
+        dns: !no_dns,
+        ..doctor::Options::default()
+    };
+    for ns in nameservers {
+        let parsed = ns
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| ns.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()));
+        match parsed {
+            Ok(addr) => options.nameservers.push(addr),
+            Err(_) => {
+                eprintln!("--nameserver {ns}: expected an IP address, optionally with a port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(doctor::run(&config, &options));
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("doctor: cannot write JSON: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn annexe1(
+    path: &Path,
+    request: &annexe1::Request,
+    second_certificate: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut subjects = vec![config.tls.identity.info().subject.clone()];
+    if let Some(file) = second_certificate {
+        let second = mssante_gateway::trust::pki::load_certificates(file)
+            .map_err(|e| e.to_string())
+            .and_then(|chain| match chain.first() {
+                Some(leaf) => mssante_gateway::trust::parse_identity(leaf)
+                    .map(|id| id.subject)
+                    .map_err(|e| e.to_string()),
+                None => Err("no certificate in the file".to_string()),
+            });
+        match second {
+            Ok(dn) => subjects.push(dn),
+            Err(e) => {
+                eprintln!("--second-certificate {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match annexe1::build(&config, &subjects, request) {
+        Ok(form) => {
+            if json {
+                match serde_json::to_string_pretty(&form) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("annexe1: cannot write JSON: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", annexe1::to_markdown(&form));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            if json {
+                let value = serde_json::json!({ "errors": errors });
+                println!("{value:#}");
+            }
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            eprintln!(
+                "{}: {} problem(s) in the Annexe 1; nothing was printed",
+                path.display(),
+                errors.len()
+            );
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! Operator tooling built on the library's modules (`test-pki`, and later `doctor`,
-//! `annexe1`, `probe`).
+//! Operator tooling built on the library's modules: `test-pki`, `doctor`, `annexe1`
+//! (and later `probe`).
 
+pub mod annexe1;
+pub mod doctor;
+pub mod identity_checks;
 pub mod sample_whitelist;
 pub mod test_pki;
 pub mod whitelist_cmd;
