@@ -49,8 +49,9 @@ pub struct DnsSettings {
     /// silent name server must not hold a delivery worker for long.
     #[serde(deserialize_with = "deserialize_duration")]
     pub timeout: Duration,
-    /// How many times a failed query is retried (timeouts, SERVFAIL) before the lookup is
-    /// reported as temporary.
+    /// How many times a query is sent before the lookup is reported as temporary (timeouts,
+    /// SERVFAIL), the first time included, as `attempts` in resolv.conf: a silent name
+    /// server holds a lookup for about `timeout × attempts`.
     pub attempts: usize,
     /// Most responses kept in the cache; each is dropped when its TTL expires anyway.
     pub cache_size: u64,
@@ -255,7 +256,8 @@ impl Resolver {
             (ResolverConfig::from_name_servers(servers), opts)
         };
         opts.timeout = settings.timeout;
-        opts.attempts = settings.attempts;
+        // hickory counts the retries after the first query.
+        opts.attempts = settings.attempts.saturating_sub(1);
         opts.cache_size = settings.cache_size;
         // Names are always looked up as given (fully qualified), never under a search domain.
         opts.ndots = 0;
@@ -295,15 +297,11 @@ impl Resolver {
                 _ => None,
             })
             .collect();
-        if mx.is_empty() {
-            // Only CNAMEs or other types came back: the name exists, without MX.
-            return Err(DnsError::NoMailHost { domain: shown });
-        }
         // RFC 7505 forbids mixing a null MX with others; if a zone does, the real hosts
         // still receive mail.
-        let had_null = mx.iter().any(|(_, exchange)| exchange.is_root());
+        // `query` returned MX records, so nothing left means they were all null MX.
         mx.retain(|(_, exchange)| !exchange.is_root());
-        if mx.is_empty() && had_null {
+        if mx.is_empty() {
             return Err(DnsError::NullMx { domain: shown });
         }
         let hosts = mx
