@@ -229,7 +229,8 @@ enum Answer<T> {
 
 impl Resolver {
     /// A resolver asking `settings.name_servers` (UDP, then TCP for truncated answers), or
-    /// the system's name servers when that list is empty.
+    /// the system's name servers when that list is empty. It can be built outside a tokio
+    /// runtime (while loading the configuration); lookups must run inside one.
     pub fn new(settings: &DnsSettings) -> Result<Self, SetupError> {
         let provider = TokioRuntimeProvider::default();
         let (config, mut opts) = if settings.name_servers.is_empty() {
@@ -528,6 +529,15 @@ mod tests {
         };
         let keys: Vec<&str> = s.validate().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["timeout", "attempts", "cache_size", "name_servers"]);
+    }
+
+    #[test]
+    fn a_resolver_is_built_outside_a_runtime() {
+        let settings = DnsSettings {
+            name_servers: vec!["127.0.0.1:5353".parse().unwrap()],
+            ..DnsSettings::default()
+        };
+        assert!(Resolver::new(&settings).is_ok());
     }
 
     #[test]
