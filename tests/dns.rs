@@ -256,3 +256,39 @@ async fn an_invalid_name_is_refused_without_a_query() {
     assert_eq!(err.reason(), "dns_invalid_name");
     assert!(dns.queries().is_empty());
 }
+
+/// The test server also answers over TCP (RFC 1035 §4.2.2), which resolvers use for
+/// truncated answers.
+#[tokio::test]
+async fn the_test_server_answers_over_tcp() {
+    use hickory_resolver::proto::op::{Message, Query};
+    use hickory_resolver::proto::rr::{Name, RData};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dns = DnsServer::start(&[("peer-b.test", RecordSpec::mx(10, "mx.peer-b.test"))]);
+    let mut query = Message::query();
+    query.add_query(Query::query(
+        Name::from_ascii("peer-b.test.").unwrap(),
+        RecordType::MX,
+    ));
+    let bytes = query.to_vec().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(dns.addr).await.unwrap();
+    stream.write_u16(bytes.len() as u16).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let mut reply = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut reply).await.unwrap();
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(reply.metadata.id, query.metadata.id);
+    match &reply.answers[..] {
+        [record] => match &record.data {
+            RData::MX(mx) => assert_eq!(mx.preference, 10),
+            other => panic!("not an MX: {other:?}"),
+        },
+        other => panic!("expected one answer, got {other:?}"),
+    }
+    assert_eq!(dns.query_count("peer-b.test", RecordType::MX), 1);
+}
