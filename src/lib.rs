@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dns;
 pub mod gateway;
 pub mod inbound;
 pub mod metrics;
