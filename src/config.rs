@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::dns::DnsSettings;
 use crate::inbound::AllowedNet;
 use crate::operator::OperatorSettings;
 use crate::policy::EhloCheck;
@@ -81,6 +82,8 @@ struct RawConfig {
     log: RawLog,
     relay: Option<RawRelay>,
     operator: Option<OperatorSettings>,
+    #[serde(default)]
+    dns: DnsSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +362,8 @@ pub struct Config {
     pub relay: Option<RelaySettings>,
     /// The operator's Annexe 1 declaration data, for `annexe1` and `doctor`.
     pub operator: Option<OperatorSettings>,
+    /// How MX records are resolved for outbound delivery.
+    pub dns: DnsSettings,
 }
 
 /// TLS material, loaded and checked.
@@ -783,6 +788,10 @@ impl Config {
             }
         };
 
+        for (key, problem) in raw.dns.validate() {
+            p.add(&format!("dns.{key}"), problem);
+        }
+
         let metrics_listen = match &raw.metrics.listen {
             None => None,
             Some(a) => match a.parse::<SocketAddr>() {
@@ -889,6 +898,7 @@ impl Config {
             log_level: raw.log.level.clone(),
             relay,
             operator: raw.operator,
+            dns: raw.dns,
         })
     }
 
