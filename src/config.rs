@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::dns::DnsSettings;
 use crate::inbound::AllowedNet;
 use crate::operator::OperatorSettings;
-use crate::policy::EhloCheck;
+use crate::policy::{EhloCheck, FcrdnsCheck};
 use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
@@ -228,6 +228,7 @@ struct RawSubmission {
 #[serde(deny_unknown_fields, default)]
 struct RawPolicy {
     ehlo_check: EhloCheck,
+    fcrdns: FcrdnsCheck,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -350,6 +351,8 @@ pub struct Config {
     pub whitelist: WhitelistSettings,
     /// Hostname/CN coherence mode for peers.
     pub ehlo_check: EhloCheck,
+    /// Forward-confirmed reverse DNS of peers against their certificate's CN.
+    pub fcrdns: FcrdnsCheck,
     /// The listener for our internal mail server's outgoing mail, if enabled.
     pub submission: Option<SubmissionSettings>,
     /// The address of the `/metrics`, `/healthz`, `/readyz` endpoint, if enabled.
@@ -892,6 +895,7 @@ impl Config {
                 signer,
             },
             ehlo_check: raw.policy.ehlo_check,
+            fcrdns: raw.policy.fcrdns,
             submission,
             metrics_listen,
             log_format: raw.log.format,

@@ -362,6 +362,38 @@ impl Resolver {
     }
 
     /// One query, its outcome sorted into what the caller acts on.
+    /// The names the reverse zone gives for `ip` (PTR records), lower case, without the
+    /// final dot; empty when there are none.
+    pub async fn ptr_names(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let name = Name::from(ip);
+        match self.query(&name, RecordType::PTR).await? {
+            Answer::Records(records) => Ok(records
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::PTR(ptr) => {
+                        Some(ptr.0.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()),
+            Answer::NoData | Answer::NxDomain => Ok(Vec::new()),
+        }
+    }
+
+    /// Forward-confirmed reverse DNS: the PTR names of `ip` whose own addresses include
+    /// `ip` again. Only these names can be trusted to belong to the peer.
+    pub async fn confirmed_names(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let mut confirmed = Vec::new();
+        for name in self.ptr_names(ip).await? {
+            match self.addresses(&name).await {
+                Ok(addrs) if addrs.contains(&ip) => confirmed.push(name),
+                Ok(_) | Err(DnsError::NoSuchDomain { .. }) | Err(DnsError::NoAddress { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(confirmed)
+    }
+
     async fn query(&self, name: &Name, record_type: RecordType) -> Result<Answer<RData>, DnsError> {
         match self.inner.lookup(name.clone(), record_type).await {
             Ok(lookup) => {

@@ -95,7 +95,12 @@ impl Gateway {
         let (shutdown, rx) = watch::channel(false);
         let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
+        // Also built when the check is off, so a reload may turn it on.
+        let resolver = crate::dns::Resolver::new(&config.dns)
+            .map_err(|e| tracing::warn!(error = %e, "no DNS resolver: reverse DNS checks of peers will defer"))
+            .ok();
         let ctx = Arc::new(InboundContext {
+            resolver: resolver.clone(),
             role: Role::Peer,
             settings: config.inbound.clone(),
             live: Arc::clone(&live),
@@ -116,6 +121,7 @@ impl Gateway {
                 let mut settings = config.inbound.clone();
                 settings.listen = sub.listen;
                 let sub_ctx = Arc::new(InboundContext {
+                    resolver: None,
                     role: Role::Submission {
                         allow: sub.allow.clone(),
                         require_tls: sub.require_tls,
@@ -275,6 +281,7 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         tls,
         trust: Arc::clone(&config.tls.trust),
         ehlo_check: config.ehlo_check,
+        fcrdns: config.fcrdns,
     })
 }
 

@@ -75,6 +75,68 @@ pub enum EhloCheck {
     Off,
 }
 
+/// Whether the peer's IP address must resolve back (forward-confirmed reverse DNS) to its
+/// certificate's CN. Off by default: many operators' MTAs sit behind NAT or load
+/// balancers whose PTR records name something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FcrdnsCheck {
+    /// A mismatch refuses MAIL (`fcrdns_mismatch`).
+    Enforce,
+    /// A mismatch is logged and counted.
+    Log,
+    /// Not checked.
+    #[default]
+    Off,
+}
+
+/// What the DNS said about the peer's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReverseDns {
+    /// The forward-confirmed names of the address.
+    Names(Vec<String>),
+    /// The DNS could not answer now.
+    Unavailable(String),
+}
+
+/// Forward-confirmed reverse DNS against the certificate: one confirmed name of the peer's
+/// address must be its CN or a DNS SAN. `Ok(Some(reason))` is a mismatch noted in log mode.
+pub fn check_fcrdns(
+    mode: FcrdnsCheck,
+    dns: &ReverseDns,
+    id: &PeerIdentity,
+) -> Result<Option<&'static str>, Refusal> {
+    if mode == FcrdnsCheck::Off {
+        return Ok(None);
+    }
+    let (ok, reason, text) = match dns {
+        ReverseDns::Names(names) if names.iter().any(|n| names_match(n, id)) => return Ok(None),
+        ReverseDns::Names(names) => (
+            false,
+            "fcrdns_mismatch",
+            format!(
+                "Reverse DNS of your address ({}) does not confirm the certificate CN {}",
+                if names.is_empty() {
+                    "no forward-confirmed name".to_string()
+                } else {
+                    names.join(", ")
+                },
+                id.cn.as_deref().unwrap_or("(none)")
+            ),
+        ),
+        ReverseDns::Unavailable(e) => (
+            true,
+            "fcrdns_unavailable",
+            format!("Reverse DNS lookup failed ({e}); try again later"),
+        ),
+    };
+    match (mode, ok) {
+        (FcrdnsCheck::Log, _) => Ok(Some(reason)),
+        (_, true) => Err(Refusal::new(451, (4, 4, 3), text, reason)),
+        (_, false) => Err(Refusal::new(550, (5, 7, 1), text, reason)),
+    }
+}
+
 /// What MAIL FROM from a peer operator is judged on.
 #[derive(Debug, Clone, Copy)]
 pub struct SenderContext<'a> {
@@ -297,6 +359,41 @@ mod tests {
             check_recipient("postmaster", &ours).unwrap_err().reason,
             "recipient_syntax"
         );
+    }
+
+    fn identity(cn: &str) -> PeerIdentity {
+        PeerIdentity {
+            subject_dn: format!("CN={cn}"),
+            subject: crate::trust::dn::SubjectDn::parse(&format!("CN={cn}")).unwrap(),
+            cn: Some(cn.into()),
+            dns_names: vec![],
+            issuer_dn: String::new(),
+            serial_hex: String::new(),
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn fcrdns_confirms_the_cn_or_refuses_per_mode() {
+        let id = identity("smtp.peer-a.test.mssante.fr");
+        let good = ReverseDns::Names(vec![
+            "other.example".into(),
+            "smtp.peer-a.test.mssante.fr".into(),
+        ]);
+        let bad = ReverseDns::Names(vec!["dsl-1-2-3-4.isp.example".into()]);
+        let none = ReverseDns::Names(vec![]);
+        let down = ReverseDns::Unavailable("timeout".into());
+        assert_eq!(check_fcrdns(FcrdnsCheck::Enforce, &good, &id), Ok(None));
+        let r = check_fcrdns(FcrdnsCheck::Enforce, &bad, &id).unwrap_err();
+        assert_eq!((r.reply.code, r.reason), (550, "fcrdns_mismatch"));
+        assert!(check_fcrdns(FcrdnsCheck::Enforce, &none, &id).is_err());
+        let r = check_fcrdns(FcrdnsCheck::Enforce, &down, &id).unwrap_err();
+        assert_eq!((r.reply.code, r.reason), (451, "fcrdns_unavailable"));
+        assert_eq!(
+            check_fcrdns(FcrdnsCheck::Log, &bad, &id),
+            Ok(Some("fcrdns_mismatch"))
+        );
+        assert_eq!(check_fcrdns(FcrdnsCheck::Off, &bad, &id), Ok(None));
     }
 
     #[test]

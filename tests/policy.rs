@@ -16,7 +16,11 @@ fn rcpt() -> String {
 
 /// Connects, EHLO as `helo`, STARTTLS presenting `peer`'s certificate, EHLO again.
 async fn peer(gw: &TestGateway, peer: &str, helo: &str) -> Client {
-    let mut c = gw.connect().await;
+    let c = gw.connect().await;
+    established(c, peer, helo).await
+}
+
+async fn established(mut c: Client, peer: &str, helo: &str) -> Client {
     c.send(&format!("EHLO {helo}")).await;
     c.expect_code(250).await;
     c.starttls(Some(peer)).await;
@@ -357,6 +361,119 @@ async fn a_stale_whitelist_defers_instead_of_judging() {
         "whitelist_stale",
     )
     .await;
+}
+
+#[path = "common/dns_server.rs"]
+mod dns_server;
+
+mod fcrdns {
+    use super::*;
+    use dns_server::{DnsServer, RecordSpec};
+    use mssante_gateway::dns::{DnsSettings, Resolver};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn checking(mode: &'static str, dns: std::net::SocketAddr) -> impl FnOnce(&mut toml::Table) {
+        move |t| {
+            let mut policy = toml::Table::new();
+            policy.insert("fcrdns".into(), mode.into());
+            t.insert("policy".into(), policy.into());
+            let mut d = toml::Table::new();
+            d.insert(
+                "name_servers".into(),
+                toml::Value::Array(vec![dns.to_string().into()]),
+            );
+            d.insert("timeout".into(), "1s".into());
+            d.insert("attempts".into(), 1.into());
+            t.insert("dns".into(), d.into());
+        }
+    }
+
+    fn resolver(dns: std::net::SocketAddr) -> Resolver {
+        Resolver::new(&DnsSettings {
+            name_servers: vec![dns],
+            timeout: Duration::from_millis(500),
+            attempts: 1,
+            ..DnsSettings::default()
+        })
+        .expect("resolver")
+    }
+
+    // A documentation address (TEST-NET-1) as the peer: only its names are looked up, on
+    // the loopback DNS server; no traffic goes to it.
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+    #[tokio::test]
+    async fn only_forward_confirmed_names_count() {
+        let dns = DnsServer::start(&[
+            (
+                "10.2.0.192.in-addr.arpa",
+                RecordSpec::Ptr("smtp.peer-a.test.mssante.fr".into()),
+            ),
+            ("smtp.peer-a.test.mssante.fr", RecordSpec::A(PEER)),
+        ]);
+        let names = resolver(dns.addr)
+            .confirmed_names(IpAddr::V4(PEER))
+            .await
+            .expect("lookup");
+        assert_eq!(names, ["smtp.peer-a.test.mssante.fr"]);
+
+        // A PTR name whose addresses do not lead back is not confirmed.
+        let dns = DnsServer::start(&[
+            (
+                "10.2.0.192.in-addr.arpa",
+                RecordSpec::Ptr("smtp.peer-a.test.mssante.fr".into()),
+            ),
+            (
+                "smtp.peer-a.test.mssante.fr",
+                RecordSpec::A(Ipv4Addr::new(192, 0, 2, 99)),
+            ),
+        ]);
+        let names = resolver(dns.addr)
+            .confirmed_names(IpAddr::V4(PEER))
+            .await
+            .expect("lookup");
+        assert!(names.is_empty());
+
+        // A silent name server is a temporary failure, not an absence.
+        let silent = DnsServer::silent();
+        let err = resolver(silent.addr)
+            .confirmed_names(IpAddr::V4(PEER))
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn enforce_refuses_a_peer_whose_address_does_not_name_its_cn() {
+        // Loopback peers resolve to `localhost` (RFC 6761, answered by the resolver itself),
+        // which is not peer-a's CN.
+        let dns = DnsServer::start(&[]);
+        let gw = TestGateway::start_with(checking("enforce", dns.addr)).await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "fcrdns_mismatch",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn log_mode_only_counts_the_mismatch() {
+        let dns = DnsServer::start(&[]);
+        let gw = TestGateway::start_with(checking("log", dns.addr)).await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+        assert_eq!(gw.rejections("mail_logged", "fcrdns_mismatch"), 1);
+    }
 }
 
 mod crl {

@@ -288,7 +288,7 @@ impl Connection {
                 self.session.accept();
             }
             Event::StartTls => return true,
-            Event::MailFrom(m) => self.on_mail(m),
+            Event::MailFrom(m) => self.on_mail(m).await,
             Event::Rcpt(r) => self.on_rcpt(r),
             Event::MessageStart => self.on_message_start().await,
             Event::MessageChunk(_) => {}
@@ -311,7 +311,7 @@ impl Connection {
         false
     }
 
-    fn on_mail(&mut self, m: MailFrom) {
+    async fn on_mail(&mut self, m: MailFrom) {
         if let Role::Submission { .. } = self.ctx.role {
             let verdict = policy::check_internal_sender(&m.address, &self.live.local_domains);
             return self.decide_mail(m, verdict.map(|()| policy::Accepted::default()));
@@ -326,7 +326,36 @@ impl Connection {
         };
         let verdict = policy::check_sender(&ctx, &m.address);
         drop(whitelist);
+        let verdict = match verdict {
+            Ok(accepted) => self.reverse_dns(accepted).await,
+            refused => refused,
+        };
         self.decide_mail(m, verdict);
+    }
+
+    /// Forward-confirmed reverse DNS of the peer against its certificate, when configured.
+    async fn reverse_dns(
+        &self,
+        mut accepted: policy::Accepted,
+    ) -> Result<policy::Accepted, policy::Refusal> {
+        let mode = self.live.fcrdns;
+        let Some(Ok(id)) = &self.peer_cert else {
+            return Ok(accepted);
+        };
+        if mode == policy::FcrdnsCheck::Off {
+            return Ok(accepted);
+        }
+        let dns = match &self.ctx.resolver {
+            Some(r) => match r.confirmed_names(self.peer.ip()).await {
+                Ok(names) => policy::ReverseDns::Names(names),
+                Err(e) => policy::ReverseDns::Unavailable(e.to_string()),
+            },
+            None => policy::ReverseDns::Unavailable("no resolver".into()),
+        };
+        if let Some(noted) = policy::check_fcrdns(mode, &dns, id)? {
+            accepted.noted.push(noted);
+        }
+        Ok(accepted)
     }
 
     fn decide_mail(&mut self, m: MailFrom, verdict: Result<policy::Accepted, policy::Refusal>) {

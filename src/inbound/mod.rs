@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::InboundSettings;
 use crate::metrics::Metrics;
-use crate::policy::EhloCheck;
+use crate::policy::{EhloCheck, FcrdnsCheck};
 use crate::spool::{Direction, Spool};
 use crate::trust::pki::TrustStore;
 use crate::whitelist::live::WhitelistState;
@@ -34,6 +34,8 @@ pub struct LiveSettings {
     pub trust: Arc<TrustStore>,
     /// Hostname/CN coherence mode.
     pub ehlo_check: EhloCheck,
+    /// Forward-confirmed reverse DNS mode.
+    pub fcrdns: FcrdnsCheck,
 }
 
 /// Who connects to a listener, and so which rules apply.
@@ -140,6 +142,8 @@ pub struct InboundContext {
     pub live: Arc<ArcSwap<LiveSettings>>,
     /// The liste blanche in use.
     pub whitelist: Arc<WhitelistState>,
+    /// For reverse DNS checks of peers.
+    pub resolver: Option<crate::dns::Resolver>,
     /// Where accepted messages go.
     pub spool: Arc<Spool>,
     /// Metrics of the gateway.

@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -48,6 +48,8 @@ pub enum RecordSpec {
     /// A text record (SPF and the like): makes a name exist without mail or address
     /// records.
     Txt(String),
+    /// A reverse-zone name (PTR), for names such as `1.0.0.127.in-addr.arpa`.
+    Ptr(String),
     /// Every query for this name is answered SERVFAIL.
     ServFail,
 }
@@ -65,6 +67,7 @@ impl RecordSpec {
             RecordSpec::Aaaa(_) => Some(RecordType::AAAA),
             RecordSpec::Cname(_) => Some(RecordType::CNAME),
             RecordSpec::Txt(_) => Some(RecordType::TXT),
+            RecordSpec::Ptr(_) => Some(RecordType::PTR),
             RecordSpec::ServFail => None,
         }
     }
@@ -79,6 +82,7 @@ impl RecordSpec {
             RecordSpec::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
             RecordSpec::Cname(target) => RData::CNAME(CNAME(absolute(target)?)),
             RecordSpec::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+            RecordSpec::Ptr(target) => RData::PTR(PTR(absolute(target)?)),
             RecordSpec::ServFail => return None,
         })
     }
