@@ -52,9 +52,66 @@ async fn tls_peer(gw: &TestGateway) -> Client {
     gw.established(Some("peer-a")).await
 }
 
+/// A minimal internal mail server: accepts every message and counts them.
+async fn counting_sink() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = tokio::io::BufReader::new(r);
+                let _ = w.write_all(b"220 sink\r\n").await;
+                let mut in_data = false;
+                let mut line = String::new();
+                use tokio::io::AsyncBufReadExt;
+                while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    let reply: &[u8] = if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            b"250 2.0.0 stored\r\n"
+                        } else {
+                            b""
+                        }
+                    } else {
+                        match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
+                            Some("DATA") => {
+                                in_data = true;
+                                b"354 go\r\n"
+                            }
+                            Some("QUIT") => b"221 bye\r\n",
+                            Some("EHLO") => b"250-sink\r\n250 PIPELINING\r\n",
+                            _ => b"250 2.0.0 ok\r\n",
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
 #[tokio::test]
 async fn counters_move_by_exactly_what_happened() {
-    let gw = TestGateway::start_with(with_metrics).await;
+    let (sink, delivered) = counting_sink().await;
+    let gw = TestGateway::start_with(move |t| {
+        with_metrics(t);
+        let mut relay = toml::Table::new();
+        relay.insert("internal".into(), sink.to_string().into());
+        t.insert("relay".into(), relay.into());
+    })
+    .await;
     let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
     let (_, before) = http_get(addr, "/metrics").await;
 
@@ -96,8 +153,34 @@ async fn counters_move_by_exactly_what_happened() {
     c.expect(530, "5.7.0").await;
     c.quit().await;
 
+    // The 3 accepted messages are relayed to the internal server.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while delivered.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "messages not relayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while gw
+        .metrics
+        .messages_relayed_total
+        .with_label_values(&["inbound"])
+        .get()
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "relays not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     let (_, after) = http_get(addr, "/metrics").await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        delta("mssante_messages_relayed_total{direction=\"inbound\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("mssante_messages_bounced_total{direction=\"inbound\"}"),
+        0.0
+    );
     assert_eq!(
         delta("mssante_messages_received_total{direction=\"inbound\"}"),
         3.0
