@@ -282,6 +282,9 @@ struct RawInbound {
     max_connections: usize,
     max_connections_per_ip: usize,
     max_connection_rate_per_ip: u32,
+    max_session_duration: String,
+    shutdown_grace: String,
+    max_idle_commands: u32,
     handshake_timeout: String,
     command_timeout: String,
     data_timeout: String,
@@ -297,6 +300,9 @@ impl Default for RawInbound {
             max_connections: 1000,
             max_connections_per_ip: 20,
             max_connection_rate_per_ip: 120,
+            max_session_duration: "1h".into(),
+            max_idle_commands: 100,
+            shutdown_grace: "2m".into(),
             handshake_timeout: "30s".into(),
             command_timeout: "5m".into(),
             data_timeout: "10m".into(),
@@ -440,6 +446,14 @@ pub struct InboundSettings {
     /// New connections per minute from one IP address (a burst of that size is allowed,
     /// then it refills evenly); 0 turns the limit off.
     pub max_connection_rate_per_ip: u32,
+    /// Commands moving no mail (NOOP, RSET, HELP, VRFY, EHLO) accepted in a row before
+    /// 421 4.7.0 and close.
+    pub max_idle_commands: u32,
+    /// Longest a connection may last, whatever it does (then 421 4.4.2).
+    pub max_session_duration: Duration,
+    /// On shutdown, how long message bodies in progress may take to finish before the
+    /// remaining connections are cut (nothing of theirs was acknowledged).
+    pub shutdown_grace: Duration,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// Longest wait for a command (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
@@ -698,6 +712,12 @@ impl Config {
             }
         };
         let handshake_timeout = duration(&mut p, "inbound.handshake_timeout", &i.handshake_timeout);
+        let max_session_duration = duration(
+            &mut p,
+            "inbound.max_session_duration",
+            &i.max_session_duration,
+        );
+        let shutdown_grace = duration(&mut p, "inbound.shutdown_grace", &i.shutdown_grace);
         let command_timeout = duration(&mut p, "inbound.command_timeout", &i.command_timeout);
         let data_timeout = duration(&mut p, "inbound.data_timeout", &i.data_timeout);
         for (key, v) in [
@@ -706,6 +726,7 @@ impl Config {
             ("inbound.max_message_size", i.max_message_size),
             ("inbound.max_recipients", i.max_recipients),
             ("inbound.max_errors", i.max_errors as usize),
+            ("inbound.max_idle_commands", i.max_idle_commands as usize),
         ] {
             if v == 0 {
                 p.add(key, "must be greater than 0");
@@ -874,6 +895,9 @@ impl Config {
                 max_connections: i.max_connections,
                 max_connections_per_ip: i.max_connections_per_ip,
                 max_connection_rate_per_ip: i.max_connection_rate_per_ip,
+                max_idle_commands: i.max_idle_commands,
+                max_session_duration: max_session_duration.unwrap_or(Duration::from_secs(3600)),
+                shutdown_grace: shutdown_grace.unwrap_or(Duration::from_secs(120)),
                 handshake_timeout,
                 command_timeout,
                 data_timeout,

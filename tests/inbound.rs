@@ -684,7 +684,12 @@ async fn peer_vanishing_in_the_middle_of_data_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn peer_that_stops_reading_is_disconnected_after_the_timeout() {
-    let mut gw = TestGateway::start_with(inbound("command_timeout", "1s")).await;
+    let mut gw = TestGateway::start_with(|t| {
+        inbound("command_timeout", "1s")(t);
+        // The NOOPs must not hit the idle-command limit first.
+        inbound("max_idle_commands", 100_000_000)(t);
+    })
+    .await;
     // A small receive window so that the gateway's replies back up quickly.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("receive buffer");
@@ -895,5 +900,49 @@ async fn closes_connection_whose_tls_handshake_stalls() {
             .with_label_values(&["timeout"])
             .get(),
         1
+    );
+}
+
+#[tokio::test]
+async fn closes_a_session_kept_alive_past_its_maximum_duration() {
+    let gw = TestGateway::start_with(inbound("max_session_duration", "1s")).await;
+    let mut c = gw.established(Some("peer-a")).await;
+    // NOOPs well within the command timeout do not keep the session open forever.
+    let started = std::time::Instant::now();
+    loop {
+        c.send("NOOP").await;
+        let r = c.read_reply().await;
+        if r.code == 421 {
+            r.assert_is(421, "4.4.2");
+            break;
+        }
+        assert!(started.elapsed() < IO_TIMEOUT, "session never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    c.expect_eof().await;
+    assert_eq!(gw.rejections("connection", "session_duration"), 1);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_stalled_body_after_the_grace_period() {
+    let mut gw = TestGateway::start_with(inbound("shutdown_grace", "1s")).await;
+    let mut c = gw.established(Some("peer-a")).await;
+    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+    c.expect(250, "2.1.0").await;
+    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
+    c.expect(250, "2.1.5").await;
+    c.send("DATA").await;
+    c.expect(354, "2.0.0").await;
+    c.send_raw(b"Subject: never finished\r\n").await;
+    // The body stalls; shutdown waits for it no longer than the grace period.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(IO_TIMEOUT, gw.take_gateway().shutdown())
+        .await
+        .expect("shutdown returns after the grace period");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    c.expect_eof().await;
+    assert!(
+        gw.spooled_messages().is_empty(),
+        "nothing acknowledged, nothing queued"
     );
 }

@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
         max_errors: 10,
         tls_available: seed[0] & 1 == 0,
         require_tls: seed[0] & 2 == 0,
+        max_idle_commands: 100,
     });
     // The largest piece is chosen once, so that some runs feed small pieces throughout.
     let max_piece = 1 + (seed[1] as usize % 64) * (1 + seed[2] as usize % 4);

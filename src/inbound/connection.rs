@@ -68,8 +68,10 @@ struct Connection {
     peer: SocketAddr,
     session: Session,
     shutdown: watch::Receiver<bool>,
-    /// The server is stopping: close as soon as no transaction is in progress.
+    /// The server is stopping: close as soon as no message body is being received.
     draining: bool,
+    /// When the session is closed whatever it is doing.
+    deadline: tokio::time::Instant,
     /// EHLO/HELO name.
     helo: String,
     /// TLS version and cipher, once TLS is up.
@@ -89,6 +91,7 @@ struct Connection {
 impl Connection {
     fn new(peer: SocketAddr, ctx: Arc<InboundContext>, shutdown: watch::Receiver<bool>) -> Self {
         let s = &ctx.settings;
+        let deadline = tokio::time::Instant::now() + s.max_session_duration;
         let live = ctx.live.load_full();
         let session = Session::new(SessionConfig {
             hostname: live.hostname.clone(),
@@ -96,6 +99,7 @@ impl Connection {
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
             tls_available: true,
+            max_idle_commands: s.max_idle_commands,
             require_tls: match &ctx.role {
                 Role::Peer => true,
                 Role::Submission { require_tls, .. } => *require_tls,
@@ -108,6 +112,7 @@ impl Connection {
             session,
             shutdown,
             draining: false,
+            deadline,
             helo: String::new(),
             tls: None,
             peer_cert: None,
@@ -212,7 +217,9 @@ impl Connection {
                     return Ok(Outcome::StartTls);
                 }
             }
-            if self.draining && !self.session.in_transaction() && !self.session.is_closed() {
+            // Stopping: a message body being received may finish (its client gets its
+            // 250); anything else is told to come back later, nothing being acknowledged.
+            if self.draining && !self.session.in_body() && !self.session.is_closed() {
                 self.session.shutting_down();
             }
             if self.session.has_output() {
@@ -230,6 +237,14 @@ impl Connection {
                 r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
                 _ = self.shutdown.wait_for(|s| *s), if !self.draining => {
                     self.draining = true;
+                    continue;
+                }
+                // An overall limit, so a peer cannot hold a slot forever by sending a
+                // NOOP or a byte of its body just before each timeout.
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    tracing::info!(reason = "session_duration", "session longer than inbound.max_session_duration; closing");
+                    self.ctx.metrics.reject("connection", "session_duration");
+                    self.session.timed_out();
                     continue;
                 }
             };
@@ -302,10 +317,10 @@ impl Connection {
             }
             Event::Refused { stage, reason } => {
                 self.ctx.metrics.reject(stage, reason);
+                // A refusal never ends a message in progress by itself (a 503 to DATA
+                // between BDAT chunks leaves the chunks coming): the session says so
+                // with MessageAborted when it does.
                 tracing::info!(stage, reason, "command refused");
-                if stage == "data" || stage == "ehlo" {
-                    self.abandon_message().await;
-                }
             }
         }
         false

@@ -215,7 +215,14 @@ impl Listener {
             open = tasks.len(),
             "stopped accepting; waiting for open sessions"
         );
-        while tasks.join_next().await.is_some() {}
+        let grace = settings.shutdown_grace;
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(listener = self.name, open = tasks.len(), grace_s = grace.as_secs(), "sessions still open after inbound.shutdown_grace; closing them (nothing of theirs was acknowledged)");
+            tasks.shutdown().await;
+        }
         tracing::info!(listener = self.name, "all sessions closed");
     }
 }

@@ -35,6 +35,10 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// MAIL is refused until TLS is active (always true between operators).
     pub require_tls: bool,
+    /// Commands that move no mail (NOOP, RSET, HELP, VRFY, EHLO/HELO) accepted in a row
+    /// before the session is closed: a client that only keeps its connection busy holds
+    /// a slot that real operators need.
+    pub max_idle_commands: u32,
 }
 
 /// The reverse path and its ESMTP parameters.
@@ -184,6 +188,8 @@ pub struct Session {
     helo_done: bool,
     /// The command being processed, for the stage of refusals.
     stage: &'static str,
+    /// Commands that moved no mail since the last accepted MAIL.
+    idle_commands: u32,
 }
 
 /// The result of one processing step inside [`Session::poll`]. It holds no borrow, so the
@@ -244,6 +250,7 @@ impl Session {
             bdat_lines: LineEndings::default(),
             helo_done: false,
             stage: "command",
+            idle_commands: 0,
         };
         s.push(&greeting);
         s
@@ -341,10 +348,12 @@ impl Session {
                     Reply::plain(250, vec![self.cfg.hostname.clone().into()])
                 };
                 self.push(&r);
+                self.count_idle();
             }
             Pending::Mail => {
                 self.phase = Phase::Mail;
                 self.errors = 0;
+                self.idle_commands = 0;
                 self.push(&reply(250, (2, 1, 0), "Sender OK"));
             }
             Pending::Rcpt => {
@@ -537,10 +546,12 @@ impl Session {
                 self.end_transaction();
                 self.errors = 0;
                 self.push(&reply(250, (2, 0, 0), "Reset OK"));
+                self.count_idle();
                 Progress::Continue
             }
             Request::Noop { .. } => {
                 self.push(&reply(250, (2, 0, 0), "OK"));
+                self.count_idle();
                 Progress::Continue
             }
             Request::Help { .. } => {
@@ -549,6 +560,7 @@ impl Session {
                     (2, 0, 0),
                     "mssante-gateway: an MSSanté connector; see RFC 5321",
                 ));
+                self.count_idle();
                 Progress::Continue
             }
             Request::Vrfy { .. } => {
@@ -557,6 +569,7 @@ impl Session {
                     (2, 5, 0),
                     "Cannot VRFY user, but will accept message and attempt delivery",
                 ));
+                self.count_idle();
                 Progress::Continue
             }
             Request::Expn { .. } => self.command_error(
@@ -896,6 +909,18 @@ impl Session {
             stage: self.stage,
             reason,
         })
+    }
+
+    /// Counts a command that moved no mail; too many in a row close the session.
+    fn count_idle(&mut self) {
+        self.idle_commands += 1;
+        if self.idle_commands > self.cfg.max_idle_commands && self.phase != Phase::Closed {
+            self.close_with(&reply(
+                421,
+                (4, 7, 0),
+                "Too many commands without a mail transaction, closing connection",
+            ));
+        }
     }
 
     /// Counts a refused command; too many in a row close the session.

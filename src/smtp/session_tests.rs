@@ -15,6 +15,7 @@ fn config() -> SessionConfig {
         max_errors: 10,
         tls_available: true,
         require_tls: false,
+        max_idle_commands: 100,
     }
 }
 
@@ -1114,4 +1115,26 @@ fn reading_in_any_piece_size_changes_nothing() {
         assert_eq!(d.stored, whole.stored, "piece size {piece}");
         assert_eq!(d.events, whole.events, "piece size {piece}");
     }
+}
+
+#[test]
+fn closes_a_session_that_only_sends_commands_moving_no_mail() {
+    let mut d = Driver::ready();
+    let mut out = String::new();
+    for _ in 0..config().max_idle_commands - 1 {
+        out = d.send("NOOP\r\n");
+    }
+    assert_eq!(out, "250 2.0.0 OK\r\n");
+    // An accepted MAIL starts the count again.
+    d.send("MAIL FROM:<a@b.example>\r\n");
+    d.send("RSET\r\n");
+    for _ in 0..config().max_idle_commands - 1 {
+        out = d.send("NOOP\r\n");
+    }
+    assert_eq!(out, "250 2.0.0 OK\r\n");
+    assert_eq!(
+        d.send("NOOP\r\n"),
+        "250 2.0.0 OK\r\n421 4.7.0 Too many commands without a mail transaction, closing connection\r\n"
+    );
+    assert!(d.session.is_closed());
 }

@@ -236,26 +236,37 @@ impl Incoming {
     /// Completes the file, makes it durable and moves it into the queue. Only after this
     /// returns may the message be acknowledged.
     pub async fn commit(mut self) -> Result<String, SpoolError> {
-        let mut trailer = [0u8; TRAILER_LEN];
-        trailer[..8].copy_from_slice(TRAILER_MAGIC);
-        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
-        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
         let path = self.tmp_path.clone();
-        self.file.write_all(&trailer).await.map_err(io_err(&path))?;
-        self.file.flush().await.map_err(io_err(&path))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .await
-            .map_err(io_err(&path))?;
+        if let Err(e) = self.seal().await {
+            // Nothing was acknowledged: the partial file must not fill the disk further.
+            drop(self.file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
         let dest = self.queue_dir.join(&self.id);
         tokio::fs::rename(&path, &dest)
             .await
             .map_err(io_err(&dest))?;
-        sync_dir(&self.queue_dir).await?;
+        if let Err(e) = sync_dir(&self.queue_dir).await {
+            // The client is told to try again: do not also deliver this copy later.
+            let _ = tokio::fs::remove_file(&dest).await;
+            return Err(e);
+        }
         self.index.insert_new(&self.id);
         self.notify.notify_one();
         Ok(self.id)
+    }
+
+    /// Writes the trailer and makes the file's bytes durable.
+    async fn seal(&mut self) -> Result<(), SpoolError> {
+        let mut trailer = [0u8; TRAILER_LEN];
+        trailer[..8].copy_from_slice(TRAILER_MAGIC);
+        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
+        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
+        let path = &self.tmp_path;
+        self.file.write_all(&trailer).await.map_err(io_err(path))?;
+        self.file.flush().await.map_err(io_err(path))?;
+        self.file.get_ref().sync_data().await.map_err(io_err(path))
     }
 
     /// Abandons the message: its temporary file is removed.

@@ -329,7 +329,12 @@ impl Spool {
     /// Replaces the state of `id` atomically and durably.
     pub async fn save_state(&self, id: &str, state: &MessageState) -> Result<(), SpoolError> {
         let path = self.state_path(id);
-        let tmp = self.state.join(format!("{id}.json.tmp"));
+        // A name of its own: `queue retry` in another process may write the same state.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .state
+            .join(format!("{id}.json.{}.{n}.tmp", std::process::id()));
         let bytes = serde_json::to_vec(state)?;
         let file_tmp = tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {

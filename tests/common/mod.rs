@@ -390,10 +390,16 @@ impl Client {
     async fn fill(&mut self) -> bool {
         let mut chunk = vec![0u8; 64 * 1024];
         let io = self.transport.io();
-        let n = tokio::time::timeout(IO_TIMEOUT, io.read(&mut chunk))
+        let n = match tokio::time::timeout(IO_TIMEOUT, io.read(&mut chunk))
             .await
             .expect("no reply from the gateway in time")
-            .expect("read");
+        {
+            Ok(n) => n,
+            // A TLS connection cut without close_notify (a session aborted at shutdown)
+            // is an end of stream too.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => panic!("read: {e}"),
+        };
         self.reads += 1;
         self.buf.extend_from_slice(&chunk[..n]);
         n > 0
