@@ -72,6 +72,8 @@ struct Connection {
     draining: bool,
     /// When the session is closed whatever it is doing.
     deadline: tokio::time::Instant,
+    /// The peer address's forward-confirmed names, looked up at the first MAIL.
+    reverse_dns: Option<policy::ReverseDns>,
     /// EHLO/HELO name.
     helo: String,
     /// TLS version and cipher, once TLS is up.
@@ -113,6 +115,7 @@ impl Connection {
             shutdown,
             draining: false,
             deadline,
+            reverse_dns: None,
             helo: String::new(),
             tls: None,
             peer_cert: None,
@@ -350,7 +353,7 @@ impl Connection {
 
     /// Forward-confirmed reverse DNS of the peer against its certificate, when configured.
     async fn reverse_dns(
-        &self,
+        &mut self,
         mut accepted: policy::Accepted,
     ) -> Result<policy::Accepted, policy::Refusal> {
         let mode = self.live.fcrdns;
@@ -360,14 +363,27 @@ impl Connection {
         if mode == policy::FcrdnsCheck::Off {
             return Ok(accepted);
         }
-        let dns = match &self.ctx.resolver {
-            Some(r) => match r.confirmed_names(self.peer.ip()).await {
-                Ok(names) => policy::ReverseDns::Names(names),
-                Err(e) => policy::ReverseDns::Unavailable(e.to_string()),
-            },
-            None => policy::ReverseDns::Unavailable("no resolver".into()),
+        // Once per connection, and bounded: a zone that never answers must not hold MAIL.
+        if self.reverse_dns.is_none() {
+            let answer = match &self.ctx.resolver {
+                Some(r) => match tokio::time::timeout(
+                    std::time::Duration::from_secs(15),
+                    r.confirmed_names(self.peer.ip()),
+                )
+                .await
+                {
+                    Ok(Ok(names)) => policy::ReverseDns::Names(names),
+                    Ok(Err(e)) => policy::ReverseDns::Unavailable(e.to_string()),
+                    Err(_) => policy::ReverseDns::Unavailable("no answer within 15 s".into()),
+                },
+                None => policy::ReverseDns::Unavailable("no resolver".into()),
+            };
+            self.reverse_dns = Some(answer);
+        }
+        let Some(dns) = &self.reverse_dns else {
+            return Ok(accepted);
         };
-        if let Some(noted) = policy::check_fcrdns(mode, &dns, id)? {
+        if let Some(noted) = policy::check_fcrdns(mode, dns, id)? {
             accepted.noted.push(noted);
         }
         Ok(accepted)

@@ -208,10 +208,8 @@ impl Client {
 
     async fn hello(&mut self, helo: &str) -> Result<(), ClientError> {
         let verb = if self.lmtp { "LHLO" } else { "EHLO" };
-        self.stream
-            .write_all(format!("{verb} {helo}\r\n").as_bytes())
+        self.write(&[format!("{verb} {helo}\r\n").as_bytes()])
             .await?;
-        self.stream.flush().await?;
         let (code, lines) = self.read_lines().await?;
         if code != 250 {
             return Err(ClientError::Refused(Reply {
@@ -261,11 +259,9 @@ impl Client {
             rcpt_lines.push(format!("RCPT TO:<{r}>\r\n"));
         }
         let (mail_reply, rcpt_replies) = if self.caps.pipelining {
-            self.stream.write_all(mail.as_bytes()).await?;
-            for l in &rcpt_lines {
-                self.stream.write_all(l.as_bytes()).await?;
-            }
-            self.stream.flush().await?;
+            let mut batch: Vec<&[u8]> = vec![mail.as_bytes()];
+            batch.extend(rcpt_lines.iter().map(|l| l.as_bytes()));
+            self.write(&batch).await?;
             let m = self.read_reply().await?;
             let mut rr = Vec::with_capacity(rcpt_lines.len());
             for _ in &rcpt_lines {
@@ -299,12 +295,8 @@ impl Client {
         }
         if self.caps.chunking {
             let len = t.prefix.len() + t.body.len();
-            self.stream
-                .write_all(format!("BDAT {len} LAST\r\n").as_bytes())
-                .await?;
-            self.stream.write_all(t.prefix).await?;
-            self.stream.write_all(t.body).await?;
-            self.stream.flush().await?;
+            let command = format!("BDAT {len} LAST\r\n");
+            self.write(&[command.as_bytes(), t.prefix, t.body]).await?;
         } else {
             let r = self.command(b"DATA\r\n").await?;
             if r.code != 354 {
@@ -322,8 +314,7 @@ impl Client {
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(b".\r\n");
-            self.stream.write_all(&out).await?;
-            self.stream.flush().await?;
+            self.write(&[&out]).await?;
         }
         if self.lmtp {
             for &i in &accepted {
@@ -340,9 +331,25 @@ impl Client {
     }
 
     async fn command(&mut self, line: &[u8]) -> Result<Reply, ClientError> {
-        self.stream.write_all(line).await?;
-        self.stream.flush().await?;
+        self.write(&[line]).await?;
         self.read_reply().await
+    }
+
+    /// Writes and flushes `parts`, within the reply timeout plus one second per MiB: a
+    /// server that stops reading must not hold a delivery worker (and its message) forever.
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), ClientError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let limit = self.timeout + Duration::from_secs((len / (1024 * 1024)) as u64);
+        let stream = &mut self.stream;
+        tokio::time::timeout(limit, async {
+            for p in parts {
+                stream.write_all(p).await?;
+            }
+            stream.flush().await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(limit))??;
+        Ok(())
     }
 
     async fn read_reply(&mut self) -> Result<Reply, ClientError> {

@@ -227,16 +227,16 @@ impl Relay {
                 return;
             }
             Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "cannot read a queued message; retried later");
-                self.spool.release(id);
+                tracing::error!(queue_id = %id, error = %e, "cannot read a queued message; retried in 30 s");
+                self.spool.release_after(id, Duration::from_secs(30));
                 return;
             }
         };
         let mut state = match self.spool.state(id).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "cannot read a message's state; retried later");
-                self.spool.release(id);
+                tracing::error!(queue_id = %id, error = %e, "cannot read a message's state; retried in 30 s");
+                self.spool.release_after(id, Duration::from_secs(30));
                 return;
             }
         };

@@ -375,6 +375,19 @@ impl Spool {
         saved
     }
 
+    /// Gives a claimed message back and makes it due again only after `delay`: for errors
+    /// reading it, so that a failing disk or a lack of file descriptors does not turn the
+    /// relay into a tight retry loop.
+    pub fn release_after(&self, id: &str, delay: Duration) {
+        let due = unix_ms(SystemTime::now() + delay);
+        self.index.with(|m| {
+            if let Some(s) = m.get_mut(id) {
+                s.claimed = false;
+                s.due_ms = s.due_ms.max(due);
+            }
+        });
+    }
+
     /// Gives a claimed message back unchanged (shutdown, or a worker that cannot run).
     pub fn release(&self, id: &str) {
         self.index.with(|m| {
