@@ -12,8 +12,13 @@
 //! `postmaster`, `noreply`...), nor more than once per sender within
 //! `operator.auto_reply_window`. The answer itself goes from `<>` with
 //! `Auto-Submitted: auto-replied`, so no conforming responder answers it back.
+//!
+//! Who was answered when is kept in memory (at most [`DEFAULT_CAPACITY`] senders) and
+//! saved to `autoreply.json` in the spool directory after each answer, so a restart does
+//! not answer the same sender twice within the window.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +29,10 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::relay::dsn::headers_of;
-use crate::spool::{Direction, Envelope, Recipient, StoredMessage};
+use crate::spool::{unix_ms, Direction, Envelope, Recipient, StoredMessage};
+
+/// The file, in the spool directory, where the state is saved.
+pub const STATE_FILE: &str = "autoreply.json";
 
 /// Senders remembered at most; past it, the oldest replies are forgotten first (a flood of
 /// distinct senders must not grow memory without bound).
@@ -153,6 +161,33 @@ impl ReplyState {
         }
     }
 
+    /// The state as saved: sender → Unix time of the last answer, in milliseconds.
+    pub fn to_json(&self) -> Vec<u8> {
+        let map: HashMap<&str, u64> = self
+            .last
+            .iter()
+            .map(|(k, t)| (k.as_str(), unix_ms(*t)))
+            .collect();
+        serde_json::to_vec(&map).unwrap_or_default()
+    }
+
+    /// A state read back from [`ReplyState::to_json`], without the entries already past
+    /// `window` at `now`; `None` if the bytes are not such a state.
+    pub fn from_json(bytes: &[u8], now: SystemTime, window: Duration) -> Option<ReplyState> {
+        let map: HashMap<String, u64> = serde_json::from_slice(bytes).ok()?;
+        let mut state = ReplyState::default();
+        let mut entries: Vec<(String, SystemTime)> = map
+            .into_iter()
+            .map(|(k, ms)| (k, SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+            .filter(|(_, t)| now.duration_since(*t).map_or(true, |age| age < window))
+            .collect();
+        entries.sort_by_key(|(_, t)| *t);
+        for (k, t) in entries {
+            state.record(&k, t, window);
+        }
+        Some(state)
+    }
+
     /// Senders remembered.
     pub fn len(&self) -> usize {
         self.last.len()
@@ -170,24 +205,73 @@ pub struct AutoReplier {
     /// The address, window and host name.
     pub settings: Settings,
     state: Mutex<ReplyState>,
+    /// Where the state is saved; `None`: memory only.
+    file: Option<PathBuf>,
+    /// One save at a time, each taking its snapshot inside, so the last file written is
+    /// the newest state.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl AutoReplier {
     /// The responder of `config`'s `[operator]` section; `None` without one.
     pub fn from_config(config: &Config) -> Option<AutoReplier> {
         let op = config.operator.as_ref()?;
-        Some(AutoReplier::new(Settings {
+        let settings = Settings {
             address: op.auto_reply.trim().to_string(),
             window: op.auto_reply_window,
             hostname: config.hostname.clone(),
-        }))
+        };
+        Some(AutoReplier::with_file(
+            settings,
+            &config.spool_dir.join(STATE_FILE),
+        ))
     }
 
-    /// A responder with an empty state.
+    /// A responder with an empty state, in memory only.
     pub fn new(settings: Settings) -> AutoReplier {
         AutoReplier {
             settings,
             state: Mutex::new(ReplyState::default()),
+            file: None,
+            saving: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A responder saving its state to `file`, starting from what the file holds (an
+    /// unreadable file is logged and replaced: at worst a sender is answered twice).
+    pub fn with_file(settings: Settings, file: &Path) -> AutoReplier {
+        let state = match std::fs::read(file) {
+            Ok(bytes) => ReplyState::from_json(&bytes, SystemTime::now(), settings.window)
+                .unwrap_or_else(|| {
+                    tracing::warn!(file = %file.display(), "auto-reply state unreadable; starting afresh");
+                    ReplyState::default()
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReplyState::default(),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the auto-reply state; starting afresh");
+                ReplyState::default()
+            }
+        };
+        AutoReplier {
+            settings,
+            state: Mutex::new(state),
+            file: Some(file.to_path_buf()),
+            saving: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Saves the state (temporary file, then rename); a failure is logged, not fatal.
+    pub async fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let _one_at_a_time = self.saving.lock().await;
+        let bytes = self.lock().to_json();
+        let tmp = file.with_extension("json.tmp");
+        let written = async {
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, file).await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(file = %file.display(), error = %e, "cannot save the auto-reply state; a restart may answer a sender twice");
         }
     }
 
@@ -703,6 +787,35 @@ mod tests {
         let next_day = t0 + s.window;
         assert!(matches!(
             reply_for(&s, &env, msg, next_day, &state),
+            Decision::Reply { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_state_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(STATE_FILE);
+        let message = StoredMessage {
+            id: "0000000000100000001".into(),
+            envelope: envelope(SENDER),
+            body: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        };
+        let now = SystemTime::now();
+        let first = AutoReplier::with_file(settings(), &file);
+        assert!(matches!(
+            first.decide(&message, now),
+            Decision::Reply { .. }
+        ));
+        first.save().await;
+        let second = AutoReplier::with_file(settings(), &file);
+        assert_eq!(
+            second.decide(&message, now + Duration::from_secs(60)),
+            Decision::Suppress(Suppressed::AlreadyReplied)
+        );
+        std::fs::write(&file, b"not json").expect("write");
+        let third = AutoReplier::with_file(settings(), &file);
+        assert!(matches!(
+            third.decide(&message, now),
             Decision::Reply { .. }
         ));
     }

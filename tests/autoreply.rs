@@ -204,6 +204,15 @@ async fn answers_the_sender_once_and_never_delivers_the_mailbox() {
     );
     assert!(text.contains("Auto-Submitted: auto-replied\r\n"), "{text}");
 
+    // Remembered across restarts, in the spool directory.
+    let saved = gw
+        .queue_dir()
+        .parent()
+        .map(|spool| spool.join("autoreply.json"))
+        .expect("spool directory");
+    let saved = std::fs::read_to_string(saved).expect("auto-reply state saved");
+    assert!(saved.contains(ALICE), "{saved}");
+
     // bob reaches the internal server, the auto-reply mailbox does not.
     let deadline = Instant::now() + IO_TIMEOUT;
     while sink.delivered().is_empty() {

@@ -353,6 +353,7 @@ impl Relay {
             } => match self.store(&envelope, &bytes).await {
                 Ok(reply_id) => {
                     tracing::info!(queue_id = %message.id, reply_id = %reply_id, to = %sender, "auto-reply mailbox: answer queued for the outbound relay");
+                    responder.save().await;
                     Ok("sent")
                 }
                 Err(e) => {
