@@ -140,6 +140,29 @@ mod tests {
         dns: DnsMethod,
     }
 
+    #[derive(Debug, Deserialize)]
+    struct Window {
+        #[serde(
+            default = "default_auto_reply_window",
+            deserialize_with = "deserialize_window"
+        )]
+        auto_reply_window: Duration,
+    }
+
+    #[test]
+    fn the_auto_reply_window_defaults_to_a_day_and_must_be_positive() {
+        let w: Window = toml::from_str("").expect("default");
+        assert_eq!(w.auto_reply_window, Duration::from_secs(86_400));
+        let w: Window = toml::from_str("auto_reply_window = \"12h\"").expect("12h");
+        assert_eq!(w.auto_reply_window, Duration::from_secs(43_200));
+        for bad in ["0s", "soon", "12"] {
+            let e = toml::from_str::<Window>(&format!("auto_reply_window = \"{bad}\""))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("auto_reply_window"), "{e}");
+        }
+    }
+
     #[test]
     fn one_dns_method_only() {
         let ok: Wrap =

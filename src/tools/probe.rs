@@ -220,22 +220,18 @@ pub async fn run(config: &Config, options: &Options) -> Report {
         return finish(to, &domain, &from, options.send, steps);
     };
 
+    let target = Target {
+        config,
+        options,
+        domain: &domain,
+        to,
+        from: &from,
+        list: list.as_ref(),
+    };
     let mut worked = false;
     for host in &hosts {
         let before = steps.0.len();
-        if probe_host(
-            config,
-            options,
-            &resolver,
-            host,
-            &domain,
-            to,
-            &from,
-            list.as_ref(),
-            &mut steps,
-        )
-        .await
-        {
+        if probe_host(&target, &resolver, host, &mut steps).await {
             worked = true;
             // The hosts tried before did not work, but this one does: their failures
             // are warnings now.
@@ -464,20 +460,28 @@ impl Session {
     }
 }
 
+/// What every step of one probe needs.
+struct Target<'a> {
+    config: &'a Config,
+    options: &'a Options,
+    /// The recipient's domain.
+    domain: &'a str,
+    to: &'a str,
+    from: &'a str,
+    /// The liste blanche, when it could be loaded.
+    list: Option<&'a Whitelist>,
+}
+
 /// Probes one MX host; true when it "worked" (a TLS session was established), after
 /// which no other host is tried.
-#[allow(clippy::too_many_arguments)]
-async fn probe_host(
-    config: &Config,
-    options: &Options,
-    resolver: &Resolver,
-    host: &str,
-    domain: &str,
-    to: &str,
-    from: &str,
-    list: Option<&Whitelist>,
-    steps: &mut Steps,
-) -> bool {
+async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut Steps) -> bool {
+    let Target {
+        config,
+        options,
+        domain,
+        list,
+        ..
+    } = *t;
     let h = Some(host);
     let addresses: Vec<IpAddr> = match resolver.addresses(host).await {
         Ok(a) => {
@@ -832,32 +836,22 @@ async fn probe_host(
             return true;
         }
     }
-    transaction(
-        &mut s,
-        host,
-        to,
-        from,
-        options.send && trusted,
-        options.send,
-        config,
-        steps,
-    )
-    .await;
+    transaction(t, &mut s, host, trusted, steps).await;
     true
 }
 
-/// MAIL, RCPT, then DATA (when `send`) or RSET, then QUIT.
-#[allow(clippy::too_many_arguments)]
+/// MAIL, RCPT, then DATA (with `--send`, when the server was `trusted`) or RSET, then
+/// QUIT.
 async fn transaction(
+    t: &Target<'_>,
     s: &mut Session,
     host: &str,
-    to: &str,
-    from: &str,
-    send: bool,
-    send_asked: bool,
-    config: &Config,
+    trusted: bool,
     steps: &mut Steps,
 ) {
+    let (to, from) = (t.to, t.from);
+    let send_asked = t.options.send;
+    let send = send_asked && trusted;
     let verdict = |r: &Reply| match r.code {
         200..=299 => Status::Pass,
         400..=499 => Status::Warn,
@@ -907,7 +901,7 @@ async fn transaction(
         false
     };
     if send && rcpt {
-        data(s, host, to, from, config, steps).await;
+        data(t, s, host, steps).await;
     } else {
         let why = if send_asked && !send {
             "no test message sent: the server failed the checks above, and the gateway would not send to it"
@@ -948,14 +942,8 @@ async fn transaction(
     }
 }
 
-async fn data(
-    s: &mut Session,
-    host: &str,
-    to: &str,
-    from: &str,
-    config: &Config,
-    steps: &mut Steps,
-) {
+async fn data(t: &Target<'_>, s: &mut Session, host: &str, steps: &mut Steps) {
+    let (to, from, config) = (t.to, t.from, t.config);
     match s.command("DATA").await {
         Ok(r) if r.code == 354 => {}
         Ok(r) => {
