@@ -49,10 +49,23 @@ fn peer_a_config(dir: &Path, dns: SocketAddr) -> Config {
 }
 
 async fn run_probe(peer: &TestGateway, mx: &str, send: bool) -> Report {
-    let dns = DnsServer::start(&[
-        (LOCAL_DOMAIN, RecordSpec::mx(10, mx)),
-        (mx, RecordSpec::A(Ipv4Addr::LOCALHOST)),
-    ]);
+    run_probe_with_zone(
+        peer,
+        &[
+            (LOCAL_DOMAIN, RecordSpec::mx(10, mx)),
+            (mx, RecordSpec::A(Ipv4Addr::LOCALHOST)),
+        ],
+        send,
+    )
+    .await
+}
+
+async fn run_probe_with_zone(
+    peer: &TestGateway,
+    zone: &[(&str, RecordSpec)],
+    send: bool,
+) -> Report {
+    let dns = DnsServer::start(zone);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = peer_a_config(dir.path(), dns.addr);
     let mut options = probe::Options::new(TO);
@@ -160,6 +173,35 @@ async fn an_mx_host_that_is_not_the_certificate_cn_fails() {
     assert_eq!(step(&report, "chain").status, Status::Pass, "{text}");
     assert!(report.steps_named("data").is_empty(), "{text}");
     assert!(peer.spooled_messages().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_first_mx_is_a_warning_when_the_next_one_works() {
+    let peer = TestGateway::start().await;
+    let down = "down.gateway.test.mssante.fr";
+    let report = run_probe_with_zone(
+        &peer,
+        &[
+            (LOCAL_DOMAIN, RecordSpec::mx(10, down)),
+            (LOCAL_DOMAIN, RecordSpec::mx(20, MX_HOST)),
+            // Nothing listens on 127.0.0.2: the connection is refused.
+            (down, RecordSpec::A(Ipv4Addr::new(127, 0, 0, 2))),
+            (MX_HOST, RecordSpec::A(Ipv4Addr::LOCALHOST)),
+        ],
+        true,
+    )
+    .await;
+    let text = report.to_text();
+    assert_eq!(report.status, Status::Warn, "{text}");
+    assert_eq!(report.exit_code(), 1);
+    let connects = report.steps_named("connect");
+    assert_eq!(connects.len(), 2, "{text}");
+    assert_eq!(connects[0].host.as_deref(), Some(down));
+    assert_eq!(connects[0].status, Status::Warn, "{text}");
+    assert_eq!(connects[1].host.as_deref(), Some(MX_HOST));
+    assert_eq!(connects[1].status, Status::Pass, "{text}");
+    assert_eq!(step(&report, "data").status, Status::Pass, "{text}");
+    assert_eq!(peer.spooled_messages().len(), 1);
 }
 
 #[tokio::test]
