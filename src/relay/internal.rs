@@ -10,10 +10,9 @@ use time::OffsetDateTime;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::autoreply::{AutoReplier, Decision};
-
 use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::dsn::{self, Action, RecipientReport};
+use crate::autoreply::{AutoReplier, Decision};
 use crate::config::{RelayProtocol, RelaySettings};
 use crate::metrics::Metrics;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
