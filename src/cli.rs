@@ -87,6 +87,36 @@ pub enum Command {
         #[arg(long)]
         no_dns: bool,
     },
+    /// A tester's view of a peer operator: the recipient domain's liste blanche entries,
+    /// its MX records, then for each MX until one works the TCP connection, greeting, EHLO,
+    /// STARTTLS, the TLS handshake with our certificate, the server's chain, its CN against
+    /// the MX host and its DN against the list, then MAIL and RCPT (and RSET, or a test
+    /// message with --send). One verdict per step with the SMTP exchange; exit 0 (all
+    /// pass), 1 (warnings) or 2 (failures).
+    Probe {
+        /// The recipient at the peer operator (`user@domain`).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// The sender (default: `postmaster@<first local domain>`).
+        #[arg(long, value_name = "ADDRESS")]
+        from: Option<String>,
+        /// The configuration file (TOML): our certificate, anchors, liste blanche, DNS.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Send a test message (Subject "Test mssante-gateway probe") instead of RSET
+        /// after RCPT. It is sent only if the server passed every check.
+        #[arg(long)]
+        send: bool,
+        /// DNS server to ask instead of `dns.name_servers` (`IP` or `IP:port`, repeatable).
+        #[arg(long = "nameserver", value_name = "ADDR")]
+        nameservers: Vec<String>,
+        /// SMTP port of the MX hosts.
+        #[arg(long, default_value_t = 25)]
+        port: u16,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the Annexe 1 declaration (adding, removing or switching domains in the liste
     /// blanche), pre-filled from `[operator]` and our certificate, in French as ANS reads
     /// it. Every field is checked by the form's rules; all problems are listed (exit 2).

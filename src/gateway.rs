@@ -80,13 +80,16 @@ impl Gateway {
             "spool recovered"
         );
         let relay = match &config.relay {
-            Some(settings) => Some(Arc::new(Relay::new(
-                Arc::clone(&spool),
-                settings.clone(),
-                Arc::clone(&metrics),
-                config.hostname.clone(),
-                config.local_domains.clone(),
-            )?)),
+            Some(settings) => Some(Arc::new(
+                Relay::new(
+                    Arc::clone(&spool),
+                    settings.clone(),
+                    Arc::clone(&metrics),
+                    config.hostname.clone(),
+                    config.local_domains.clone(),
+                )?
+                .with_auto_reply(crate::autoreply::AutoReplier::from_config(config)),
+            )),
             None => {
                 tracing::warn!("no [relay] section: accepted messages stay in the spool");
                 None

@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`), the integration tests and the benchmarks all use this library.
 #![forbid(unsafe_code)]
 
+pub mod autoreply;
 pub mod config;
 pub mod dns;
 pub mod gateway;

@@ -9,7 +9,7 @@ use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
-use mssante_gateway::tools::{annexe1, doctor, sample_whitelist, test_pki};
+use mssante_gateway::tools::{annexe1, doctor, probe, sample_whitelist, test_pki};
 use mssante_gateway::trust::pki::TrustStore;
 use mssante_gateway::whitelist::SignerIdentity;
 
@@ -56,7 +56,74 @@ fn main() -> ExitCode {
             nameservers,
             no_dns,
         } => doctor(&config, json, &nameservers, no_dns),
+        Command::Probe {
+            to,
+            from,
+            config,
+            send,
+            nameservers,
+            port,
+            json,
+        } => probe(&config, to, from, send, &nameservers, port, json),
     }
+}
+
+/// `--nameserver` values: `IP` (port 53) or `IP:port`.
+fn parse_nameservers(values: &[String]) -> Result<Vec<std::net::SocketAddr>, ExitCode> {
+    values
+        .iter()
+        .map(|ns| {
+            ns.parse::<std::net::SocketAddr>()
+                .or_else(|_| ns.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| {
+                    eprintln!("--nameserver {ns}: expected an IP address, optionally with a port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)");
+                    ExitCode::from(2)
+                })
+        })
+        .collect()
+}
+
+fn probe(
+    path: &Path,
+    to: String,
+    from: Option<String>,
+    send: bool,
+    nameservers: &[String],
+    port: u16,
+    json: bool,
+) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut options = probe::Options::new(to);
+    options.from = from;
+    options.send = send;
+    options.port = port;
+    options.nameservers = match parse_nameservers(nameservers) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(probe::run(&config, &options));
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("probe: cannot write JSON: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::from(report.exit_code())
 }
 
 fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> ExitCode {
@@ -68,18 +135,10 @@ fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> Exit
         dns: !no_dns,
         ..doctor::Options::default()
     };
-    for ns in nameservers {
-        let parsed = ns
-            .parse::<std::net::SocketAddr>()
-            .or_else(|_| ns.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()));
-        match parsed {
-            Ok(addr) => options.nameservers.push(addr),
-            Err(_) => {
-                eprintln!("--nameserver {ns}: expected an IP address, optionally with a port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    options.nameservers = match parse_nameservers(nameservers) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

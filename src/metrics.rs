@@ -80,6 +80,8 @@ pub struct Metrics {
     pub delivery_latency_seconds: Histogram,
     /// Torn spool files moved to quarantine at recovery.
     pub spool_quarantined_total: IntCounter,
+    /// Messages to the auto-reply mailbox, by outcome (`sent`, or `suppressed_<reason>`).
+    pub autoreplies_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -232,6 +234,11 @@ impl Metrics {
             "Delivery attempts leaving recipients to retry later, by direction.",
             &["direction"],
         );
+        let autoreplies_total = counter_vec(
+            "mssante_autoreplies_total",
+            "Messages to the auto-reply mailbox, by outcome: sent, or suppressed_<reason> (loop protection).",
+            &["outcome"],
+        );
         let messages_bounced_total = counter_vec(
             "mssante_messages_bounced_total",
             "Messages with recipients failed for good (5xx reply or expiry), by direction.",
@@ -296,6 +303,7 @@ impl Metrics {
             messages_bounced_total,
             delivery_latency_seconds,
             spool_quarantined_total,
+            autoreplies_total,
         }
     }
 

@@ -5,7 +5,9 @@
 //! DNS method by construction); the form's rules (FQDN length, FINESS/SIRET keys, domains
 //! under `mssante.fr`...) are checked by `annexe1` and `doctor`, which name each field.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The `[operator]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -19,6 +21,14 @@ pub struct OperatorSettings {
     pub connector_editor: Option<String>,
     /// The auto-reply mailbox (exigence EX_GBM_4020): an address in one of our domains.
     pub auto_reply: String,
+    /// At most one automatic reply per sender within this time (`"1d"` by default), so
+    /// that two auto-responders cannot answer each other forever (RFC 3834 §2).
+    #[serde(
+        default = "default_auto_reply_window",
+        deserialize_with = "deserialize_window",
+        skip_serializing
+    )]
+    pub auto_reply_window: Duration,
     /// Who ANS writes to about the contract.
     pub legal_representative: LegalRepresentative,
     /// The MSSanté project lead.
@@ -34,6 +44,20 @@ pub struct OperatorSettings {
     /// `--add`/`--remove`).
     #[serde(default)]
     pub domains: Vec<DomainDeclaration>,
+}
+
+fn default_auto_reply_window() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+fn deserialize_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    match crate::config::parse_duration(&s) {
+        Some(w) if !w.is_zero() => Ok(w),
+        _ => Err(serde::de::Error::custom(format!(
+            "auto_reply_window \"{s}\" is not a positive duration: expected a number with a unit, such as \"1d\" or \"12h\""
+        ))),
+    }
 }
 
 /// The operator's legal representative and structure.
@@ -114,6 +138,29 @@ mod tests {
     #[derive(Debug, Deserialize)]
     struct Wrap {
         dns: DnsMethod,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Window {
+        #[serde(
+            default = "default_auto_reply_window",
+            deserialize_with = "deserialize_window"
+        )]
+        auto_reply_window: Duration,
+    }
+
+    #[test]
+    fn the_auto_reply_window_defaults_to_a_day_and_must_be_positive() {
+        let w: Window = toml::from_str("").expect("default");
+        assert_eq!(w.auto_reply_window, Duration::from_secs(86_400));
+        let w: Window = toml::from_str("auto_reply_window = \"12h\"").expect("12h");
+        assert_eq!(w.auto_reply_window, Duration::from_secs(43_200));
+        for bad in ["0s", "soon", "12"] {
+            let e = toml::from_str::<Window>(&format!("auto_reply_window = \"{bad}\""))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("auto_reply_window"), "{e}");
+        }
     }
 
     #[test]

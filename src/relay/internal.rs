@@ -12,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::dsn::{self, Action, RecipientReport};
+use crate::autoreply::{AutoReplier, Decision};
 use crate::config::{RelayProtocol, RelaySettings};
 use crate::metrics::Metrics;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
@@ -42,6 +43,8 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     hostname: String,
     local_domains: Vec<String>,
+    /// The auto-reply mailbox, answered here rather than delivered (see `autoreply`).
+    auto_reply: Option<AutoReplier>,
 }
 
 /// The fate of one recipient in one attempt.
@@ -82,7 +85,14 @@ impl Relay {
             metrics,
             hostname,
             local_domains,
+            auto_reply: None,
         })
+    }
+
+    /// Answers the auto-reply mailbox itself instead of delivering it.
+    pub fn with_auto_reply(mut self, auto_reply: Option<AutoReplier>) -> Relay {
+        self.auto_reply = auto_reply;
+        self
     }
 
     /// Starts the worker; it stops when `shutdown` turns true.
@@ -247,9 +257,14 @@ impl Relay {
             "inbound"
         };
         let pending = state.pending_recipients(env);
+        let (answered, pending): (Vec<String>, Vec<String>) = pending.into_iter().partition(|r| {
+            self.auto_reply
+                .as_ref()
+                .is_some_and(|a| a.settings.is_auto_reply(r))
+        });
+        let mut outcomes = self.answer_auto_reply(&message, answered).await;
         let (internal, elsewhere): (Vec<String>, Vec<String>) =
             pending.into_iter().partition(|r| self.is_local(r));
-        let mut outcomes: Vec<(String, Outcome)> = Vec::new();
         let mut remote_mta = None;
         if !internal.is_empty() {
             let received = received_header(&message, &self.hostname);
@@ -311,6 +326,58 @@ impl Relay {
         }
         self.settle(message, &mut state, outcomes, remote_mta, direction)
             .await;
+    }
+
+    /// Consumes the recipients that are the auto-reply mailbox: the answer, if one is due,
+    /// is spooled (from `<>`, outbound) and they count as delivered; if it cannot be
+    /// spooled they stay pending, so the sender is answered at a later attempt.
+    async fn answer_auto_reply(
+        &self,
+        message: &StoredMessage,
+        answered: Vec<String>,
+    ) -> Vec<(String, Outcome)> {
+        let Some(responder) = self.auto_reply.as_ref().filter(|_| !answered.is_empty()) else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        let sender = &message.envelope.mail_from;
+        let result = match responder.decide(message, now) {
+            Decision::Suppress(why) => {
+                tracing::info!(queue_id = %message.id, from = %sender, reason = why.as_str(), "auto-reply mailbox: no answer (loop protection)");
+                Ok(why.as_str())
+            }
+            Decision::Reply {
+                envelope,
+                message: bytes,
+            } => match self.store(&envelope, &bytes).await {
+                Ok(reply_id) => {
+                    tracing::info!(queue_id = %message.id, reply_id = %reply_id, to = %sender, "auto-reply mailbox: answer queued for the outbound relay");
+                    responder.save().await;
+                    Ok("sent")
+                }
+                Err(e) => {
+                    responder.forget(sender, now);
+                    tracing::error!(queue_id = %message.id, error = %e, "cannot spool the automatic answer; retried later");
+                    Err(format!("cannot spool the automatic answer: {e}"))
+                }
+            },
+        };
+        if let Ok(outcome) = result {
+            self.metrics
+                .autoreplies_total
+                .with_label_values(&[outcome])
+                .inc();
+        }
+        answered
+            .into_iter()
+            .map(|r| {
+                let o = match &result {
+                    Ok(_) => Outcome::Delivered,
+                    Err(e) => Outcome::Temporary(e.clone()),
+                };
+                (r, o)
+            })
+            .collect()
     }
 
     /// Applies one attempt's outcomes: DSNs, then complete, bounce or defer.

@@ -1,0 +1,273 @@
+//! The auto-reply mailbox end to end: a peer operator (peer-a, mutual TLS) writes to the
+//! address declared in `[operator] auto_reply`; the gateway answers it itself, from `<>`,
+//! once per sender and window, never to automatic mail, and never hands that recipient
+//! to the internal server.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use mssante_gateway::spool::{Direction, StoredMessage};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+
+const AUTO_REPLY: &str = "reponse-automatique@gateway.test.mssante.fr";
+const ALICE: &str = "alice@peer-a.test.mssante.fr";
+
+/// The internal server: accepts everything and records the recipients of each message.
+struct Sink {
+    addr: SocketAddr,
+    rcpts: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let addr = listener.local_addr().expect("sink address");
+        let rcpts = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&rcpts);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&seen)));
+            }
+        });
+        Sink { addr, rcpts }
+    }
+
+    fn delivered(&self) -> Vec<Vec<String>> {
+        self.rcpts.lock().expect("sink state").clone()
+    }
+}
+
+async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Vec<String>>>>) -> std::io::Result<()> {
+    let mut s = BufStream::new(stream);
+    s.write_all(b"220 sink ESMTP\r\n").await?;
+    s.flush().await?;
+    let mut rcpts = Vec::new();
+    loop {
+        let mut line = String::new();
+        if s.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            "250-sink\r\n250 8BITMIME\r\n"
+        } else if upper.starts_with("RCPT TO:<") {
+            rcpts.push(line.trim_end()[9..].trim_end_matches('>').to_string());
+            "250 2.1.5 ok\r\n"
+        } else if upper == "DATA" {
+            s.write_all(b"354 go ahead\r\n").await?;
+            s.flush().await?;
+            loop {
+                let mut l = String::new();
+                if s.read_line(&mut l).await? == 0 {
+                    return Ok(());
+                }
+                if l == ".\r\n" {
+                    break;
+                }
+            }
+            seen.lock()
+                .expect("sink state")
+                .push(std::mem::take(&mut rcpts));
+            "250 2.0.0 stored\r\n"
+        } else if upper == "QUIT" {
+            s.write_all(b"221 2.0.0 bye\r\n").await?;
+            s.flush().await?;
+            return Ok(());
+        } else {
+            "250 2.0.0 ok\r\n"
+        };
+        s.write_all(reply.as_bytes()).await?;
+        s.flush().await?;
+    }
+}
+
+/// The test gateway relaying to `sink`, with the `[operator]` section of
+/// `config/local.toml` (auto-reply mailbox in gateway.test.mssante.fr).
+async fn gateway(sink: &Sink) -> TestGateway {
+    let local =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/local.toml"))
+            .expect("read config/local.toml");
+    let local: toml::Table = toml::from_str(&local).expect("config/local.toml is TOML");
+    let operator = local["operator"].clone();
+    assert_eq!(operator["auto_reply"].as_str(), Some(AUTO_REPLY));
+    let internal = sink.addr.to_string();
+    TestGateway::start_with(move |t| {
+        t.insert("operator".into(), operator);
+        let mut relay = toml::Table::new();
+        relay.insert("internal".into(), internal.into());
+        t.insert("relay".into(), relay.into());
+    })
+    .await
+}
+
+/// Sends one message from peer-a.
+async fn send(gw: &TestGateway, from: &str, to: &[&str], headers: &str) {
+    let mut c = gw.established(Some("peer-a")).await;
+    let body = format!(
+        "From: <{from}>\r\nTo: <{AUTO_REPLY}>\r\nSubject: Test de la boite\r\nMessage-ID: <{}@peer-a.test.mssante.fr>\r\n{headers}\r\nBonjour\r\n",
+        rand_id()
+    );
+    c.send_message(from, to, body.as_bytes()).await;
+    c.quit().await;
+}
+
+fn rand_id() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
+
+fn autoreplies(gw: &TestGateway, outcome: &str) -> u64 {
+    gw.metrics
+        .autoreplies_total
+        .with_label_values(&[outcome])
+        .get()
+}
+
+/// Waits until the auto-responder has decided `n` times in all.
+async fn wait_for_decisions(gw: &TestGateway, n: u64) {
+    let outcomes = [
+        "sent",
+        "suppressed_null_sender",
+        "suppressed_auto_submitted",
+        "suppressed_precedence",
+        "suppressed_mailing_list",
+        "suppressed_system_sender",
+        "suppressed_own_address",
+        "suppressed_already_replied",
+    ];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let total: u64 = outcomes.iter().map(|o| autoreplies(gw, o)).sum();
+        if total >= n {
+            assert_eq!(total, n, "more decisions than messages sent");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the auto-responder decided {total} times, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Answers waiting in the queue: from `<>`, outbound.
+fn answers(gw: &TestGateway) -> Vec<StoredMessage> {
+    gw.spooled_messages()
+        .into_iter()
+        .filter(|m| m.envelope.mail_from.is_empty() && m.envelope.direction == Direction::Outbound)
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_the_sender_once_and_never_delivers_the_mailbox() {
+    let sink = Sink::start().await;
+    let gw = gateway(&sink).await;
+    let bob = format!("bob@{LOCAL_DOMAIN}");
+    send(&gw, ALICE, &[AUTO_REPLY, &bob], "").await;
+    wait_for_decisions(&gw, 1).await;
+    assert_eq!(autoreplies(&gw, "sent"), 1);
+
+    let replies = answers(&gw);
+    assert_eq!(replies.len(), 1, "one answer queued");
+    let reply = &replies[0];
+    let rcpts: Vec<&str> = reply
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, [ALICE]);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(
+        text.contains(&format!("From: <{AUTO_REPLY}>\r\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("To: <{ALICE}>\r\n")), "{text}");
+    assert!(
+        text.contains("Subject: =?UTF-8?B?UsOpcG9uc2UgYXV0b21hdGlxdWU6?=\r\n Test de la boite\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("In-Reply-To: <"), "{text}");
+    assert!(
+        text.contains("@peer-a.test.mssante.fr>\r\nReferences: <"),
+        "{text}"
+    );
+    assert!(text.contains("Auto-Submitted: auto-replied\r\n"), "{text}");
+
+    // Remembered across restarts, in the spool directory.
+    let saved = gw
+        .queue_dir()
+        .parent()
+        .map(|spool| spool.join("autoreply.json"))
+        .expect("spool directory");
+    let saved = std::fs::read_to_string(saved).expect("auto-reply state saved");
+    assert!(saved.contains(ALICE), "{saved}");
+
+    // bob reaches the internal server, the auto-reply mailbox does not.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while sink.delivered().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "bob's copy never reached the sink"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.delivered(), vec![vec![bob.clone()]]);
+
+    // A second message within the window: no second answer.
+    send(&gw, ALICE, &[AUTO_REPLY], "").await;
+    wait_for_decisions(&gw, 2).await;
+    assert_eq!(autoreplies(&gw, "suppressed_already_replied"), 1);
+    assert_eq!(answers(&gw).len(), 1);
+    // The original messages are done: only the answer (waiting for the outbound relay)
+    // is left in the queue.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while gw.spooled_messages().len() > 1 {
+        assert!(Instant::now() < deadline, "original messages left queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sink.delivered(), vec![vec![bob]]);
+}
+
+#[tokio::test]
+async fn never_answers_bounces_or_automatic_mail() {
+    let sink = Sink::start().await;
+    let gw = gateway(&sink).await;
+    send(&gw, "", &[AUTO_REPLY], "").await;
+    send(
+        &gw,
+        "carol@peer-a.test.mssante.fr",
+        &[AUTO_REPLY],
+        "Auto-Submitted: auto-replied\r\n",
+    )
+    .await;
+    send(
+        &gw,
+        "dave@peer-a.test.mssante.fr",
+        &[AUTO_REPLY],
+        "Precedence: bulk\r\n",
+    )
+    .await;
+    wait_for_decisions(&gw, 3).await;
+    assert_eq!(autoreplies(&gw, "suppressed_null_sender"), 1);
+    assert_eq!(autoreplies(&gw, "suppressed_auto_submitted"), 1);
+    assert_eq!(autoreplies(&gw, "suppressed_precedence"), 1);
+    assert_eq!(autoreplies(&gw, "sent"), 0);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !gw.spooled_messages().is_empty() {
+        assert!(Instant::now() < deadline, "messages left queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answers(&gw).is_empty());
+    assert!(sink.delivered().is_empty(), "{:?}", sink.delivered());
+}
