@@ -12,6 +12,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::dsn::{self, Action, RecipientReport};
+use super::outbound::{DomainDelivery, Outbound};
+use super::Outcome;
 use crate::config::{RelayProtocol, RelaySettings};
 use crate::metrics::Metrics;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
@@ -42,13 +44,9 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     hostname: String,
     local_domains: Vec<String>,
-}
-
-/// The fate of one recipient in one attempt.
-enum Outcome {
-    Delivered,
-    Permanent(Reply),
-    Temporary(String),
+    /// Delivery to other operators, for recipients outside `local_domains`; `None` leaves
+    /// them queued.
+    outbound: Option<Arc<Outbound>>,
 }
 
 impl Relay {
@@ -59,6 +57,7 @@ impl Relay {
         metrics: Arc<Metrics>,
         hostname: String,
         local_domains: Vec<String>,
+        outbound: Option<Arc<Outbound>>,
     ) -> Result<Relay, RelayError> {
         let tls = if settings.starttls {
             Some(tls_connector(&settings)?)
@@ -72,6 +71,7 @@ impl Relay {
             tls,
             auth: settings.auth.clone(),
             timeout: settings.timeout,
+            connect_timeout: settings.timeout,
         };
         Ok(Relay {
             slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
@@ -82,6 +82,7 @@ impl Relay {
             metrics,
             hostname,
             local_domains,
+            outbound,
         })
     }
 
@@ -244,7 +245,7 @@ impl Relay {
         let direction = if env.mail_from.is_empty() {
             "dsn"
         } else {
-            "inbound"
+            env.direction.as_str()
         };
         let pending = state.pending_recipients(env);
         let (internal, elsewhere): (Vec<String>, Vec<String>) =
@@ -301,16 +302,70 @@ impl Relay {
             }
         }
         if !elsewhere.is_empty() {
-            tracing::info!(queue_id = %id, rcpts = ?elsewhere, "recipients outside our domains wait for the outbound relay (not part of this gateway yet); left queued");
-            for r in elsewhere {
-                outcomes.push((
-                    r,
-                    Outcome::Temporary("waiting for the outbound relay".into()),
-                ));
-            }
+            let (o, mta) = self.deliver_outbound(&message, elsewhere).await;
+            outcomes.extend(o);
+            remote_mta = remote_mta.or(mta);
         }
         self.settle(message, &mut state, outcomes, remote_mta, direction)
             .await;
+    }
+
+    /// Hands recipients outside our domains to the outbound relay: one transaction per
+    /// recipient domain. Domains are tried one after the other: most messages go to one or
+    /// two domains, and other messages are delivered meanwhile by other tasks.
+    async fn deliver_outbound(
+        &self,
+        message: &StoredMessage,
+        recipients: Vec<String>,
+    ) -> (Vec<(String, Outcome)>, Option<String>) {
+        let Some(outbound) = &self.outbound else {
+            tracing::info!(queue_id = %message.id, rcpts = ?recipients, "recipients outside our domains wait for the outbound relay, which is not configured; left queued");
+            let outcomes = recipients
+                .into_iter()
+                .map(|r| {
+                    (
+                        r,
+                        Outcome::Temporary("waiting for the outbound relay".into()),
+                    )
+                })
+                .collect();
+            return (outcomes, None);
+        };
+        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+        for r in recipients {
+            let domain = r
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(r),
+                None => by_domain.push((domain, vec![r])),
+            }
+        }
+        let env = &message.envelope;
+        let received = received_header(message, &self.hostname);
+        let mut outcomes = Vec::new();
+        let mut remote_mta = None;
+        for (domain, rcpts) in &by_domain {
+            let result = outbound
+                .deliver(DomainDelivery {
+                    queue_id: &message.id,
+                    domain,
+                    transaction: Transaction {
+                        mail_from: &env.mail_from,
+                        eight_bit: env.body_8bitmime,
+                        smtputf8: env.smtputf8,
+                        recipients: rcpts,
+                        prefix: received.as_bytes(),
+                        body: &message.body,
+                    },
+                })
+                .await;
+            outcomes.extend(result.outcomes);
+            remote_mta = remote_mta.or(result.remote_mta);
+        }
+        (outcomes, remote_mta)
     }
 
     /// Applies one attempt's outcomes: DSNs, then complete, bounce or defer.
@@ -340,7 +395,7 @@ impl Relay {
             match outcome {
                 Outcome::Delivered => {
                     delivered += 1;
-                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the internal server");
+                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the next hop");
                     let action = if lmtp {
                         Action::Delivered
                     } else {
@@ -492,7 +547,7 @@ impl Relay {
                 if self.is_local(sender) {
                     tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
                 } else {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued; its sender is outside our domains, so it waits for the outbound relay");
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the outbound relay (its sender is outside our domains)");
                 }
                 true
             }
