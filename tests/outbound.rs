@@ -583,3 +583,61 @@ async fn a_permanent_refusal_sends_a_dsn_to_our_sender_through_the_internal_serv
     assert_eq!(outbound_counter(&w.gw.metrics.messages_bounced_total), 1);
     wait_for("queue empty", || w.gw.spooled_messages().is_empty()).await;
 }
+
+#[tokio::test]
+async fn a_dsn_to_a_peer_operators_sender_goes_out_to_that_peer() {
+    let w = world(&zone_a(), Some("peer-a")).await;
+    let missing = format!("nobody@{LOCAL_DOMAIN}");
+    w.internal.refuse(&missing, "550 5.1.1 no such user", None);
+    let mut c = w.gw.established(Some("peer-a")).await;
+    let sender = format!("dr.who@{PEER_A}");
+    c.send_message(&sender, &[&missing], &body("dsn-out")).await;
+    c.quit().await;
+    wait_for("the DSN at the peer", || !w.peer.delivered().is_empty()).await;
+    let dsn = &w.peer.delivered()[0];
+    assert_eq!(dsn.mail_from, "");
+    assert_eq!(dsn.rcpts, vec![sender]);
+    assert_eq!(
+        dsn.client_cn.as_deref(),
+        Some("smtp.gateway.test.mssante.fr")
+    );
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(
+        text.contains(&format!("Final-Recipient: rfc822;{missing}\r\n")),
+        "{text}"
+    );
+    wait_for("queue empty", || w.gw.spooled_messages().is_empty()).await;
+}
+
+#[test]
+fn the_outbound_section_is_checked_key_by_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    let with = |extra: &str| {
+        let mut t = common::base_config(&dir.path().join("spool"));
+        let extra: toml::Table = toml::from_str(extra).expect("valid TOML");
+        t.extend(extra);
+        toml::to_string(&t).expect("serialises")
+    };
+    let c = mssante_gateway::config::Config::from_toml(&path, &with("")).expect("defaults");
+    assert_eq!(c.outbound.port, 25);
+    assert_eq!(c.outbound.concurrency_per_domain, 2);
+    assert_eq!(c.outbound.connect_timeout, Duration::from_secs(30));
+    assert_eq!(c.outbound.helo, c.hostname);
+    let errors =
+        mssante_gateway::config::Config::from_toml(&path, &with("[outbound]\nbogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+    assert!(errors.contains("outbound.bogus"), "{errors}");
+    let errors = mssante_gateway::config::Config::from_toml(
+        &path,
+        &with("[outbound]\nconcurrency_per_domain = 0\nconnect_timeout = \"soon\"\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("outbound.concurrency_per_domain"),
+        "{errors}"
+    );
+    assert!(errors.contains("outbound.connect_timeout"), "{errors}");
+}

@@ -396,7 +396,9 @@ impl Relay {
                 Outcome::Delivered => {
                     delivered += 1;
                     tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the next hop");
-                    let action = if lmtp {
+                    // LMTP's final delivery is ours only for local recipients; a peer
+                    // operator's acceptance is a relay.
+                    let action = if lmtp && self.is_local(&rcpt) {
                         Action::Delivered
                     } else {
                         Action::Relayed
