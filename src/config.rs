@@ -94,6 +94,7 @@ struct RawOutbound {
     port: u16,
     connect_timeout: String,
     timeout: String,
+    concurrency: usize,
     concurrency_per_domain: usize,
     helo: Option<String>,
 }
@@ -104,6 +105,7 @@ impl Default for RawOutbound {
             port: 25,
             connect_timeout: "30s".into(),
             timeout: "5m".into(),
+            concurrency: 16,
             concurrency_per_domain: 2,
             helo: None,
         }
@@ -119,6 +121,9 @@ pub struct OutboundSettings {
     pub connect_timeout: Duration,
     /// Longest wait for any reply of a peer (greeting, each command, end of data).
     pub timeout: Duration,
+    /// Most simultaneous outbound transactions, all domains together: the bound on
+    /// connections to peers and on the delivery tasks waiting for them.
+    pub concurrency: usize,
     /// Most simultaneous transactions to one recipient domain, so that a burst for one
     /// operator neither monopolises the workers nor trips the peer's connection limits.
     pub concurrency_per_domain: usize,
@@ -864,6 +869,12 @@ impl Config {
                 "must be a TCP port, 25 in the espace de confiance",
             );
         }
+        if o.concurrency == 0 {
+            p.add(
+                "outbound.concurrency",
+                "must be at least 1 (16 is the default)",
+            );
+        }
         if o.concurrency_per_domain == 0 {
             p.add(
                 "outbound.concurrency_per_domain",
@@ -975,6 +986,7 @@ impl Config {
                 port: o.port,
                 connect_timeout: outbound_connect,
                 timeout: outbound_timeout,
+                concurrency: o.concurrency,
                 concurrency_per_domain: o.concurrency_per_domain,
                 helo: outbound_helo,
             },

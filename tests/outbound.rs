@@ -641,3 +641,23 @@ fn the_outbound_section_is_checked_key_by_key() {
     );
     assert!(errors.contains("outbound.connect_timeout"), "{errors}");
 }
+
+#[tokio::test]
+async fn a_listed_domain_that_does_not_exist_in_dns_is_bounced_with_5_1_2() {
+    // peer-b's domain is on the liste blanche but absent from the zone: NXDOMAIN.
+    let w = world(&zone_a(), Some("peer-a")).await;
+    let sender = format!("dr.house@{LOCAL_DOMAIN}");
+    let rcpt = "colleague@peer-b.test.mssante.fr";
+    submit(&w.gw, &sender, &[rcpt], &body("nxdomain")).await;
+    wait_for("the DSN at the internal server", || {
+        !w.internal.delivered().is_empty()
+    })
+    .await;
+    let dsn = &w.internal.delivered()[0];
+    assert_eq!(dsn.rcpts, vec![sender]);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("Status: 5.1.2\r\n"), "{text}");
+    assert_eq!(failures(&w.gw, "dns_nxdomain"), 1);
+    assert_eq!(w.peer.sessions(), 0);
+    wait_for("queue empty", || w.gw.spooled_messages().is_empty()).await;
+}

@@ -39,8 +39,13 @@ pub struct Relay {
     options: ClientOptions,
     /// Idle sessions, most recently used last. Locked only to push or pop.
     pool: Mutex<Vec<Client>>,
-    /// Bounds simultaneous deliveries (and so sessions) to `internal_concurrency`.
+    /// Bounds simultaneous transactions (and so sessions) with the internal server to
+    /// `internal_concurrency`.
     slots: Arc<Semaphore>,
+    /// Bounds messages in delivery: room for every internal slot plus every outbound one,
+    /// so that slow peer operators do not hold the slots that our users' incoming mail
+    /// needs.
+    workers: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     hostname: String,
     local_domains: Vec<String>,
@@ -75,6 +80,9 @@ impl Relay {
         };
         Ok(Relay {
             slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
+            workers: Arc::new(Semaphore::new(
+                settings.internal_concurrency + outbound.as_ref().map_or(0, |o| o.concurrency()),
+            )),
             spool,
             settings,
             options,
@@ -115,7 +123,7 @@ impl Relay {
                 let mut stop = shutdown.clone();
                 tasks.spawn(async move {
                     let permit = tokio::select! {
-                        p = Arc::clone(&me.slots).acquire_owned() => p,
+                        p = Arc::clone(&me.workers).acquire_owned() => p,
                         _ = stop.wait_for(|s| *s) => {
                             me.spool.release(&id);
                             return;
@@ -254,6 +262,8 @@ impl Relay {
         let mut remote_mta = None;
         if !internal.is_empty() {
             let received = received_header(&message, &self.hostname);
+            // The semaphore is never closed; if it were, going on unbounded is harmless.
+            let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
             match self.session().await {
                 Ok(mut client) => {
                     remote_mta = Some(client.caps.name.clone());

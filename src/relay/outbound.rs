@@ -53,6 +53,8 @@ pub struct Outbound {
     /// Presents our IGC Santé certificate; the server's chain is judged after the handshake.
     connector: tokio_rustls::TlsConnector,
     metrics: Arc<Metrics>,
+    /// Bounds outbound transactions overall.
+    slots: Arc<Semaphore>,
     /// One semaphore per recipient domain, created on first use. Domains are those of the
     /// liste blanche (a few thousand at most), so the map stays small.
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -96,6 +98,7 @@ impl Outbound {
     ) -> Result<Outbound, TlsConfigError> {
         let connector = tokio_rustls::TlsConnector::from(client_config(identity, versions)?);
         Ok(Outbound {
+            slots: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             resolver,
             whitelist,
@@ -104,6 +107,11 @@ impl Outbound {
             metrics,
             per_domain: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Most simultaneous outbound transactions.
+    pub fn concurrency(&self) -> usize {
+        self.settings.concurrency
     }
 
     fn domain_slots(&self, domain: &str) -> Arc<Semaphore> {
@@ -163,8 +171,15 @@ impl Outbound {
             };
         }
 
-        let slots = self.domain_slots(domain);
-        let Ok(_permit) = slots.acquire_owned().await else {
+        let domain_slots = self.domain_slots(domain);
+        let permits = match domain_slots.acquire_owned().await {
+            Ok(p) => Arc::clone(&self.slots)
+                .acquire_owned()
+                .await
+                .map(|g| (p, g)),
+            Err(e) => Err(e),
+        };
+        let Ok(_permits) = permits else {
             // The semaphore is never closed; treat the impossible as a temporary failure.
             return DomainResult {
                 outcomes: all(&|| Outcome::Temporary("451 4.3.0 internal error".into())),
