@@ -359,7 +359,7 @@ fn strip_received(data: &[u8]) -> (&str, &[u8]) {
 
 fn body(tag: &str) -> Vec<u8> {
     let mut b = format!(
-        "Message-ID: <{tag}@{LOCAL_DOMAIN}>\r\nSubject: compte rendu\r\nX-MSS-CODECDA: 11490-0\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        "Message-ID: <{tag}@{LOCAL_DOMAIN}>\r\nDate: Wed, 04 Mar 2026 05:06:07 +0100\r\nFrom: <dr.house@{LOCAL_DOMAIN}>\r\nSubject: compte rendu\r\nX-MSS-CODECDA: 11490-0\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
     )
     .into_bytes();
     b.extend_from_slice("résumé médical\r\n.leading dot\r\n..two dots\r\nend\r\n".as_bytes());
@@ -660,4 +660,73 @@ async fn a_listed_domain_that_does_not_exist_in_dns_is_bounced_with_5_1_2() {
     assert_eq!(failures(&w.gw, "dns_nxdomain"), 1);
     assert_eq!(w.peer.sessions(), 0);
     wait_for("queue empty", || w.gw.spooled_messages().is_empty()).await;
+}
+
+/// Interoperability with Postfix as the receiving operator. Needs root and Debian's postfix
+/// package: `cargo test --test outbound -- --ignored postfix`.
+#[tokio::test]
+#[ignore = "needs root and Debian's postfix package"]
+async fn postfix_as_the_receiving_operator() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The postfix user delivers below it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = repo("tests/interop/postfix-peer.sh");
+    let pf_dir = dir.path().join("postfix");
+    let started = std::process::Command::new("sh")
+        .arg(&script)
+        .arg("start")
+        .arg(&pf_dir)
+        .arg(port.to_string())
+        .status()
+        .expect("run the Postfix script");
+    assert!(started.success(), "Postfix starts");
+    struct Stop(String, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("sh")
+                .arg(&self.0)
+                .arg("stop")
+                .arg(&self.1)
+                .status();
+        }
+    }
+    let _stop = Stop(script, pf_dir.clone());
+    let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
+    let dns = DnsServer::start(&zone_a());
+    let gw = gateway(internal.addr, &dns, port).await;
+    let b = body("postfix");
+    submit(
+        &gw,
+        &format!("dr.house@{LOCAL_DOMAIN}"),
+        &[&format!("colleague@{PEER_A}")],
+        &b,
+    )
+    .await;
+    let inbox = pf_dir.join("mail/inbox/new");
+    wait_for("a message in Postfix's Maildir", || {
+        std::fs::read_dir(&inbox).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
+    let file = std::fs::read_dir(&inbox)
+        .expect("inbox")
+        .next()
+        .expect("one file")
+        .expect("entry")
+        .path();
+    // Postfix stores LF line ends; compare without CR.
+    let got = String::from_utf8_lossy(&std::fs::read(file).expect("read")).replace('\r', "");
+    let sent = String::from_utf8_lossy(&b).replace('\r', "");
+    assert!(got.ends_with(&sent), "body intact:\n{got}");
+    assert!(
+        got.contains("Client CN \"smtp.gateway.test.mssante.fr\""),
+        "Postfix saw and verified our client certificate:\n{got}"
+    );
+    assert!(got.contains("by smtp.gateway.test.mssante.fr (mssante-gateway)"));
+    wait_for("queue empty", || gw.spooled_messages().is_empty()).await;
+    assert_eq!(outbound_counter(&gw.metrics.messages_relayed_total), 1);
 }
