@@ -517,6 +517,18 @@ async fn an_expired_server_certificate_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn a_revoked_server_certificate_is_not_trusted() {
+    let w = world(&zone_a(), Some("peer-revoked")).await;
+    assert_deferred_untrusted(&w, "server_cert_revoked").await;
+}
+
+#[tokio::test]
+async fn a_server_certificate_not_yet_valid_is_not_trusted() {
+    let w = world(&zone_a(), Some("peer-not-yet-valid")).await;
+    assert_deferred_untrusted(&w, "server_cert_not_yet_valid").await;
+}
+
+#[tokio::test]
 async fn a_peer_without_starttls_never_gets_mail_in_plaintext() {
     let w = world(&zone_a(), None).await;
     assert_deferred_untrusted(&w, "starttls_unavailable").await;
