@@ -742,3 +742,19 @@ async fn postfix_as_the_receiving_operator() {
     wait_for("queue empty", || gw.spooled_messages().is_empty()).await;
     assert_eq!(outbound_counter(&gw.metrics.messages_relayed_total), 1);
 }
+
+#[tokio::test]
+async fn consecutive_messages_to_one_peer_share_a_session() {
+    let w = world(&zone_a(), Some("peer-a")).await;
+    let from = format!("dr.house@{LOCAL_DOMAIN}");
+    for (i, rcpt) in ["colleague", "secretary"].iter().enumerate() {
+        submit(&w.gw, &from, &[&format!("{rcpt}@{PEER_A}")], &body(rcpt)).await;
+        wait_for("delivery", || w.peer.delivered().len() == i + 1).await;
+    }
+    assert_eq!(
+        w.peer.sessions(),
+        1,
+        "the second message reused the session"
+    );
+    assert_eq!(outbound_counter(&w.gw.metrics.messages_relayed_total), 2);
+}

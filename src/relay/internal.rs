@@ -165,6 +165,9 @@ impl Relay {
         for s in sessions {
             s.quit().await;
         }
+        if let Some(outbound) = &self.outbound {
+            outbound.close_all().await;
+        }
         tracing::info!("relay stopped");
     }
 
@@ -186,6 +189,9 @@ impl Relay {
         };
         for c in expired {
             tokio::spawn(c.quit());
+        }
+        if let Some(outbound) = &self.outbound {
+            outbound.close_idle_sessions();
         }
     }
 

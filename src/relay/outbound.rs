@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::{ServerName, UnixTime};
@@ -41,6 +41,10 @@ use crate::metrics::Metrics;
 use crate::policy::names_match;
 use crate::trust::{client_config, verify_chain, OurIdentity, TlsConfigError, TlsVersions, Usage};
 use crate::whitelist::live::WhitelistState;
+
+/// How long a session to a peer may wait unused for the next message. Short: a peer's
+/// connection slots are shared by every operator of the espace.
+const IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// What the outbound relay needs; shared by every delivery.
 pub struct Outbound {
@@ -58,6 +62,11 @@ pub struct Outbound {
     /// One semaphore per recipient domain, created on first use. Domains are those of the
     /// liste blanche (a few thousand at most), so the map stays small.
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Sessions whose last transaction succeeded, by MX host and address, reused with RSET
+    /// for the next message to the same host (for any domain it serves: the server checks
+    /// are run again on each reuse). At most one per transaction in flight, so bounded by
+    /// `concurrency`.
+    idle: Mutex<HashMap<(String, IpAddr), Vec<Client>>>,
 }
 
 /// One message's recipients at one domain.
@@ -106,6 +115,7 @@ impl Outbound {
             connector,
             metrics,
             per_domain: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
         })
     }
 
@@ -124,6 +134,66 @@ impl Outbound {
             map.entry(domain.to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.settings.concurrency_per_domain))),
         )
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), Vec<Client>>> {
+        // Push and pop cannot leave the map inconsistent, so a poisoned lock is usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A pooled session to `mx` at `ip` that still answers RSET, if any.
+    async fn take_idle(&self, mx: &str, ip: IpAddr) -> Option<Client> {
+        loop {
+            let popped = self
+                .lock_idle()
+                .get_mut(&(mx.to_string(), ip))
+                .and_then(Vec::pop);
+            let mut c = popped?;
+            if c.last_used.elapsed() >= IDLE_FOR {
+                tokio::spawn(c.quit());
+                continue;
+            }
+            if c.rset().await.is_ok() {
+                return Some(c);
+            }
+        }
+    }
+
+    fn give_back(&self, mx: &str, ip: IpAddr, c: Client) {
+        self.lock_idle()
+            .entry((mx.to_string(), ip))
+            .or_default()
+            .push(c);
+    }
+
+    /// Closes sessions unused for too long (the worker calls it now and then).
+    pub fn close_idle_sessions(&self) {
+        let expired: Vec<Client> = {
+            let mut map = self.lock_idle();
+            let mut old = Vec::new();
+            for sessions in map.values_mut() {
+                let (gone, keep): (Vec<Client>, Vec<Client>) = sessions
+                    .drain(..)
+                    .partition(|c| c.last_used.elapsed() >= IDLE_FOR);
+                *sessions = keep;
+                old.extend(gone);
+            }
+            map.retain(|_, v| !v.is_empty());
+            old
+        };
+        for c in expired {
+            tokio::spawn(c.quit());
+        }
+    }
+
+    /// Says QUIT to every pooled session (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Client> = self.lock_idle().drain().flat_map(|(_, v)| v).collect();
+        for c in all {
+            c.quit().await;
+        }
     }
 
     fn fail(&self, reason: &str) {
@@ -306,7 +376,13 @@ impl Outbound {
                 "outbound delivery attempt"
             );
         };
-        let mut client = match Client::connect(&opts).await {
+        let pooled = self.take_idle(mx, ip).await;
+        let reused = pooled.is_some();
+        let connected = match pooled {
+            Some(c) => Ok(c),
+            None => Client::connect(&opts).await,
+        };
+        let mut client = match connected {
             Ok(c) => c,
             Err(e) => {
                 let (reason, next_host) = match &e {
@@ -334,7 +410,7 @@ impl Outbound {
         let result = client.send(&d.transaction).await;
         let (outcomes, reply_text, verdict) = match result {
             Ok(replies) => {
-                client.quit().await;
+                self.give_back(mx, ip, client);
                 let summary = replies
                     .iter()
                     .map(|r| r.to_string())
@@ -389,6 +465,7 @@ impl Outbound {
             ip = %ip,
             tls = %tls,
             remote_dn = %identity,
+            reused,
             rcpts = ?d.transaction.recipients,
             reply = %reply_text,
             outcome = verdict,
