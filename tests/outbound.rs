@@ -273,6 +273,16 @@ const MX_B: &str = "smtp.peer-b.test.mssante.fr";
 /// A gateway whose internal server is `internal`, whose DNS is `dns`, delivering to peers
 /// on `port`, with a short retry schedule.
 async fn gateway(internal: SocketAddr, dns: &DnsServer, port: u16) -> TestGateway {
+    gateway_with(internal, dns, port, |_| {}).await
+}
+
+/// [`gateway`], with `change` applied last.
+async fn gateway_with(
+    internal: SocketAddr,
+    dns: &DnsServer,
+    port: u16,
+    change: impl FnOnce(&mut toml::Table),
+) -> TestGateway {
     let extra = format!(
         r#"
 [submission]
@@ -302,6 +312,7 @@ timeout = "10s"
         for (k, v) in extra {
             t.insert(k, v);
         }
+        change(t);
     })
     .await
 }
@@ -757,4 +768,54 @@ async fn consecutive_messages_to_one_peer_share_a_session() {
         "the second message reused the session"
     );
     assert_eq!(outbound_counter(&w.gw.metrics.messages_relayed_total), 2);
+}
+
+#[tokio::test]
+async fn nothing_leaves_while_our_liste_blanche_is_stale() {
+    // No list could ever be loaded: no cache, and the download fails at once.
+    let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
+    let peer = Peer::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        Some(peer_tls("peer-a")),
+    )
+    .await;
+    let dns = DnsServer::start(&zone_a());
+    let gw = gateway_with(internal.addr, &dns, peer.addr.port(), |t| {
+        let w = t["whitelist"].as_table_mut().expect("[whitelist]");
+        w.insert("fetch".into(), true.into());
+        w.insert("url".into(), "https://127.0.0.1:1/liste.xml".into());
+        w.insert("cache".into(), "no-such-cache.xml".into());
+    })
+    .await;
+    // The submission listener refuses RCPT meanwhile, so the message is one spooled
+    // earlier, when the list was fresh.
+    let envelope = mssante_gateway::spool::Envelope {
+        direction: mssante_gateway::spool::Direction::Outbound,
+        received_at: "2026-03-04T05:06:07Z".into(),
+        peer_addr: "127.0.0.1:40000".into(),
+        helo: "mail.internal.example".into(),
+        peer_dn: None,
+        tls: None,
+        mail_from: format!("dr.house@{LOCAL_DOMAIN}"),
+        envid: None,
+        ret_full: None,
+        body_8bitmime: false,
+        smtputf8: false,
+        recipients: vec![mssante_gateway::spool::Recipient {
+            address: format!("colleague@{PEER_A}"),
+            notify: 0,
+            orcpt: None,
+        }],
+    };
+    let spool = &gw.gateway().spool;
+    let mut m = spool.create(&envelope).await.expect("create");
+    m.write(&body("stale")).await.expect("write");
+    m.commit().await.expect("commit");
+    wait_for("a deferral for the stale list", || {
+        failures(&gw, "whitelist_stale") >= 1
+            && outbound_counter(&gw.metrics.messages_deferred_total) >= 1
+    })
+    .await;
+    assert_eq!(peer.sessions(), 0, "no peer contacted");
+    assert_eq!(gw.spooled_messages().len(), 1);
 }

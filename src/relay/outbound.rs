@@ -205,11 +205,11 @@ impl Outbound {
 
     /// Delivers `d` and tells each recipient's fate.
     pub async fn deliver(&self, d: DomainDelivery<'_>) -> DomainResult {
-        let all = |o: &dyn Fn() -> Outcome| -> Vec<(String, Outcome)> {
+        let all = |o: Outcome| -> Vec<(String, Outcome)> {
             d.transaction
                 .recipients
                 .iter()
-                .map(|r| (r.clone(), o()))
+                .map(|r| (r.clone(), o.clone()))
                 .collect()
         };
         let id = d.queue_id;
@@ -220,11 +220,9 @@ impl Outbound {
             self.fail("whitelist_stale");
             tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "whitelist_stale", "outbound delivery: our liste blanche is out of date");
             return DomainResult {
-                outcomes: all(&|| {
-                    Outcome::Temporary(
-                        "451 4.7.1 our copy of the liste blanche is out of date".into(),
-                    )
-                }),
+                outcomes: all(Outcome::Temporary(
+                    "451 4.7.1 our copy of the liste blanche is out of date".into(),
+                )),
                 remote_mta: None,
             };
         }
@@ -236,7 +234,7 @@ impl Outbound {
                 text: format!("5.7.1 {domain} is not on the liste blanche: mail may not leave the espace de confiance"),
             };
             return DomainResult {
-                outcomes: all(&|| Outcome::Permanent(reply.clone())),
+                outcomes: all(Outcome::Permanent(reply)),
                 remote_mta: None,
             };
         }
@@ -252,7 +250,7 @@ impl Outbound {
         let Ok(_permits) = permits else {
             // The semaphore is never closed; treat the impossible as a temporary failure.
             return DomainResult {
-                outcomes: all(&|| Outcome::Temporary("451 4.3.0 internal error".into())),
+                outcomes: all(Outcome::Temporary("451 4.3.0 internal error".into())),
                 remote_mta: None,
             };
         };
@@ -269,7 +267,7 @@ impl Outbound {
                 };
                 tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = verdict, reason = e.reason(), error = %e, "outbound delivery: MX lookup failed");
                 return DomainResult {
-                    outcomes: all(&|| outcome.clone()),
+                    outcomes: all(outcome),
                     remote_mta: None,
                 };
             }
@@ -321,14 +319,14 @@ impl Outbound {
                 text: format!("5.4.4 no mail host of {domain} has an address: {detail}"),
             };
             return DomainResult {
-                outcomes: all(&|| Outcome::Permanent(reply.clone())),
+                outcomes: all(Outcome::Permanent(reply)),
                 remote_mta: None,
             };
         }
         tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason, error = %detail, "outbound delivery: no MX host could take the message");
         let text = format!("451 4.4.0 {reason}: {detail}");
         DomainResult {
-            outcomes: all(&|| Outcome::Temporary(text.clone())),
+            outcomes: all(Outcome::Temporary(text)),
             remote_mta: None,
         }
     }
