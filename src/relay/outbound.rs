@@ -46,6 +46,11 @@ use crate::whitelist::live::WhitelistState;
 /// connection slots are shared by every operator of the espace.
 const IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// Longest wait for a free slot of a recipient domain (or of the outbound relay): past it
+/// the recipients are deferred, so that a burst for one slow operator does not keep every
+/// worker waiting while other mail is due.
+const DOMAIN_WAIT: Duration = Duration::from_secs(30);
+
 /// What the outbound relay needs; shared by every delivery.
 pub struct Outbound {
     settings: OutboundSettings,
@@ -240,17 +245,22 @@ impl Outbound {
         }
 
         let domain_slots = self.domain_slots(domain);
-        let permits = match domain_slots.acquire_owned().await {
-            Ok(p) => Arc::clone(&self.slots)
-                .acquire_owned()
-                .await
-                .map(|g| (p, g)),
-            Err(e) => Err(e),
-        };
-        let Ok(_permits) = permits else {
-            // The semaphore is never closed; treat the impossible as a temporary failure.
+        let permits = tokio::time::timeout(DOMAIN_WAIT, async {
+            let p = domain_slots.acquire_owned().await.ok()?;
+            let g = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+            Some((p, g))
+        })
+        .await;
+        let Ok(Some(_permits)) = permits else {
+            // Waiting longer would hold a worker slot that other messages (our users'
+            // incoming mail among them) need; the message comes back on the schedule.
+            // (The semaphores are never closed, so `None` cannot happen.)
+            self.fail("domain_busy");
+            tracing::info!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "domain_busy", "outbound delivery: every slot for the domain stayed busy");
             return DomainResult {
-                outcomes: all(Outcome::Temporary("451 4.3.0 internal error".into())),
+                outcomes: all(Outcome::Temporary(format!(
+                    "451 4.4.5 too many deliveries to {domain} in progress"
+                ))),
                 remote_mta: None,
             };
         };
