@@ -84,6 +84,51 @@ struct RawConfig {
     operator: Option<OperatorSettings>,
     #[serde(default)]
     dns: DnsSettings,
+    #[serde(default)]
+    outbound: RawOutbound,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutbound {
+    port: u16,
+    connect_timeout: String,
+    timeout: String,
+    concurrency: usize,
+    concurrency_per_domain: usize,
+    helo: Option<String>,
+}
+
+impl Default for RawOutbound {
+    fn default() -> Self {
+        Self {
+            port: 25,
+            connect_timeout: "30s".into(),
+            timeout: "5m".into(),
+            concurrency: 16,
+            concurrency_per_domain: 2,
+            helo: None,
+        }
+    }
+}
+
+/// Delivery to other operators: the `[outbound]` section.
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// The port of the peers' MX hosts: 25 in the espace; tests point it elsewhere.
+    pub port: u16,
+    /// Longest wait for a TCP connection to one MX address before the next is tried.
+    pub connect_timeout: Duration,
+    /// Longest wait for any reply of a peer (greeting, each command, end of data).
+    pub timeout: Duration,
+    /// Most simultaneous outbound transactions, all domains together: the bound on
+    /// connections to peers and on the delivery tasks waiting for them.
+    pub concurrency: usize,
+    /// Most simultaneous transactions to one recipient domain, so that a burst for one
+    /// operator neither monopolises the workers nor trips the peer's connection limits.
+    pub concurrency_per_domain: usize,
+    /// Our name in EHLO; the host name (our certificate's CN) unless set.
+    pub helo: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +418,8 @@ pub struct Config {
     pub operator: Option<OperatorSettings>,
     /// How MX records are resolved for outbound delivery.
     pub dns: DnsSettings,
+    /// Delivery to other operators.
+    pub outbound: OutboundSettings,
 }
 
 /// TLS material, loaded and checked.
@@ -839,6 +886,38 @@ impl Config {
             .as_ref()
             .and_then(|r| relay_settings(&mut p, r, &resolve));
 
+        let o = &raw.outbound;
+        if o.port == 0 {
+            p.add(
+                "outbound.port",
+                "must be a TCP port, 25 in the espace de confiance",
+            );
+        }
+        if o.concurrency == 0 {
+            p.add(
+                "outbound.concurrency",
+                "must be at least 1 (16 is the default)",
+            );
+        }
+        if o.concurrency_per_domain == 0 {
+            p.add(
+                "outbound.concurrency_per_domain",
+                "must be at least 1 (2 is the default)",
+            );
+        }
+        let outbound_connect = duration(&mut p, "outbound.connect_timeout", &o.connect_timeout);
+        let outbound_timeout = duration(&mut p, "outbound.timeout", &o.timeout);
+        let outbound_helo = match &o.helo {
+            Some(h) => {
+                let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+                if !is_domain(&h) {
+                    p.add("outbound.helo", format!("\"{h}\" is not a host name"));
+                }
+                h
+            }
+            None => hostname.clone(),
+        };
+
         if !p.list.is_empty() {
             return Err(ConfigErrors(p.list));
         }
@@ -855,6 +934,8 @@ impl Config {
             Some(max_age),
             Some(fetch_timeout),
             Some(crl_refresh_interval),
+            Some(outbound_connect),
+            Some(outbound_timeout),
         ) = (
             identity,
             trust,
@@ -867,6 +948,8 @@ impl Config {
             max_age,
             fetch_timeout,
             crl_refresh_interval,
+            outbound_connect,
+            outbound_timeout,
         )
         else {
             return Err(ConfigErrors(vec![ConfigError {
@@ -927,6 +1010,14 @@ impl Config {
             relay,
             operator: raw.operator,
             dns: raw.dns,
+            outbound: OutboundSettings {
+                port: o.port,
+                connect_timeout: outbound_connect,
+                timeout: outbound_timeout,
+                concurrency: o.concurrency,
+                concurrency_per_domain: o.concurrency_per_domain,
+                helo: outbound_helo,
+            },
         })
     }
 

@@ -11,10 +11,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::dns::Resolver;
 use crate::inbound::listener::Listener;
 use crate::inbound::{InboundContext, LiveSettings, Role};
 use crate::metrics::{http, Metrics};
 use crate::relay::internal::Relay;
+use crate::relay::outbound::Outbound;
 use crate::spool::{Spool, SpoolError};
 use crate::trust::pki::TrustStore;
 use crate::trust::tls::{server_config, TlsConfigError};
@@ -33,6 +35,9 @@ pub enum StartError {
     /// The relay to the internal server could not be built.
     #[error("relay: {0}")]
     Relay(#[from] crate::relay::internal::RelayError),
+    /// The DNS resolver for outbound delivery could not be built.
+    #[error("outbound DNS: {0}")]
+    Dns(#[from] crate::dns::SetupError),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}; is another process using the port, or does binding a port below 1024 need CAP_NET_BIND_SERVICE?")]
     Bind {
@@ -79,25 +84,38 @@ impl Gateway {
             tmp_removed = recovered.tmp_removed,
             "spool recovered"
         );
+        let (shutdown, rx) = watch::channel(false);
+        let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
+        let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         let relay = match &config.relay {
-            Some(settings) => Some(Arc::new(
-                Relay::new(
-                    Arc::clone(&spool),
-                    settings.clone(),
+            Some(settings) => {
+                let resolver = Resolver::new(&config.dns)?;
+                let outbound = Outbound::new(
+                    config.outbound.clone(),
+                    resolver,
+                    Arc::clone(&whitelist),
+                    Arc::clone(&live),
+                    &config.tls.identity,
+                    config.tls.versions,
                     Arc::clone(&metrics),
-                    config.hostname.clone(),
-                    config.local_domains.clone(),
-                )?
-                .with_auto_reply(crate::autoreply::AutoReplier::from_config(config)),
-            )),
+                )?;
+                Some(Arc::new(
+                    Relay::new(
+                        Arc::clone(&spool),
+                        settings.clone(),
+                        Arc::clone(&metrics),
+                        config.hostname.clone(),
+                        config.local_domains.clone(),
+                        Some(Arc::new(outbound)),
+                    )?
+                    .with_auto_reply(crate::autoreply::AutoReplier::from_config(config)),
+                ))
+            }
             None => {
                 tracing::warn!("no [relay] section: accepted messages stay in the spool");
                 None
             }
         };
-        let (shutdown, rx) = watch::channel(false);
-        let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
-        let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         // Also built when the check is off, so a reload may turn it on.
         let resolver = crate::dns::Resolver::new(&config.dns)
             .map_err(|e| tracing::warn!(error = %e, "no DNS resolver: reverse DNS checks of peers will defer"))

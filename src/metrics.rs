@@ -76,6 +76,9 @@ pub struct Metrics {
     pub messages_deferred_total: IntCounterVec,
     /// Messages with recipients that failed for good (5xx or expiry), by direction.
     pub messages_bounced_total: IntCounterVec,
+    /// Outbound attempts that did not deliver, by reason (one per MX host tried, or per
+    /// domain when no host was tried: not listed, DNS, stale list).
+    pub outbound_failures_total: IntCounterVec,
     /// From acceptance to the last recipient's delivery.
     pub delivery_latency_seconds: Histogram,
     /// Torn spool files moved to quarantine at recovery.
@@ -244,6 +247,11 @@ impl Metrics {
             "Messages with recipients failed for good (5xx reply or expiry), by direction.",
             &["direction"],
         );
+        let outbound_failures_total = counter_vec(
+            "mssante_outbound_failures_total",
+            "Outbound delivery attempts that failed before or instead of a transaction, by reason.",
+            &["reason"],
+        );
         let delivery_latency_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "mssante_delivery_latency_seconds",
@@ -301,6 +309,7 @@ impl Metrics {
             messages_relayed_total,
             messages_deferred_total,
             messages_bounced_total,
+            outbound_failures_total,
             delivery_latency_seconds,
             spool_quarantined_total,
             autoreplies_total,

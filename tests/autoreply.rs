@@ -102,6 +102,16 @@ async fn gateway(sink: &Sink) -> TestGateway {
         let mut relay = toml::Table::new();
         relay.insert("internal".into(), internal.into());
         t.insert("relay".into(), relay.into());
+        // No name server answers: answers to the peer operator stay queued, where the
+        // test looks at them, instead of leaving through the outbound relay.
+        let mut dns = toml::Table::new();
+        dns.insert(
+            "name_servers".into(),
+            toml::Value::Array(vec!["127.0.0.1:9".into()]),
+        );
+        dns.insert("timeout".into(), "200ms".into());
+        dns.insert("attempts".into(), 1.into());
+        t.insert("dns".into(), dns.into());
     })
     .await
 }

@@ -314,6 +314,12 @@ cache = "{wl}"
 fetch = false
 signer_cn = "alb.test.mssante.fr"
 signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
+# No name server answers here: DSNs to remote senders stay queued for the outbound relay
+# (tests/outbound.rs covers that delivery).
+[dns]
+name_servers = ["127.0.0.1:9"]
+timeout = "1s"
+attempts = 1
 [relay]
 internal = "{internal}"
 internal_concurrency = 2

@@ -1,4 +1,6 @@
-//! A small SMTP/LMTP client for the internal server, with one result per recipient.
+//! A small SMTP/LMTP client with one result per recipient: the internal relay uses it for
+//! the internal server, the outbound relay for peer operators (STARTTLS required, the peer
+//! certificate kept for the checks that follow the handshake).
 //!
 //! Why not mail-send: its `send()` stops at the first refused recipient and hides the
 //! per-recipient replies we need for partial delivery, LMTP's per-recipient replies after
@@ -10,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
@@ -67,17 +69,24 @@ impl std::fmt::Display for Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The connection failed or was lost.
-    #[error("connection to the internal server: {0}")]
+    #[error("connection to the SMTP server: {0}")]
     Io(#[from] std::io::Error),
     /// The server did not answer in time.
-    #[error("the internal server did not answer within {0:?}")]
+    #[error("the SMTP server did not answer within {0:?}")]
     Timeout(Duration),
     /// The server said something that is not SMTP.
-    #[error("protocol error from the internal server: {0}")]
+    #[error("protocol error from the SMTP server: {0}")]
     Protocol(String),
     /// The server refused the session (greeting, EHLO, STARTTLS or AUTH).
-    #[error("the internal server refused the session: {0}")]
+    #[error("the SMTP server refused the session: {0}")]
     Refused(Reply),
+    /// TLS was required but the server does not offer STARTTLS: nothing is sent in
+    /// plaintext.
+    #[error("the SMTP server does not offer STARTTLS, which is required")]
+    StartTlsUnavailable,
+    /// The TLS handshake after STARTTLS failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
 }
 
 /// What the server offers after EHLO/LHLO.
@@ -112,6 +121,8 @@ pub struct ClientOptions {
     pub auth: Option<(String, String)>,
     /// Longest wait for any reply.
     pub timeout: Duration,
+    /// Longest wait for the TCP connection to be established.
+    pub connect_timeout: Duration,
 }
 
 /// One open session to the internal server.
@@ -123,6 +134,9 @@ pub struct Client {
     timeout: Duration,
     /// TLS version and cipher, when STARTTLS was used.
     pub tls: Option<String>,
+    /// The certificate chain the server presented at STARTTLS (leaf first), for the
+    /// caller's trust decision: the handshake itself may accept any chain.
+    pub peer_certificates: Vec<CertificateDer<'static>>,
     /// When this session last finished a transaction (for the pool's idle timeout).
     pub last_used: Instant,
 }
@@ -147,9 +161,9 @@ impl Client {
     /// Connects, reads the greeting, says EHLO/LHLO, upgrades with STARTTLS and
     /// authenticates as configured.
     pub async fn connect(opts: &ClientOptions) -> Result<Client, ClientError> {
-        let tcp = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.addr))
+        let tcp = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(opts.addr))
             .await
-            .map_err(|_| ClientError::Timeout(opts.timeout))??;
+            .map_err(|_| ClientError::Timeout(opts.connect_timeout))??;
         let _ = tcp.set_nodelay(true);
         let boxed: Box<dyn Io> = Box::new(tcp);
         let mut c = Client {
@@ -158,6 +172,7 @@ impl Client {
             lmtp: opts.lmtp,
             timeout: opts.timeout,
             tls: None,
+            peer_certificates: Vec::new(),
             last_used: Instant::now(),
         };
         let greeting = c.read_reply().await?;
@@ -166,6 +181,9 @@ impl Client {
         }
         c.hello(&opts.helo).await?;
         if let Some((connector, name)) = &opts.tls {
+            if !c.caps.starttls {
+                return Err(ClientError::StartTlsUnavailable);
+            }
             let r = c.command(b"STARTTLS\r\n").await?;
             if r.code != 220 {
                 return Err(ClientError::Refused(r));
@@ -179,8 +197,13 @@ impl Client {
             .into_inner();
             let tls = tokio::time::timeout(opts.timeout, connector.connect(name.clone(), plain))
                 .await
-                .map_err(|_| ClientError::Timeout(opts.timeout))??;
+                .map_err(|_| ClientError::Timeout(opts.timeout))?
+                .map_err(ClientError::Handshake)?;
             let (_, conn) = tls.get_ref();
+            c.peer_certificates = conn
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|cert| cert.clone().into_owned()).collect())
+                .unwrap_or_default();
             c.tls = Some(format!(
                 "{} {}",
                 conn.protocol_version()

@@ -12,6 +12,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::dsn::{self, Action, RecipientReport};
+use super::outbound::{DomainDelivery, Outbound};
+use super::Outcome;
 use crate::autoreply::{AutoReplier, Decision};
 use crate::config::{RelayProtocol, RelaySettings};
 use crate::metrics::Metrics;
@@ -38,20 +40,21 @@ pub struct Relay {
     options: ClientOptions,
     /// Idle sessions, most recently used last. Locked only to push or pop.
     pool: Mutex<Vec<Client>>,
-    /// Bounds simultaneous deliveries (and so sessions) to `internal_concurrency`.
+    /// Bounds simultaneous transactions (and so sessions) with the internal server to
+    /// `internal_concurrency`.
     slots: Arc<Semaphore>,
+    /// Bounds messages in delivery: room for every internal slot plus every outbound one,
+    /// so that slow peer operators do not hold the slots that our users' incoming mail
+    /// needs.
+    workers: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     hostname: String,
     local_domains: Vec<String>,
     /// The auto-reply mailbox, answered here rather than delivered (see `autoreply`).
     auto_reply: Option<AutoReplier>,
-}
-
-/// The fate of one recipient in one attempt.
-enum Outcome {
-    Delivered,
-    Permanent(Reply),
-    Temporary(String),
+    /// Delivery to other operators, for recipients outside `local_domains`; `None` leaves
+    /// them queued.
+    outbound: Option<Arc<Outbound>>,
 }
 
 impl Relay {
@@ -62,6 +65,7 @@ impl Relay {
         metrics: Arc<Metrics>,
         hostname: String,
         local_domains: Vec<String>,
+        outbound: Option<Arc<Outbound>>,
     ) -> Result<Relay, RelayError> {
         let tls = if settings.starttls {
             Some(tls_connector(&settings)?)
@@ -75,9 +79,13 @@ impl Relay {
             tls,
             auth: settings.auth.clone(),
             timeout: settings.timeout,
+            connect_timeout: settings.timeout,
         };
         Ok(Relay {
             slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
+            workers: Arc::new(Semaphore::new(
+                settings.internal_concurrency + outbound.as_ref().map_or(0, |o| o.concurrency()),
+            )),
             spool,
             settings,
             options,
@@ -86,6 +94,7 @@ impl Relay {
             hostname,
             local_domains,
             auto_reply: None,
+            outbound,
         })
     }
 
@@ -124,7 +133,7 @@ impl Relay {
                 let mut stop = shutdown.clone();
                 tasks.spawn(async move {
                     let permit = tokio::select! {
-                        p = Arc::clone(&me.slots).acquire_owned() => p,
+                        p = Arc::clone(&me.workers).acquire_owned() => p,
                         _ = stop.wait_for(|s| *s) => {
                             me.spool.release(&id);
                             return;
@@ -166,6 +175,9 @@ impl Relay {
         for s in sessions {
             s.quit().await;
         }
+        if let Some(outbound) = &self.outbound {
+            outbound.close_all().await;
+        }
         tracing::info!("relay stopped");
     }
 
@@ -187,6 +199,9 @@ impl Relay {
         };
         for c in expired {
             tokio::spawn(c.quit());
+        }
+        if let Some(outbound) = &self.outbound {
+            outbound.close_idle_sessions();
         }
     }
 
@@ -254,7 +269,7 @@ impl Relay {
         let direction = if env.mail_from.is_empty() {
             "dsn"
         } else {
-            "inbound"
+            env.direction.as_str()
         };
         let pending = state.pending_recipients(env);
         let (answered, pending): (Vec<String>, Vec<String>) = pending.into_iter().partition(|r| {
@@ -268,6 +283,8 @@ impl Relay {
         let mut remote_mta = None;
         if !internal.is_empty() {
             let received = received_header(&message, &self.hostname);
+            // The semaphore is never closed; if it were, going on unbounded is harmless.
+            let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
             match self.session().await {
                 Ok(mut client) => {
                     remote_mta = Some(client.caps.name.clone());
@@ -316,13 +333,9 @@ impl Relay {
             }
         }
         if !elsewhere.is_empty() {
-            tracing::info!(queue_id = %id, rcpts = ?elsewhere, "recipients outside our domains wait for the outbound relay (not part of this gateway yet); left queued");
-            for r in elsewhere {
-                outcomes.push((
-                    r,
-                    Outcome::Temporary("waiting for the outbound relay".into()),
-                ));
-            }
+            let (o, mta) = self.deliver_outbound(&message, elsewhere).await;
+            outcomes.extend(o);
+            remote_mta = remote_mta.or(mta);
         }
         self.settle(message, &mut state, outcomes, remote_mta, direction)
             .await;
@@ -380,6 +393,64 @@ impl Relay {
             .collect()
     }
 
+    /// Hands recipients outside our domains to the outbound relay: one transaction per
+    /// recipient domain. Domains are tried one after the other: most messages go to one or
+    /// two domains, and other messages are delivered meanwhile by other tasks.
+    async fn deliver_outbound(
+        &self,
+        message: &StoredMessage,
+        recipients: Vec<String>,
+    ) -> (Vec<(String, Outcome)>, Option<String>) {
+        let Some(outbound) = &self.outbound else {
+            tracing::info!(queue_id = %message.id, rcpts = ?recipients, "recipients outside our domains wait for the outbound relay, which is not configured; left queued");
+            let outcomes = recipients
+                .into_iter()
+                .map(|r| {
+                    (
+                        r,
+                        Outcome::Temporary("waiting for the outbound relay".into()),
+                    )
+                })
+                .collect();
+            return (outcomes, None);
+        };
+        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+        for r in recipients {
+            let domain = r
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(r),
+                None => by_domain.push((domain, vec![r])),
+            }
+        }
+        let env = &message.envelope;
+        let received = received_header(message, &self.hostname);
+        let mut outcomes = Vec::new();
+        let mut remote_mta = None;
+        for (domain, rcpts) in &by_domain {
+            let result = outbound
+                .deliver(DomainDelivery {
+                    queue_id: &message.id,
+                    domain,
+                    transaction: Transaction {
+                        mail_from: &env.mail_from,
+                        eight_bit: env.body_8bitmime,
+                        smtputf8: env.smtputf8,
+                        recipients: rcpts,
+                        prefix: received.as_bytes(),
+                        body: &message.body,
+                    },
+                })
+                .await;
+            outcomes.extend(result.outcomes);
+            remote_mta = remote_mta.or(result.remote_mta);
+        }
+        (outcomes, remote_mta)
+    }
+
     /// Applies one attempt's outcomes: DSNs, then complete, bounce or defer.
     async fn settle(
         &self,
@@ -407,8 +478,10 @@ impl Relay {
             match outcome {
                 Outcome::Delivered => {
                     delivered += 1;
-                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the internal server");
-                    let action = if lmtp {
+                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the next hop");
+                    // LMTP's final delivery is ours only for local recipients; a peer
+                    // operator's acceptance is a relay.
+                    let action = if lmtp && self.is_local(&rcpt) {
                         Action::Delivered
                     } else {
                         Action::Relayed
@@ -559,7 +632,7 @@ impl Relay {
                 if self.is_local(sender) {
                     tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
                 } else {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued; its sender is outside our domains, so it waits for the outbound relay");
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the outbound relay (its sender is outside our domains)");
                 }
                 true
             }
