@@ -41,7 +41,8 @@ enum Command {
     /// Bare limit c2: the spool's commit sequence alone (write 1 KiB, fdatasync, rename,
     /// directory fsync) in DIR.
     Fsync {
-        /// A directory on the spool's file system (tmp/ and queue/ are created in it).
+        /// A directory on the spool's file system (tmp/ and queue/ are created in it; the
+        /// files written are left in queue/: remove DIR afterwards).
         #[arg(long)]
         dir: PathBuf,
         /// Writers in parallel.
