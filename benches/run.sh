@@ -158,8 +158,8 @@ fi
 # ---- the measurements --------------------------------------------------------------
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
-record() { # name, run, then the JSON line on stdin
-    python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["cell"]=sys.argv[1]; r["run"]=int(sys.argv[2]); print(json.dumps(r))' "$1" "$2" >>"$RESULTS"
+record() { # name, run, then the JSON line on stdin; the load average tells how shared the machine was
+    python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["cell"]=sys.argv[1]; r["run"]=int(sys.argv[2]); r["loadavg1"]=float(open("/proc/loadavg").read().split()[0]); print(json.dumps(r))' "$1" "$2" >>"$RESULTS"
 }
 
 # cell name, target port, loadgen arguments...
@@ -218,9 +218,13 @@ EOF
 fi
 
 
-echo "== bare limit: mutual-TLS accept loop" >&2
+# The handshake limit, each run paired with a gateway run of one message per connection
+# right before it: on a shared machine only measurements taken together compare.
+echo "== bare limit: mutual-TLS accept loop, paired with the gateway at 1 msg/conn" >&2
 for run in $(seq 1 "$RUNS"); do
-    echo "-- bare-tls (run $run/$RUNS)" >&2
+    echo "-- pair $run/$RUNS: gateway 1k x1, bare-tls" >&2
+    "$LOADGEN" --target "127.0.0.1:$GW_PORT" --certs "$ROOT/certs-test" --json \
+        -c "$CONNS" -m 1 --size 1k -n 1000000 -d "$SECS" | record "pair gateway 1k x1" "$run"
     "$LOADGEN" bare-tls --config "$WORK/gateway/gateway.toml" --certs "$ROOT/certs-test" \
         -c "$CONNS" -n 1000000 -d "$SECS" --json | record "bare-tls" "$run"
 done
@@ -248,7 +252,9 @@ for r in rows:
 med = lambda c, k: statistics.median(r[k] for r in cells[c]) if c in cells else None
 lat = lambda c, k: statistics.median(r["accept_latency"][k] for r in cells[c]) if c in cells else None
 runs = max(r["run"] for r in rows)
-print(f"\nmedians of {runs} run(s) per cell, {sys.argv[2]} CPUs shared by server and load generator\n")
+loads = [r["loadavg1"] for r in rows if "loadavg1" in r]
+print(f"\nmedians of {runs} run(s) per cell, {sys.argv[2]} CPUs shared by server and load generator"
+      f" (1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f})\n")
 print(f"| cell | msgs/s | MiB/s | handshakes/s | p50 ms | p90 ms | p99 ms | max ms | errors |")
 print(f"|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for c, rs in cells.items():
@@ -279,8 +285,12 @@ def ratio(a, b, label):
 g = lambda c: med(c, "messages_per_s")
 for s in ["1k x1", "1k x100", "100k x1", "100k x100", "10m x1", "10m x100"]:
     ratio(g(f"gateway {s}"), g(f"postfix {s}"), f"gateway/postfix msgs/s, {s}")
-ratio(med("gateway 1k x1", "handshakes_per_s"), med("bare-tls", "handshakes_per_s"),
-      "gateway 1 msg/conn handshakes/s / bare mTLS handshakes/s")
+if "bare-tls" in cells and "pair gateway 1k x1" in cells:
+    by_run = {r["run"]: r["handshakes_per_s"] for r in cells["bare-tls"]}
+    rs = [r["handshakes_per_s"] / by_run[r["run"]] for r in cells["pair gateway 1k x1"] if by_run.get(r["run"])]
+    if rs:
+        print(f"  gateway 1 msg/conn handshakes/s / bare mTLS handshakes/s, median of {len(rs)} paired runs: {statistics.median(rs):.2f}"
+              f" (pairs: {', '.join(f'{x:.2f}' for x in rs)})")
 ratio(g("gateway 1k x100"), med(f"fsync x{max(int(c[7:]) for c in cells if c.startswith('fsync x'))}", "commits_per_s") if any(c.startswith("fsync") for c in cells) else None,
       "gateway 1k x100 msgs/s / parallel fsync commits/s")
 if "gateway 1k x100 @half" in cells:
