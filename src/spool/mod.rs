@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::fs::File;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::fs::File;
+use std::io::Write;
 use tokio::sync::Notify;
 
 use queue::Index;
@@ -53,6 +53,10 @@ impl Direction {
         }
     }
 }
+
+/// Body bytes gathered in memory before they are written to the file: large writes, and
+/// few trips to the blocking thread pool.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// What we know of a message besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -181,29 +185,58 @@ impl Spool {
     pub async fn create(&self, envelope: &Envelope) -> Result<Incoming, SpoolError> {
         let id = self.next_id();
         let tmp_path = self.tmp.join(&id);
-        let file = File::create(&tmp_path).await.map_err(io_err(&tmp_path))?;
-        let mut file = BufWriter::with_capacity(64 * 1024, file);
         let mut env = serde_json::to_vec(envelope)?;
         env.push(b'\n');
-        file.write_all(MAGIC).await.map_err(io_err(&tmp_path))?;
-        file.write_all(&env).await.map_err(io_err(&tmp_path))?;
+        let envelope_len = env.len() as u64;
+        let path = tmp_path.clone();
+        let (file, mut buf) = blocking(&tmp_path, move || {
+            let mut file = File::create(&path)?;
+            file.write_all(MAGIC)?;
+            file.write_all(&env)?;
+            Ok((file, env))
+        })
+        .await?;
+        buf.clear();
         Ok(Incoming {
             id,
-            file,
+            file: Some(file),
+            buf,
             tmp_path,
             queue_dir: self.queue.clone(),
             index: Arc::clone(&self.index),
             notify: Arc::clone(&self.notify),
-            envelope_len: env.len() as u64,
+            envelope_len,
             body_len: 0,
         })
     }
 }
 
+/// Runs file system calls on the blocking thread pool, in one trip: each trip costs two
+/// thread switches, which at thousands of messages a second is most of the spool's CPU.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+        .map_err(io_err(path))
+}
+
+/// Makes a rename in `dir` durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    let d = dir.to_path_buf();
+    blocking(dir, move || std::fs::File::open(&d)?.sync_all()).await
+}
+
 /// A message being written to the spool.
 pub struct Incoming {
     id: String,
-    file: BufWriter<File>,
+    /// The temporary file; `None` only after a failed write (the message is then lost and
+    /// can only be discarded).
+    file: Option<File>,
+    /// Body bytes not yet written to the file (up to [`WRITE_BATCH`]).
+    buf: Vec<u8>,
     tmp_path: PathBuf,
     queue_dir: PathBuf,
     index: Arc<Index>,
@@ -218,76 +251,88 @@ impl Incoming {
         &self.id
     }
 
-    /// Body bytes written so far.
+    /// Body bytes received so far.
     pub fn body_len(&self) -> u64 {
         self.body_len
     }
 
     /// Appends body bytes.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(io_err(&self.tmp_path))?;
+        self.buf.extend_from_slice(chunk);
         self.body_len += chunk.len() as u64;
+        if self.buf.len() >= WRITE_BATCH {
+            let mut file = self.take_file()?;
+            let buf = std::mem::take(&mut self.buf);
+            let (file, mut buf) = blocking(&self.tmp_path, move || {
+                file.write_all(&buf)?;
+                Ok((file, buf))
+            })
+            .await?;
+            buf.clear();
+            self.file = Some(file);
+            self.buf = buf;
+        }
         Ok(())
+    }
+
+    fn take_file(&mut self) -> Result<File, SpoolError> {
+        self.file.take().ok_or_else(|| SpoolError::Io {
+            path: self.tmp_path.clone(),
+            source: io::Error::other("an earlier write to this file failed"),
+        })
     }
 
     /// Completes the file, makes it durable and moves it into the queue. Only after this
     /// returns may the message be acknowledged.
+    ///
+    /// The remaining body, the trailer, `fdatasync`, the rename and the directory `fsync`
+    /// run in one trip to the blocking pool, in that order.
     pub async fn commit(mut self) -> Result<String, SpoolError> {
+        let mut trailer = [0u8; TRAILER_LEN];
+        trailer[..8].copy_from_slice(TRAILER_MAGIC);
+        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
+        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
+        let mut file = match self.take_file() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&self.tmp_path).await;
+                return Err(e);
+            }
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(&trailer);
         let path = self.tmp_path.clone();
-        if let Err(e) = self.seal().await {
-            // Nothing was acknowledged: the partial file must not fill the disk further.
-            drop(self.file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
         let dest = self.queue_dir.join(&self.id);
-        tokio::fs::rename(&path, &dest)
-            .await
-            .map_err(io_err(&dest))?;
-        if let Err(e) = sync_dir(&self.queue_dir).await {
-            // The client is told to try again: do not also deliver this copy later.
-            let _ = tokio::fs::remove_file(&dest).await;
-            return Err(e);
-        }
+        let queue_dir = self.queue_dir.clone();
+        blocking(&self.tmp_path, move || {
+            let sealed = file.write_all(&buf).and_then(|()| file.sync_data());
+            drop(file);
+            if let Err(e) = sealed.and_then(|()| std::fs::rename(&path, &dest)) {
+                // Nothing was acknowledged: the partial file must not fill the disk.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            // Makes the rename durable; if that fails the client is told to try again,
+            // so this copy must not be delivered later as well.
+            if let Err(e) = File::open(&queue_dir).and_then(|d| d.sync_all()) {
+                let _ = std::fs::remove_file(&dest);
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await?;
         self.index.insert_new(&self.id);
         self.notify.notify_one();
         Ok(self.id)
     }
 
-    /// Writes the trailer and makes the file's bytes durable.
-    async fn seal(&mut self) -> Result<(), SpoolError> {
-        let mut trailer = [0u8; TRAILER_LEN];
-        trailer[..8].copy_from_slice(TRAILER_MAGIC);
-        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
-        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
-        let path = &self.tmp_path;
-        self.file.write_all(&trailer).await.map_err(io_err(path))?;
-        self.file.flush().await.map_err(io_err(path))?;
-        self.file.get_ref().sync_data().await.map_err(io_err(path))
-    }
-
     /// Abandons the message: its temporary file is removed.
-    pub async fn discard(self) {
-        drop(self.file);
+    pub async fn discard(mut self) {
+        drop(self.file.take());
         if let Err(e) = tokio::fs::remove_file(&self.tmp_path).await {
             tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove abandoned spool file");
         }
     }
-}
-
-/// Makes a rename in `dir` durable.
-async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    let d = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())
-        .await
-        .map_err(|e| SpoolError::Io {
-            path: dir.to_path_buf(),
-            source: io::Error::other(e),
-        })?
-        .map_err(io_err(dir))
 }
 
 /// A complete message read back from the spool.
