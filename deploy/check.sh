@@ -4,7 +4,6 @@
 #
 #   - alert rules: promtool check rules + promtool test rules (unit tests)
 #   - metric names used by the rules and the dashboard exist in src/metrics.rs
-#     (except the queue metrics, which are being added)
 #   - the Grafana dashboard: valid JSON, schemaVersion >= 36, ${DS_PROMETHEUS} input
 #   - YAML syntax of every manifest; Kubernetes schemas if kubernetes-validate is installed
 #   - the ConfigMap's TOML passes `check-config` (paths pointed at certs-test/), when a
