@@ -95,10 +95,8 @@ impl Gateway {
                     resolver,
                     Arc::clone(&whitelist),
                     Arc::clone(&live),
-                    &config.tls.identity,
-                    config.tls.versions,
                     Arc::clone(&metrics),
-                )?;
+                );
                 Some(Arc::new(
                     Relay::new(
                         Arc::clone(&spool),
@@ -296,7 +294,9 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         Arc::clone(&config.tls.trust),
         config.tls.versions,
     )?;
+    let client_tls = crate::trust::tls::client_config(&config.tls.identity, config.tls.versions)?;
     Ok(LiveSettings {
+        client_tls,
         hostname: config.hostname.clone(),
         local_domains: config.local_domains.clone(),
         tls,
@@ -427,9 +427,13 @@ async fn refresh_crls(
             }
             match TrustStore::load(&tls.anchor_files, &tls.intermediate_files, &files) {
                 Ok(store) => {
-                    let mut live = LiveSettings::clone(&ctx.live.load());
-                    live.trust = Arc::new(store);
-                    ctx.live.store(Arc::new(live));
+                    // Read-copy-update, so a reload landing meanwhile is not undone.
+                    let store = Arc::new(store);
+                    ctx.live.rcu(|current| {
+                        let mut live = LiveSettings::clone(current);
+                        live.trust = Arc::clone(&store);
+                        live
+                    });
                     tracing::info!(crls = files.len(), "trust store rebuilt with the new CRLs");
                 }
                 Err(e) => {

@@ -30,6 +30,8 @@ pub struct LiveSettings {
     pub local_domains: Vec<String>,
     /// The rustls server configuration used at STARTTLS (our certificate).
     pub tls: Arc<rustls::ServerConfig>,
+    /// The rustls client configuration presenting our certificate to other operators.
+    pub client_tls: Arc<rustls::ClientConfig>,
     /// Anchors, intermediates and CRLs used to check client certificates.
     pub trust: Arc<TrustStore>,
     /// Hostname/CN coherence mode.

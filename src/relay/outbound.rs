@@ -39,7 +39,7 @@ use crate::dns::{DnsError, Resolver};
 use crate::inbound::LiveSettings;
 use crate::metrics::Metrics;
 use crate::policy::names_match;
-use crate::trust::{client_config, verify_chain, OurIdentity, TlsConfigError, TlsVersions, Usage};
+use crate::trust::{verify_chain, Usage};
 use crate::whitelist::live::WhitelistState;
 
 /// How long a session to a peer may wait unused for the next message. Short: a peer's
@@ -59,8 +59,6 @@ pub struct Outbound {
     /// The gateway's live settings, for the trust store (anchors and CRLs are refreshed
     /// there, and a reload replaces them).
     live: Arc<ArcSwap<LiveSettings>>,
-    /// Presents our IGC Santé certificate; the server's chain is judged after the handshake.
-    connector: tokio_rustls::TlsConnector,
     metrics: Arc<Metrics>,
     /// Bounds outbound transactions overall.
     slots: Arc<Semaphore>,
@@ -100,28 +98,25 @@ struct HostFailure {
 }
 
 impl Outbound {
-    /// Builds the relay and its TLS client configuration.
+    /// Builds the relay. Our client certificate comes from the live settings (see
+    /// `LiveSettings::client_tls`), so a reload changes it for the next connection.
     pub fn new(
         settings: OutboundSettings,
         resolver: Resolver,
         whitelist: Arc<WhitelistState>,
         live: Arc<ArcSwap<LiveSettings>>,
-        identity: &OurIdentity,
-        versions: TlsVersions,
         metrics: Arc<Metrics>,
-    ) -> Result<Outbound, TlsConfigError> {
-        let connector = tokio_rustls::TlsConnector::from(client_config(identity, versions)?);
-        Ok(Outbound {
+    ) -> Outbound {
+        Outbound {
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             resolver,
             whitelist,
             live,
-            connector,
             metrics,
             per_domain: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Most simultaneous outbound transactions.
@@ -365,7 +360,11 @@ impl Outbound {
             addr,
             lmtp: false,
             helo: self.settings.helo.clone(),
-            tls: Some((self.connector.clone(), server_name)),
+            // Read at each connection, so a reloaded certificate is presented at once.
+            tls: Some((
+                tokio_rustls::TlsConnector::from(Arc::clone(&self.live.load().client_tls)),
+                server_name,
+            )),
             auth: None,
             timeout: self.settings.timeout,
             connect_timeout: self.settings.connect_timeout,
