@@ -454,6 +454,11 @@ fn operator_checks(config: &Config) -> Vec<Check> {
 
 /// A TCP connection to `addr` (loopback when it listens on every address) succeeds.
 async fn reachable(name: &str, addr: SocketAddr, timeout: Duration) -> Check {
+    let whose = if name == "internal_server" {
+        "is the internal mail server up ([relay] internal)?"
+    } else {
+        "is the gateway running (serve)?"
+    };
     let target = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -465,8 +470,19 @@ async fn reachable(name: &str, addr: SocketAddr, timeout: Duration) -> Check {
     };
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
         Ok(Ok(_)) => Check::pass(name, format!("{target} accepts connections")),
-        Ok(Err(e)) => Check::warn(name, format!("{target} does not accept connections ({e}): is the gateway running (serve)? is a firewall in the way?")),
-        Err(_) => Check::warn(name, format!("{target} did not answer within {}s: is the gateway running? is a firewall in the way?", timeout.as_secs())),
+        Ok(Err(e)) => Check::warn(
+            name,
+            format!(
+                "{target} does not accept connections ({e}): {whose} is a firewall in the way?"
+            ),
+        ),
+        Err(_) => Check::warn(
+            name,
+            format!(
+                "{target} did not answer within {}s: {whose} is a firewall in the way?",
+                timeout.as_secs()
+            ),
+        ),
     }
 }
 
