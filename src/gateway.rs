@@ -277,12 +277,25 @@ impl Gateway {
 fn record_certificate_expiry(metrics: &Metrics, config: &Config) {
     let gauge = &metrics.certificate_expiry_timestamp_seconds;
     gauge.reset();
-    for (i, cert) in config.tls.identity.chain().iter().enumerate() {
+    let set = |which: &str, cert: &rustls_pki_types::CertificateDer<'_>| {
         if let Ok(id) = crate::trust::verify::parse_identity(cert) {
-            let which = if i == 0 { "ours" } else { "chain" };
             gauge
                 .with_label_values(&[which, &id.subject_dn])
                 .set(id.not_after.unix_timestamp());
+        }
+    };
+    for (i, cert) in config.tls.identity.chain().iter().enumerate() {
+        set(if i == 0 { "ours" } else { "chain" }, cert);
+    }
+    // The espace's roots and known intermediates expire too (rarely, but all at once).
+    for (which, files) in [
+        ("anchor", &config.tls.anchor_files),
+        ("intermediate", &config.tls.intermediate_files),
+    ] {
+        for file in files {
+            for cert in crate::trust::pki::load_certificates(file).unwrap_or_default() {
+                set(which, &cert);
+            }
         }
     }
 }
