@@ -239,6 +239,8 @@ struct RawWhitelist {
     verify_signature: bool,
     signer_cn: Option<String>,
     signer_o: Option<String>,
+    #[serde(default)]
+    client_certificate: bool,
 }
 
 fn yes() -> bool {
@@ -468,6 +470,9 @@ pub struct WhitelistSettings {
     pub verify_signature: bool,
     /// Who must have signed the list.
     pub signer: SignerIdentity,
+    /// Our identity, presented as client certificate when downloading the list
+    /// (`whitelist.client_certificate = true`), for an espace server that asks for one.
+    pub client_identity: Option<Arc<OurIdentity>>,
 }
 
 /// The submission listener: where our internal mail server hands over outgoing mail.
@@ -958,13 +963,14 @@ impl Config {
                 message: "incomplete configuration".into(),
             }]));
         };
+        let identity = Arc::new(identity);
         Ok(Config {
             path: path.to_path_buf(),
             espace: raw.espace,
             hostname,
             local_domains,
             tls: TlsSettings {
-                identity: Arc::new(identity),
+                identity: Arc::clone(&identity),
                 trust: Arc::new(trust),
                 versions,
                 anchor_files: anchors,
@@ -1000,6 +1006,7 @@ impl Config {
                 timeout: fetch_timeout,
                 verify_signature: w.verify_signature,
                 signer,
+                client_identity: w.client_certificate.then(|| Arc::clone(&identity)),
             },
             ehlo_check: raw.policy.ehlo_check,
             fcrdns: raw.policy.fcrdns,

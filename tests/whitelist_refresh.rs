@@ -30,20 +30,40 @@ struct ListServer {
 
 impl ListServer {
     async fn start(answer: Answer) -> ListServer {
+        Self::start_with(answer, false).await
+    }
+
+    /// `client_auth`: the server requires a client certificate of the test PKI.
+    async fn start_with(answer: Answer, client_auth: bool) -> ListServer {
         let (chain, key) = test_pki::issue_server_certificate(&certs_dir(), "localhost")
             .expect("server certificate");
         let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
             .collect::<Result<_, _>>()
             .expect("chain");
         let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in
+                rustls_pki_types::CertificateDer::pem_file_iter(certs_dir().join("anchors.pem"))
+                    .expect("anchors")
+            {
+                roots.add(c.expect("anchor")).expect("add anchor");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_single_cert(certs, key).expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -285,4 +305,32 @@ async fn a_valid_newer_list_replaces_the_old_one_without_a_restart() {
     assert_eq!(std::fs::read(&cache).expect("cache"), body);
     peer_b_refused(&gw).await;
     peer_a_delivers(&gw).await;
+}
+
+#[tokio::test]
+async fn presents_our_certificate_when_the_espace_server_asks_for_one() {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("time");
+    let server = ListServer::start_with(Answer::List(signed(10, now), "v1"), true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Without a client certificate the server refuses the handshake.
+    let cache = dir.path().join("a.xml");
+    let gw = TestGateway::start_with(fetching(server.url(), &cache)).await;
+    assert_eq!(fetches(&gw, "network"), 1);
+    assert_eq!(fetches(&gw, "updated"), 0);
+
+    // With whitelist.client_certificate = true our identity is presented.
+    let cache = dir.path().join("b.xml");
+    let gw = TestGateway::start_with(|t| {
+        fetching(server.url(), &cache)(t);
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert("client_certificate".into(), true.into());
+    })
+    .await;
+    assert_eq!(fetches(&gw, "updated"), 1);
+    assert_eq!(gw.metrics.whitelist_entries.get(), 10);
 }

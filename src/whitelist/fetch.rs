@@ -139,15 +139,28 @@ impl std::fmt::Debug for Fetcher {
 /// A TLS client configuration trusting only `anchors` (the espace's IGC Santé roots),
 /// TLS 1.2 and 1.3, aws-lc-rs.
 pub fn tls_config(anchors: &[TrustAnchor<'static>]) -> Result<rustls::ClientConfig, FetchError> {
+    tls_config_with_identity(anchors, None)
+}
+
+/// As [`tls_config`], presenting `identity` (our IGC Santé certificate) when the espace's
+/// server asks for a client certificate.
+pub fn tls_config_with_identity(
+    anchors: &[TrustAnchor<'static>],
+    identity: Option<&crate::trust::pki::OurIdentity>,
+) -> Result<rustls::ClientConfig, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(anchors.iter().cloned());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| FetchError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain().to_vec(), id.key().clone_key())
+            .map_err(|e| FetchError::Client(e.to_string())),
+    }
 }
 
 impl Fetcher {

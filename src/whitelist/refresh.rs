@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 
-use super::fetch::{tls_config, FetchConfig, FetchError, FetchOutcome, Fetcher};
+use super::fetch::{tls_config_with_identity, FetchConfig, FetchError, FetchOutcome, Fetcher};
 use super::live::WhitelistState;
 use super::store::{self, StoreError};
 use super::{
@@ -141,7 +141,8 @@ impl Refresher {
         config.cache_path = Some(settings.cache.clone());
         config.max_shrink = settings.max_shrink;
         config.verify_signature = settings.verify_signature;
-        let fetcher = Fetcher::new(config, tls_config(trust.anchors())?)?;
+        let identity = settings.client_identity.as_deref();
+        let fetcher = Fetcher::new(config, tls_config_with_identity(trust.anchors(), identity)?)?;
         Ok(Refresher {
             fetcher,
             state,
