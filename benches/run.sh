@@ -37,8 +37,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/mssante-bench.XXXXXX")
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user
 GW_PID=
 PF_CONF=
+SINK_PID=
 cleanup() {
     if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+    if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
     if [ -n "$PF_CONF" ]; then postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
@@ -58,11 +60,28 @@ wait_port() {
     return 1
 }
 
+# ---- the internal server: a sink -----------------------------------------------------
+# The gateway relays what it accepts to its internal mail server; Postfix's smtp-sink
+# (package postfix) plays that part, accepting everything. Without it the [relay] section
+# points at a closed port and messages stay queued (inbound -> spool only).
+SINK_PORT=$(free_port)
+if command -v smtp-sink >/dev/null 2>&1; then
+    # As root, smtp-sink insists on a user to run as.
+    sink_user=()
+    if [ "$(id -u)" = 0 ]; then sink_user=(-u "$(id -un nobody 2>/dev/null || echo nobody)"); fi
+    smtp-sink "${sink_user[@]}" -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
+    SINK_PID=$!
+    echo "== internal server: smtp-sink on 127.0.0.1:$SINK_PORT (path: inbound -> spool -> sink)" >&2
+else
+    echo "== no smtp-sink (apt-get install postfix): messages stay in the spool (path: inbound -> spool)" >&2
+fi
+
 # ---- the gateway -------------------------------------------------------------------
 GW_PORT=$(free_port)
 MX_PORT=$(free_port)
 mkdir -p "$WORK/gateway"
 sed -e "s|\.\./certs-test|$ROOT/certs-test|g" \
+    -e "s|127.0.0.1:2526|127.0.0.1:$SINK_PORT|" \
     -e "s|\.\./var/spool|$WORK/gateway/spool|" \
     -e "s|127.0.0.1:2525|127.0.0.1:$GW_PORT|" \
     -e "s|127.0.0.1:9925|127.0.0.1:$MX_PORT|" \
