@@ -230,6 +230,11 @@ async fn sink_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         } else {
             "500 5.5.1 unknown\r\n".into()
         };
+        if let Some(before) = reply.strip_suffix("DROP") {
+            s.write_all(before.as_bytes()).await?;
+            s.flush().await?;
+            return Ok(false);
+        }
         s.write_all(reply.as_bytes()).await?;
         s.flush().await?;
     }
@@ -259,6 +264,11 @@ fn end_of_data(
     let mut ok = Vec::new();
     for r in &all {
         match g.data_replies.get(r) {
+            // The connection breaks before this recipient's reply.
+            Some(refusal) if refusal == "DROP" => {
+                reply.push_str("DROP");
+                break;
+            }
             Some(refusal) => reply.push_str(&format!("{refusal}\r\n")),
             None => {
                 ok.push(r.clone());
@@ -850,6 +860,62 @@ async fn notify_success_and_delay_produce_one_report_each() {
     assert!(delay.contains("Final-Recipient: rfc822;busy@gateway.test.mssante.fr"));
     assert!(delay.contains("Status: 4.2.1"));
     assert!(delay.contains("Will-Retry-Until: "));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn lmtp_replies_read_before_a_broken_connection_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(
+        "127.0.0.1:0",
+        SinkOpts {
+            lmtp: true,
+            ..SinkOpts::default()
+        },
+    )
+    .await;
+    // The first delivery breaks right after the reply for ok@; the retry succeeds.
+    sink.state
+        .lock()
+        .unwrap()
+        .data_replies
+        .insert("late@gateway.test.mssante.fr".into(), "DROP".into());
+    let gw = Gateway::start(&config_with(dir.path(), sink.addr, "protocol = \"lmtp\""))
+        .await
+        .expect("gateway starts");
+    let id = commit(
+        &gw.spool,
+        &envelope(
+            "x@peer-a.test.mssante.fr",
+            &["ok@gateway.test.mssante.fr", "late@gateway.test.mssante.fr"],
+        ),
+        &tricky_body("lmtp-drop"),
+    )
+    .await;
+    wait_for("the first attempt", Duration::from_secs(10), || {
+        !sink.delivered().is_empty()
+    })
+    .await;
+    sink.state.lock().unwrap().data_replies.clear();
+    wait_for("delivery of the rest", Duration::from_secs(10), || {
+        !queue_files(dir.path()).contains(&id)
+    })
+    .await;
+    // ok@ got the message once: the retry was only for late@.
+    let got = sink.delivered();
+    let ok_copies = got
+        .iter()
+        .filter(|d| d.rcpts.contains(&"ok@gateway.test.mssante.fr".to_string()))
+        .count();
+    assert_eq!(
+        ok_copies,
+        1,
+        "{:?}",
+        got.iter().map(|d| &d.rcpts).collect::<Vec<_>>()
+    );
+    assert!(got
+        .iter()
+        .any(|d| d.rcpts == vec!["late@gateway.test.mssante.fr".to_string()]));
     gw.shutdown().await;
 }
 

@@ -139,6 +139,8 @@ pub struct Client {
     pub peer_certificates: Vec<CertificateDer<'static>>,
     /// When this session last finished a transaction (for the pool's idle timeout).
     pub last_used: Instant,
+    /// The connection broke after some replies were read: it must not be reused.
+    broken: bool,
 }
 
 /// One message to send.
@@ -174,6 +176,7 @@ impl Client {
             tls: None,
             peer_certificates: Vec::new(),
             last_used: Instant::now(),
+            broken: false,
         };
         let greeting = c.read_reply().await?;
         if greeting.code != 220 {
@@ -242,6 +245,11 @@ impl Client {
         }
         self.caps = capabilities(&lines);
         Ok(())
+    }
+
+    /// Whether the session broke and must be dropped rather than pooled.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Resets the session before it is reused.
@@ -340,8 +348,25 @@ impl Client {
             self.write(&[&out]).await?;
         }
         if self.lmtp {
-            for &i in &accepted {
-                results[i] = self.read_reply().await?;
+            for (k, &i) in accepted.iter().enumerate() {
+                match self.read_reply().await {
+                    Ok(r) => results[i] = r,
+                    Err(e) => {
+                        // The recipients already answered keep their reply (a 250 there
+                        // means delivered: sending again would duplicate); the rest are
+                        // retried, and this session is not reused.
+                        self.broken = true;
+                        for &j in &accepted[k..] {
+                            results[j] = Reply {
+                                code: 451,
+                                text: format!(
+                                    "4.4.2 connection lost before this recipient's reply: {e}"
+                                ),
+                            };
+                        }
+                        break;
+                    }
+                }
             }
         } else {
             let r = self.read_reply().await?;

@@ -298,7 +298,9 @@ impl Relay {
                     };
                     match client.send(&t).await {
                         Ok(replies) => {
-                            self.give_back(client);
+                            if !client.is_broken() {
+                                self.give_back(client);
+                            }
                             for (r, reply) in internal.iter().zip(replies) {
                                 let o = if reply.is_positive() {
                                     Outcome::Delivered

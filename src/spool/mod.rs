@@ -362,6 +362,32 @@ pub enum TornFile {
 
 /// Parses a spool file's bytes, checking its structure.
 pub fn parse_file(id: &str, bytes: &[u8]) -> Result<StoredMessage, TornFile> {
+    let (envelope, env_len, body_len) = parse_parts(bytes)?;
+    let start = MAGIC.len() + env_len;
+    Ok(StoredMessage {
+        id: id.to_string(),
+        envelope,
+        body: bytes[start..start + body_len].to_vec(),
+    })
+}
+
+/// As [`parse_file`], taking the file's bytes and keeping the body in the same buffer
+/// (no second copy of a large message when it is delivered).
+pub fn parse_file_owned(id: &str, mut bytes: Vec<u8>) -> Result<StoredMessage, TornFile> {
+    let (envelope, env_len, body_len) = parse_parts(&bytes)?;
+    let start = MAGIC.len() + env_len;
+    bytes.truncate(start + body_len);
+    bytes.drain(..start);
+    Ok(StoredMessage {
+        id: id.to_string(),
+        envelope,
+        body: bytes,
+    })
+}
+
+/// Checks a spool file's structure: its envelope and the lengths of the envelope line and
+/// of the body (which follows the magic line and the envelope).
+fn parse_parts(bytes: &[u8]) -> Result<(Envelope, usize, usize), TornFile> {
     let rest = bytes.strip_prefix(MAGIC).ok_or(TornFile::BadMagic)?;
     if rest.len() < TRAILER_LEN {
         return Err(TornFile::BadTrailer);
@@ -378,14 +404,9 @@ pub fn parse_file(id: &str, bytes: &[u8]) -> Result<StoredMessage, TornFile> {
     if env_len.checked_add(body_len) != Some(content.len()) {
         return Err(TornFile::BadTrailer);
     }
-    let (env, body) = content.split_at(env_len);
-    let envelope: Envelope =
-        serde_json::from_slice(env).map_err(|e| TornFile::BadEnvelope(e.to_string()))?;
-    Ok(StoredMessage {
-        id: id.to_string(),
-        envelope,
-        body: body.to_vec(),
-    })
+    let envelope: Envelope = serde_json::from_slice(&content[..env_len])
+        .map_err(|e| TornFile::BadEnvelope(e.to_string()))?;
+    Ok((envelope, env_len, body_len))
 }
 
 /// Reads the message `id` from the queue.
@@ -450,6 +471,9 @@ mod tests {
         let id = m.commit().await.unwrap();
         let bytes = std::fs::read(spool.queue_dir().join(&id)).unwrap();
         assert!(parse_file(&id, &bytes).is_ok());
+        let owned = parse_file_owned(&id, bytes.clone()).unwrap();
+        assert_eq!(owned.body, parse_file(&id, &bytes).unwrap().body);
+        assert_eq!(owned.body, b"Subject: x\r\n\r\nbody\r\n");
         for cut in 0..bytes.len() {
             assert!(parse_file(&id, &bytes[..cut]).is_err(), "cut at {cut}");
         }

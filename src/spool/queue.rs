@@ -301,7 +301,7 @@ impl Spool {
     ) -> Result<Result<StoredMessage, super::TornFile>, SpoolError> {
         let path = self.queue.join(id);
         let bytes = tokio::fs::read(&path).await.map_err(io_err(&path))?;
-        Ok(parse_file(id, &bytes))
+        Ok(super::parse_file_owned(id, bytes))
     }
 
     /// The delivery state of `id` (the default when it was never tried).
