@@ -104,26 +104,11 @@ fn probe(
         Ok(n) => n,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let report = match block_on(probe::run(&config, &options)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let report = runtime.block_on(probe::run(&config, &options));
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("probe: cannot write JSON: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        print!("{}", report.to_text());
-    }
-    ExitCode::from(report.exit_code())
+    print_report("probe", &report, report.to_text(), json, report.exit_code())
 }
 
 fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> ExitCode {
@@ -139,26 +124,50 @@ fn doctor(path: &Path, json: bool, nameservers: &[String], no_dns: bool) -> Exit
         Ok(n) => n,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let report = match block_on(doctor::run(&config, &options)) {
         Ok(r) => r,
+        Err(code) => return code,
+    };
+    print_report(
+        "doctor",
+        &report,
+        report.to_text(),
+        json,
+        report.exit_code(),
+    )
+}
+
+/// Runs `f` on a new async runtime (exit 2 if the runtime cannot start).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Ok(rt.block_on(f)),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-    };
-    let report = runtime.block_on(doctor::run(&config, &options));
+    }
+}
+
+/// Prints a tool's report as JSON or as its text, then exits with `code`.
+fn print_report<R: serde::Serialize>(
+    tool: &str,
+    report: &R,
+    text: String,
+    json: bool,
+    code: u8,
+) -> ExitCode {
     if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+        match serde_json::to_string_pretty(report) {
+            Ok(out) => println!("{out}"),
             Err(e) => {
-                eprintln!("doctor: cannot write JSON: {e}");
+                eprintln!("{tool}: cannot write JSON: {e}");
                 return ExitCode::from(2);
             }
         }
     } else {
-        print!("{}", report.to_text());
+        print!("{text}");
     }
-    ExitCode::from(report.exit_code())
+    ExitCode::from(code)
 }
 
 fn annexe1(
