@@ -438,8 +438,16 @@ async fn refresh_crls(
                     files.push(source.file.clone());
                 }
             }
-            match TrustStore::load(&tls.anchor_files, &tls.intermediate_files, &files) {
-                Ok(store) => {
+            // Reading and parsing every CA and CRL file is blocking work.
+            let (anchors, intermediates) =
+                (tls.anchor_files.clone(), tls.intermediate_files.clone());
+            let crls = files.len();
+            let loaded = tokio::task::spawn_blocking(move || {
+                TrustStore::load(&anchors, &intermediates, &files)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(store)) => {
                     // Read-copy-update, so a reload landing meanwhile is not undone.
                     let store = Arc::new(store);
                     ctx.live.rcu(|current| {
@@ -447,10 +455,13 @@ async fn refresh_crls(
                         live.trust = Arc::clone(&store);
                         live
                     });
-                    tracing::info!(crls = files.len(), "trust store rebuilt with the new CRLs");
+                    tracing::info!(crls, "trust store rebuilt with the new CRLs");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot rebuild the trust store; keeping the previous one")
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot rebuild the trust store; keeping the previous one")
+                    tracing::error!(error = %e, "trust store rebuild task failed; keeping the previous one")
                 }
             }
         }

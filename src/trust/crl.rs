@@ -4,7 +4,7 @@
 //! the last valid CRL stays. When a CRL in use is past its nextUpdate, peers of that CA get
 //! a temporary refusal (451 4.7.1 `crl_expired`) rather than being judged on stale data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -166,9 +166,27 @@ pub async fn refresh_source(
         }
         body.extend_from_slice(&chunk);
     }
-    let der = der_of(&body)?;
+    // Parsing and checking a CRL (up to tens of MB) and writing it with fsync are blocking
+    // work: off the async workers that serve SMTP sessions.
+    let cas: Vec<CertificateDer<'static>> = cas.iter().map(|c| c.clone().into_owned()).collect();
+    let file = source.file.clone();
+    tokio::task::spawn_blocking(move || install(&body, &cas, &file))
+        .await
+        .map_err(|e| CrlError::Write {
+            path: source.file.clone(),
+            message: e.to_string(),
+        })?
+}
+
+/// Checks a downloaded CRL and, if it is not older than the one in `file`, replaces it.
+fn install(
+    body: &[u8],
+    cas: &[CertificateDer<'_>],
+    file: &Path,
+) -> Result<Option<CrlInfo>, CrlError> {
+    let der = der_of(body)?;
     let new = check(&der, cas)?;
-    if let Ok(current) = std::fs::read(&source.file) {
+    if let Ok(current) = std::fs::read(file) {
         if let Ok(current) = der_of(&current).and_then(|d| check(&d, cas)) {
             if new.this_update < current.this_update {
                 return Err(CrlError::Older {
@@ -181,8 +199,8 @@ pub async fn refresh_source(
             }
         }
     }
-    crate::whitelist::store::save(&source.file, &der).map_err(|e| CrlError::Write {
-        path: source.file.clone(),
+    crate::whitelist::store::save(file, &der).map_err(|e| CrlError::Write {
+        path: file.to_path_buf(),
         message: e.to_string(),
     })?;
     Ok(Some(new))
