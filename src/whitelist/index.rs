@@ -190,7 +190,7 @@ mod tests {
             )
         };
         let xml = format!(
-            "<ListeBlancheMSSante><DateDeGeneration>2025-02-28T15:42:07Z</DateDeGeneration>\
+            "<ListeBlancheMSSante xmlns=\"https://listeblanche.mssante.fr/schema\"><DateDeGeneration>2025-02-28T15:42:07Z</DateDeGeneration>\
              <ListeDomaines>{}{}{}{}</ListeDomaines></ListeBlancheMSSante>",
             entry(
                 "15-20.mssante.fr",

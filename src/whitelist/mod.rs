@@ -2,7 +2,8 @@
 //! certificate DNs, allowed to exchange mail in the espace de confiance.
 //!
 //! Flow: raw signed XML (downloaded, or read from the [`store`] cache at start-up) →
-//! [`load_and_verify`] (signature, then [`parse`], then [`index`]) → an immutable
+//! [`load_and_verify`] (one [`xml`] tree; its [`signature`] checked; the entries read from
+//! that same tree by [`parse`]; then [`index`]) → an immutable
 //! [`Whitelist`] shared as `ArcSwap<Whitelist>` ([`LiveWhitelist`]).
 
 pub mod c14n;
@@ -14,6 +15,7 @@ pub mod parse;
 pub mod refresh;
 pub mod signature;
 pub mod store;
+pub mod xml;
 
 pub use index::{LiveWhitelist, Whitelist};
 pub use model::{Entry, ParseWarning, ParsedList, WarningKind};
@@ -27,11 +29,14 @@ pub use signature::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WhitelistError {
     /// The bytes are not UTF-8 (the list declares UTF-8).
-    #[error("the list is not UTF-8 (invalid byte at {valid_up_to})")]
+    #[error("the list is not UTF-8 (invalid byte at {valid_up_to}); only UTF-8 is accepted")]
     NotUtf8 {
         /// Length of the valid prefix.
         valid_up_to: usize,
     },
+    /// The bytes start with a UTF-16 or UTF-32 byte-order mark.
+    #[error("the list is encoded in {0}; only UTF-8 is accepted")]
+    OtherEncoding(&'static str),
     /// The signature does not verify.
     #[error("signature: {0}")]
     Signature(#[from] SignatureError),
@@ -40,13 +45,27 @@ pub enum WhitelistError {
     Parse(#[from] ParseError),
 }
 
+/// The list as text: UTF-8, with a clear word for the other Unicode encodings.
+fn utf8(xml: &[u8]) -> Result<&str, WhitelistError> {
+    for (bom, name) in [
+        (&[0x00, 0x00, 0xfe, 0xff][..], "UTF-32BE"),
+        (&[0xff, 0xfe, 0x00, 0x00][..], "UTF-32LE"),
+        (&[0xfe, 0xff][..], "UTF-16BE"),
+        (&[0xff, 0xfe][..], "UTF-16LE"),
+    ] {
+        if xml.starts_with(bom) {
+            return Err(WhitelistError::OtherEncoding(name));
+        }
+    }
+    std::str::from_utf8(xml).map_err(|e| WhitelistError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
+}
+
 /// Parses and indexes a list **without** checking its signature: only for an operator who
 /// set `verify_signature = false` (logged at start-up and shown in metrics).
 pub fn load_unverified(xml: &[u8]) -> Result<Whitelist, WhitelistError> {
-    let text = std::str::from_utf8(xml).map_err(|e| WhitelistError::NotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
-    let list = parse::parse(text)?;
+    let list = parse::parse(utf8(xml)?)?;
     tracing::warn!(
         generated = %list.generated,
         entries = list.entries.len(),
@@ -55,15 +74,14 @@ pub fn load_unverified(xml: &[u8]) -> Result<Whitelist, WhitelistError> {
     Ok(Whitelist::new(list, None))
 }
 
-/// The single entry point for a list from the network or the cache: verifies the
-/// signature (see [`signature`]), parses and indexes. Nothing of an unverified list is
-/// parsed into the index.
+/// The single entry point for a list from the network or the cache: parses the document
+/// once, verifies its signature (see [`signature`]), then reads and indexes the entries
+/// from that same parsed document, so what is used is exactly what was digested. Nothing
+/// of an unverified list is parsed into the index.
 pub fn load_and_verify(xml: &[u8], opts: &VerifyOptions<'_>) -> Result<Whitelist, WhitelistError> {
-    let text = std::str::from_utf8(xml).map_err(|e| WhitelistError::NotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
-    let signer = verify_enveloped(text, opts)?;
-    let list = parse::parse(text)?;
+    let doc = xml::Document::parse(utf8(xml)?).map_err(SignatureError::from)?;
+    let signer = signature::verify_document(&doc, opts)?;
+    let list = parse::from_document(&doc)?;
     tracing::info!(
         generated = %list.generated,
         entries = list.entries.len(),

@@ -1,37 +1,43 @@
-//! Streaming parser of the whitelist XML (namespace `https://listeblanche.mssante.fr/schema`).
+//! Reader of the whitelist's data (namespace `https://listeblanche.mssante.fr/schema`)
+//! from the parsed tree of [`super::xml`]: the same tree, and so the same view of the
+//! bytes, that the signature check digested (see [`super::load_and_verify`]).
 //!
-//! Strict on structure: the document element must be `ListeBlancheMSSante`, with exactly
-//! one `DateDeGeneration` (RFC 3339) and exactly one `ListeDomaines`; each `Domaine` must have a `Nom`
-//! and a `DNCertificatOperateur`. Those failures are [`ParseError`]s with a byte position:
-//! such a list is not used at all (the caller keeps its previous one).
+//! Strict on structure, and ambiguity is refused, never resolved: the document element
+//! must be `ListeBlancheMSSante`, with exactly one `DateDeGeneration` (RFC 3339) and
+//! exactly one `ListeDomaines`; each `Domaine` has exactly one `Nom` and one
+//! `DNCertificatOperateur`, and at most one of each other field; a text field holds text
+//! only (an element, comment or processing instruction inside it is refused); every data
+//! element is in the list's namespace; text between elements is whitespace. Those failures
+//! are [`ParseError`]s with a byte position: such a list is not used at all (the caller
+//! keeps its previous one).
 //!
-//! Tolerant on content: unknown elements are skipped (with a warning); an entry whose `Nom`
-//! is not a host name or whose DN does not parse is dropped with a [`ParseWarning`] and the
-//! rest is kept; `Description`, the contacts and `DateMAJ` may be absent (empty). Element
-//! names are matched by local name. Text may hold entities, character references,
-//! non-ASCII characters and newlines; `Nom` and the DN are trimmed, other fields are kept
-//! as written (line ends normalised).
+//! Tolerant on content: unknown elements *of the list's namespace* are skipped (with a
+//! warning: ANS may extend the schema); an entry whose `Nom` is not a host name or whose
+//! DN does not parse is dropped with a [`ParseWarning`] and the rest is kept;
+//! `Description`, the contacts and `DateMAJ` may be absent (empty). Text may hold
+//! entities, character references, non-ASCII characters and newlines; `Nom` and the DN are
+//! trimmed, other fields are kept as written (line ends normalised).
 //!
-//! This module does not check the signature: see [`super::signature`] and
-//! [`super::load_and_verify`].
-use quick_xml::events::Event;
-use quick_xml::name::QName;
-use quick_xml::Reader;
+//! This module does not check the signature: see [`super::signature`].
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::c14n;
 use super::model::{normalize_domain, Entry, ParseWarning, ParsedList, WarningKind};
+use super::signature::DSIG_NS;
+use super::xml::{Document, Element, Node, XmlError};
 use crate::trust::dn::SubjectDn;
+
+/// The list's XML namespace.
+pub const LIST_NS: &str = "https://listeblanche.mssante.fr/schema";
 
 /// Why a list could not be parsed at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// Not well-formed XML (or a DOCTYPE, which the list never has).
-    #[error("XML syntax error at byte {position}: {message}")]
-    Syntax { position: u64, message: String },
-    /// The document element is not `ListeBlancheMSSante`.
-    #[error("document element is {found:?}, expected ListeBlancheMSSante")]
+    /// Not well-formed XML, or what the reader refuses (DOCTYPE, other encodings...).
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+    /// The document element is not `ListeBlancheMSSante` in the list's namespace.
+    #[error("document element is {found:?}, expected ListeBlancheMSSante in {LIST_NS}")]
     UnexpectedRoot { found: String },
     /// A required element is missing.
     #[error("{parent} at byte {position} has no {element}")]
@@ -49,268 +55,223 @@ pub enum ParseError {
     /// `DateDeGeneration` does not parse.
     #[error("DateDeGeneration {value:?} at byte {position} is not an RFC 3339 date")]
     BadGenerationDate { value: String, position: u64 },
+    /// A data element outside the list's namespace.
+    #[error("element {name} at byte {position} is in namespace {namespace:?}, not the list's")]
+    ForeignElement {
+        name: String,
+        namespace: String,
+        position: u64,
+    },
+    /// Content where the schema has none: text between elements, an element, comment or
+    /// processing instruction inside a text field.
+    #[error("{parent} at byte {position}: unexpected {what}")]
+    UnexpectedContent {
+        parent: &'static str,
+        what: String,
+        position: u64,
+    },
 }
 
-type XmlReader<'x> = Reader<&'x [u8]>;
-
-fn syntax(reader: &XmlReader<'_>, message: impl std::fmt::Display) -> ParseError {
-    ParseError::Syntax {
-        position: reader.error_position(),
-        message: message.to_string(),
-    }
+/// What a child node of a data element is, once checked.
+enum Child<'d, 'x> {
+    /// An element of the list's namespace, by local name.
+    Data(&'d Element<'x>),
+    /// The enveloped signature (checked by [`super::signature`]).
+    Signature,
 }
 
-fn local(qname: &str) -> &str {
-    qname.rsplit(':').next().unwrap_or(qname)
+/// The checked children of a container element (`ListeBlancheMSSante`, `ListeDomaines`,
+/// `Domaine`): whitespace and comments between elements, data elements in the list's
+/// namespace; `Signature` only under the document element.
+fn children<'d, 'x>(
+    element: &'d Element<'x>,
+    parent: &'static str,
+) -> impl Iterator<Item = Result<Child<'d, 'x>, ParseError>> {
+    element.children.iter().filter_map(move |node| match node {
+        Node::Element(e) if e.namespace == LIST_NS => Some(Ok(Child::Data(e))),
+        Node::Element(e) if parent == "ListeBlancheMSSante" && e.is(DSIG_NS, "Signature") => {
+            Some(Ok(Child::Signature))
+        }
+        Node::Element(e) => Some(Err(ParseError::ForeignElement {
+            name: e.qname.clone(),
+            namespace: e.namespace.clone(),
+            position: e.position,
+        })),
+        Node::Text(t) if t.value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => None,
+        Node::Text(t) => Some(Err(ParseError::UnexpectedContent {
+            parent,
+            what: "text".to_string(),
+            position: t.position,
+        })),
+        Node::Comment { .. } => None,
+        Node::Pi(pi) => Some(Err(ParseError::UnexpectedContent {
+            parent,
+            what: format!("processing instruction {}", pi.target),
+            position: pi.position,
+        })),
+    })
 }
 
-/// Reads the text content of the element just opened (`name`), skipping nested elements.
-fn read_text(reader: &mut XmlReader<'_>, name: QName<'_>) -> Result<String, ParseError> {
-    let mut text = String::new();
-    loop {
-        let position = reader.buffer_position();
-        match reader.read_event().map_err(|e| syntax(reader, e))? {
-            Event::Text(t) => text.push_str(&t.xml10_content()),
-            Event::CData(t) => text.push_str(&t.xml10_content()),
-            Event::GeneralRef(r) => {
-                let resolved =
-                    c14n::resolve_reference(&r, position).map_err(|e| ParseError::Syntax {
-                        position,
-                        message: e.to_string(),
-                    })?;
-                text.push_str(&resolved);
+/// The text of a field: character data only.
+fn text(element: &Element<'_>, field: &'static str) -> Result<String, ParseError> {
+    let mut value = String::new();
+    for node in &element.children {
+        match node {
+            Node::Text(t) => value.push_str(&t.value),
+            Node::Element(e) => {
+                return Err(ParseError::UnexpectedContent {
+                    parent: field,
+                    what: format!("element {}", e.qname),
+                    position: e.position,
+                })
             }
-            Event::Start(start) => {
-                reader
-                    .read_to_end(start.name())
-                    .map_err(|e| syntax(reader, e))?;
+            Node::Comment { position } => {
+                return Err(ParseError::UnexpectedContent {
+                    parent: field,
+                    what: "comment".to_string(),
+                    position: *position,
+                })
             }
-            Event::End(end) if end.name() == name => return Ok(text),
-            Event::Eof => return Err(syntax(reader, "document ends inside an element")),
-            _ => {}
+            Node::Pi(pi) => {
+                return Err(ParseError::UnexpectedContent {
+                    parent: field,
+                    what: format!("processing instruction {}", pi.target),
+                    position: pi.position,
+                })
+            }
         }
     }
+    Ok(value)
 }
 
-/// Skips the element just opened, recording it as unknown.
-fn skip_unknown(
-    reader: &mut XmlReader<'_>,
-    name: QName<'_>,
-    position: u64,
-    warnings: &mut Vec<ParseWarning>,
+/// Sets a once-only field, refusing a second occurrence.
+fn once(
+    slot: &mut Option<String>,
+    element: &Element<'_>,
+    field: &'static str,
 ) -> Result<(), ParseError> {
-    warnings.push(ParseWarning {
-        position,
-        kind: WarningKind::UnknownElement {
-            name: name.as_ref().to_string(),
-        },
-    });
-    reader.read_to_end(name).map_err(|e| syntax(reader, e))?;
+    if slot.is_some() {
+        return Err(ParseError::DuplicateElement {
+            element: field,
+            position: element.position,
+        });
+    }
+    *slot = Some(text(element, field)?);
     Ok(())
 }
 
-/// Parses a whitelist document.
-pub fn parse(xml: &str) -> Result<ParsedList, ParseError> {
-    let mut reader = Reader::from_str(xml);
-    let mut warnings = Vec::new();
-    // Document element.
-    let root_position;
-    loop {
-        let position = reader.buffer_position();
-        match reader.read_event().map_err(|e| syntax(&reader, e))? {
-            Event::Start(start) => {
-                let name = start.name();
-                if local(name.as_ref()) != "ListeBlancheMSSante" {
-                    return Err(ParseError::UnexpectedRoot {
-                        found: name.as_ref().to_string(),
-                    });
-                }
-                root_position = position;
-                break;
-            }
-            Event::Empty(start) => {
-                let found = start.name().as_ref().to_string();
-                if local(&found) == "ListeBlancheMSSante" {
-                    return Err(ParseError::MissingElement {
-                        element: "DateDeGeneration",
-                        parent: "ListeBlancheMSSante",
-                        position,
-                    });
-                }
-                return Err(ParseError::UnexpectedRoot { found });
-            }
-            Event::DocType(_) => {
-                return Err(ParseError::Syntax {
-                    position,
-                    message: "DOCTYPE is not accepted".to_string(),
-                })
-            }
-            Event::Eof => {
-                return Err(ParseError::UnexpectedRoot {
-                    found: String::new(),
-                })
-            }
-            _ => {}
-        }
-    }
+fn unknown(element: &Element<'_>, warnings: &mut Vec<ParseWarning>) {
+    warnings.push(ParseWarning {
+        position: element.position,
+        kind: WarningKind::UnknownElement {
+            name: element.qname.clone(),
+        },
+    });
+}
 
-    let mut generated: Option<OffsetDateTime> = None;
-    let mut entries: Option<Vec<Entry>> = None;
-    loop {
-        let position = reader.buffer_position();
-        match reader.read_event().map_err(|e| syntax(&reader, e))? {
-            Event::Start(start) => match local(start.name().as_ref()) {
-                "DateDeGeneration" if generated.is_some() => {
-                    return Err(ParseError::DuplicateElement {
-                        element: "DateDeGeneration",
-                        position,
-                    })
-                }
-                "ListeDomaines" if entries.is_some() => {
-                    return Err(ParseError::DuplicateElement {
-                        element: "ListeDomaines",
-                        position,
-                    })
-                }
-                "DateDeGeneration" => {
-                    let value = read_text(&mut reader, start.name())?;
-                    let date = OffsetDateTime::parse(value.trim(), &Rfc3339).map_err(|_| {
-                        ParseError::BadGenerationDate {
-                            value: value.clone(),
-                            position,
-                        }
-                    })?;
-                    generated = Some(date);
-                }
-                "ListeDomaines" => {
-                    entries = Some(parse_domains(&mut reader, start.name(), &mut warnings)?)
-                }
-                // The signature is checked by `signature`, on the raw document.
-                "Signature" => {
-                    reader
-                        .read_to_end(start.name())
-                        .map_err(|e| syntax(&reader, e))?;
-                }
-                _ => skip_unknown(&mut reader, start.name(), position, &mut warnings)?,
+/// Parses a whitelist document (without checking its signature).
+pub fn parse(xml: &str) -> Result<ParsedList, ParseError> {
+    from_document(&Document::parse(xml)?)
+}
+
+/// Reads the list from a parsed document.
+pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError> {
+    let root = &doc.root;
+    if !root.is(LIST_NS, "ListeBlancheMSSante") {
+        return Err(ParseError::UnexpectedRoot {
+            found: if root.namespace.is_empty() {
+                root.qname.clone()
+            } else {
+                format!("{} in {}", root.qname, root.namespace)
             },
-            Event::Empty(start) if local(start.name().as_ref()) == "ListeDomaines" => {
-                if entries.is_some() {
-                    return Err(ParseError::DuplicateElement {
-                        element: "ListeDomaines",
-                        position,
-                    });
-                }
-                entries = Some(Vec::new())
-            }
-            Event::End(_) => break,
-            Event::Eof => return Err(syntax(&reader, "document ends inside an element")),
-            _ => {}
-        }
+        });
     }
-    // Nothing but comments, PIs and whitespace may follow; quick-xml checks the rest.
-    loop {
-        match reader.read_event().map_err(|e| syntax(&reader, e))? {
-            Event::Eof => break,
-            Event::Start(_) | Event::Empty(_) => {
-                return Err(syntax(&reader, "content after the document element"))
+    let mut warnings = Vec::new();
+    let mut generated: Option<(String, u64)> = None;
+    let mut domains: Option<&Element<'_>> = None;
+    for child in children(root, "ListeBlancheMSSante") {
+        let Child::Data(element) = child? else {
+            continue;
+        };
+        match element.local() {
+            "DateDeGeneration" if generated.is_some() => {
+                return Err(ParseError::DuplicateElement {
+                    element: "DateDeGeneration",
+                    position: element.position,
+                })
             }
-            _ => {}
+            "DateDeGeneration" => {
+                generated = Some((text(element, "DateDeGeneration")?, element.position))
+            }
+            "ListeDomaines" if domains.is_some() => {
+                return Err(ParseError::DuplicateElement {
+                    element: "ListeDomaines",
+                    position: element.position,
+                })
+            }
+            "ListeDomaines" => domains = Some(element),
+            _ => unknown(element, &mut warnings),
         }
     }
     let missing = |element| ParseError::MissingElement {
         element,
         parent: "ListeBlancheMSSante",
-        position: root_position,
+        position: root.position,
     };
+    let (value, position) = generated.ok_or_else(|| missing("DateDeGeneration"))?;
+    let generated = OffsetDateTime::parse(value.trim(), &Rfc3339)
+        .map_err(|_| ParseError::BadGenerationDate { value, position })?;
+    let domains = domains.ok_or_else(|| missing("ListeDomaines"))?;
+    let mut entries = Vec::with_capacity(domains.children.len() / 2);
+    for child in children(domains, "ListeDomaines") {
+        let Child::Data(element) = child? else {
+            continue;
+        };
+        if element.local() == "Domaine" {
+            if let Some(entry) = parse_entry(element, &mut warnings)? {
+                entries.push(entry);
+            }
+        } else {
+            unknown(element, &mut warnings);
+        }
+    }
     Ok(ParsedList {
-        generated: generated.ok_or_else(|| missing("DateDeGeneration"))?,
-        entries: entries.ok_or_else(|| missing("ListeDomaines"))?,
+        generated,
+        entries,
         warnings,
     })
 }
 
-fn parse_domains(
-    reader: &mut XmlReader<'_>,
-    name: QName<'_>,
-    warnings: &mut Vec<ParseWarning>,
-) -> Result<Vec<Entry>, ParseError> {
-    let mut entries = Vec::with_capacity(8192);
-    loop {
-        let position = reader.buffer_position();
-        match reader.read_event().map_err(|e| syntax(reader, e))? {
-            Event::Start(start) if local(start.name().as_ref()) == "Domaine" => {
-                if let Some(entry) = parse_entry(reader, start.name(), position, warnings)? {
-                    entries.push(entry);
-                }
-            }
-            Event::Empty(start) if local(start.name().as_ref()) == "Domaine" => {
-                return Err(ParseError::MissingElement {
-                    element: "Nom",
-                    parent: "Domaine",
-                    position,
-                })
-            }
-            Event::Start(start) => skip_unknown(reader, start.name(), position, warnings)?,
-            Event::End(end) if end.name() == name => return Ok(entries),
-            Event::Eof => return Err(syntax(reader, "document ends inside ListeDomaines")),
-            _ => {}
-        }
-    }
-}
-
 /// Parses one `Domaine`; `Ok(None)` when it is dropped with a warning.
 fn parse_entry(
-    reader: &mut XmlReader<'_>,
-    name: QName<'_>,
-    position: u64,
+    domaine: &Element<'_>,
     warnings: &mut Vec<ParseWarning>,
 ) -> Result<Option<Entry>, ParseError> {
+    let position = domaine.position;
     let mut nom = None;
     let mut dn = None;
-    let mut description = String::new();
-    let mut responsable = String::new();
-    let mut support = String::new();
-    let mut updated_text = String::new();
-    loop {
-        let child_position = reader.buffer_position();
-        match reader.read_event().map_err(|e| syntax(reader, e))? {
-            Event::Start(start) => {
-                let field = match local(start.name().as_ref()) {
-                    "Nom" => &mut nom,
-                    "DNCertificatOperateur" => &mut dn,
-                    "Description" => {
-                        description = read_text(reader, start.name())?;
-                        continue;
-                    }
-                    "ResponsableContact" => {
-                        responsable = read_text(reader, start.name())?;
-                        continue;
-                    }
-                    "SupportContact" => {
-                        support = read_text(reader, start.name())?;
-                        continue;
-                    }
-                    "DateMAJ" => {
-                        updated_text = read_text(reader, start.name())?;
-                        continue;
-                    }
-                    _ => {
-                        skip_unknown(reader, start.name(), child_position, warnings)?;
-                        continue;
-                    }
-                };
-                *field = Some(read_text(reader, start.name())?);
-            }
-            Event::Empty(start) => match local(start.name().as_ref()) {
-                "Nom" => nom = Some(String::new()),
-                "DNCertificatOperateur" => dn = Some(String::new()),
-                _ => {}
-            },
-            Event::End(end) if end.name() == name => break,
-            Event::Eof => return Err(syntax(reader, "document ends inside Domaine")),
-            _ => {}
+    let mut description = None;
+    let mut responsable = None;
+    let mut support = None;
+    let mut updated_text = None;
+    for child in children(domaine, "Domaine") {
+        let Child::Data(element) = child? else {
+            continue;
+        };
+        match element.local() {
+            "Nom" => once(&mut nom, element, "Nom")?,
+            "DNCertificatOperateur" => once(&mut dn, element, "DNCertificatOperateur")?,
+            "Description" => once(&mut description, element, "Description")?,
+            "ResponsableContact" => once(&mut responsable, element, "ResponsableContact")?,
+            "SupportContact" => once(&mut support, element, "SupportContact")?,
+            "DateMAJ" => once(&mut updated_text, element, "DateMAJ")?,
+            _ => unknown(element, warnings),
         }
     }
+    let description = description.unwrap_or_default();
+    let responsable = responsable.unwrap_or_default();
+    let support = support.unwrap_or_default();
+    let updated_text = updated_text.unwrap_or_default();
     let missing = |element| ParseError::MissingElement {
         element,
         parent: "Domaine",
@@ -489,7 +450,9 @@ mod tests {
             })
         );
         assert!(matches!(
-            parse("<ListeBlancheMSSante><ListeDomaines/></ListeBlancheMSSante>"),
+            parse(&format!(
+                "<ListeBlancheMSSante xmlns=\"{LIST_NS}\"><ListeDomaines/></ListeBlancheMSSante>"
+            )),
             Err(ParseError::MissingElement {
                 element: "DateDeGeneration",
                 ..
@@ -515,9 +478,9 @@ mod tests {
     #[test]
     fn malformed_xml_is_an_error_with_position() {
         let xml = doc(&entry("a.fr", DN)).replace("</Nom>", "</Nam>");
-        assert!(matches!(parse(&xml), Err(ParseError::Syntax { .. })));
+        assert!(matches!(parse(&xml), Err(ParseError::Xml(_))));
         let truncated = &doc(&entry("a.fr", DN))[..200];
-        assert!(matches!(parse(truncated), Err(ParseError::Syntax { .. })));
+        assert!(matches!(parse(truncated), Err(ParseError::Xml(_))));
         assert!(parse("<!DOCTYPE x><ListeBlancheMSSante/>").is_err());
     }
 }

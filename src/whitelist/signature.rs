@@ -1,27 +1,37 @@
 //! The whitelist's enveloped XML signature: verification and (for test lists) signing.
 //!
-//! ANS signs the list with exactly one profile, which is the only one accepted here:
-//! - `Signature` (namespace `http://www.w3.org/2000/09/xmldsig#`) is a child of the
-//!   document element, and there is exactly one;
+//! ANS signs the list with exactly one profile, which is the only one accepted here, and
+//! it is checked on the document's structure (the tree of [`super::xml`]), never by
+//! scanning for tag names:
+//! - the document element is `ListeBlancheMSSante` in the list's namespace;
+//! - exactly one `Signature` (namespace `http://www.w3.org/2000/09/xmldsig#`), the
+//!   document element's last element child, with only whitespace or comments after it;
+//!   no other xmldsig element anywhere else;
+//! - `Signature` holds exactly `SignedInfo`, `SignatureValue`, `KeyInfo` in that order;
+//!   `SignedInfo` exactly `CanonicalizationMethod`, `SignatureMethod`, `Reference`; the
+//!   `Reference` exactly `Transforms`, `DigestMethod`, `DigestValue`; no other element,
+//!   attribute (`Id` aside), text or processing instruction anywhere in it;
 //! - `SignedInfo` is canonicalised with exclusive C14N without comments and signed with
 //!   RSA PKCS#1 v1.5 SHA-256 (`xmldsig-more#rsa-sha256`);
 //! - exactly one `Reference`, `URI=""` (the whole document), transforms
 //!   `enveloped-signature` then exclusive C14N, digest SHA-256 (`xmlenc#sha256`);
 //! - `KeyInfo/X509Data/X509Certificate` carries the signer's leaf certificate only.
 //!
-//! Verification recomputes the digest of the document without the `Signature` element,
+//! The digest value, method, URI and transforms are read only from the `Reference` of the
+//! `SignedInfo` whose signature is checked. Verification recomputes the digest of the
+//! document tree without that one `Signature` element (left out by identity),
 //! checks the `SignatureValue` with the leaf's key, checks the signer's identity (CN and O)
 //! and, unless explicitly skipped, builds a path from the leaf to the configured IGC Santé
 //! anchors with webpki at a caller-given time.
-use std::ops::Range;
-
 use base64::Engine as _;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 use quick_xml::Reader;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 
-use super::c14n::{self, Binding, C14nError};
+use super::c14n;
+use super::parse::LIST_NS;
+use super::xml::{Document, Element, Node, XmlError};
 use crate::trust::dn::{normalize_value, SubjectDn};
 
 /// XML Signature namespace.
@@ -164,9 +174,17 @@ pub enum SignatureError {
     /// Base64 that does not decode.
     #[error("{element} is not valid base64")]
     BadBase64 { element: &'static str },
-    /// The document is not well-formed, or uses what canonicalisation refuses.
-    #[error("canonicalisation failed: {0}")]
-    Canonicalization(#[from] C14nError),
+    /// The document is not well-formed, or uses what this reader refuses.
+    #[error("{0}")]
+    Xml(#[from] XmlError),
+    /// An element, attribute or text out of the signed profile's place.
+    #[error("{path}: {problem}")]
+    Profile {
+        /// Where: the element concerned.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The document was modified after signing.
     #[error("digest mismatch: signed {expected}, computed {computed}")]
     DigestMismatch {
@@ -202,204 +220,341 @@ pub enum SignatureError {
     BadKey(String),
 }
 
-/// The parts of the signature, located in the document.
-struct Located<'x> {
-    /// Byte range of the `Signature` element (removed by the enveloped transform).
-    signature: Range<usize>,
-    /// The `SignedInfo` element's text and the bindings in scope at it.
-    signed_info: &'x str,
-    signed_info_inherited: Vec<Binding>,
-    canonicalization: Option<String>,
-    signature_method: Option<String>,
-    references: Vec<Reference>,
-    signature_value: Option<String>,
-    certificates: Vec<String>,
+/// The signature's parts, found at the one place the profile allows. Everything the
+/// verification uses comes from here: the digest is read from the `Reference` of the very
+/// `SignedInfo` whose signature is checked.
+struct Located<'d, 'x> {
+    /// The `Signature` element, left out by the enveloped-signature transform.
+    signature: &'d Element<'x>,
+    /// The `SignedInfo` element, canonicalised and checked against `signature_value`.
+    signed_info: &'d Element<'x>,
+    digest_value: String,
+    signature_value: String,
+    certificate: String,
 }
 
-#[derive(Default)]
-struct Reference {
-    uri: Option<String>,
-    transforms: Vec<String>,
-    digest_method: Option<String>,
-    digest_value: Option<String>,
+fn profile(path: &str, problem: impl Into<String>) -> SignatureError {
+    SignatureError::Profile {
+        path: path.to_string(),
+        problem: problem.into(),
+    }
 }
 
-fn syntax(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> SignatureError {
-    SignatureError::Canonicalization(C14nError::Syntax {
-        position: reader.error_position(),
-        message: e.to_string(),
-    })
+fn is_blank(text: &str) -> bool {
+    text.trim_matches([' ', '\t', '\n', '\r']).is_empty()
 }
 
-fn attribute(start: &BytesStart<'_>, name: &str) -> Option<String> {
-    start
-        .attributes()
-        .flatten()
-        .find(|a| a.key.as_ref() == name)
-        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok())
-        .map(|v| v.into_owned())
+/// The first element of the xmldsig namespace under `element` (itself included) that is
+/// not inside `signature`.
+fn dsig_outside<'d, 'x>(
+    element: &'d Element<'x>,
+    signature: Option<&Element<'x>>,
+) -> Option<&'d Element<'x>> {
+    if signature.is_some_and(|s| std::ptr::eq(s, element)) {
+        return None;
+    }
+    if element.namespace == DSIG_NS {
+        return Some(element);
+    }
+    element.elements().find_map(|e| dsig_outside(e, signature))
 }
 
-fn local(qname: &str) -> &str {
-    qname.rsplit(':').next().unwrap_or(qname)
+/// Every `Signature` element of the xmldsig namespace, at any depth.
+fn signatures<'d, 'x>(element: &'d Element<'x>, found: &mut Vec<&'d Element<'x>>) {
+    if element.is(DSIG_NS, "Signature") {
+        found.push(element);
+    }
+    for child in element.elements() {
+        signatures(child, found);
+    }
 }
 
-fn prefix(qname: &str) -> &str {
-    qname.split_once(':').map(|(p, _)| p).unwrap_or("")
+/// Checks that `element` has only the attributes `allowed` (unqualified).
+fn only_attributes(
+    element: &Element<'_>,
+    path: &str,
+    allowed: &[&str],
+) -> Result<(), SignatureError> {
+    match element
+        .attributes
+        .iter()
+        .find(|a| !a.namespace.is_empty() || !allowed.contains(&a.qname.as_str()))
+    {
+        Some(a) => Err(profile(path, format!("unexpected attribute {}", a.qname))),
+        None => Ok(()),
+    }
 }
 
-/// Finds the (single) enveloped signature and reads its fields.
-fn locate(xml: &str) -> Result<Option<Located<'_>>, SignatureError> {
-    let mut reader = Reader::from_str(xml);
-    let mut in_scope: Vec<Binding> = Vec::new();
-    // Per open element: (qname, in_scope length before its declarations).
-    let mut stack: Vec<(String, usize)> = Vec::new();
-    let mut found: Option<Located<'_>> = None;
-    let mut signature_depth: Option<usize> = None;
-    let mut signed_info_start: Option<(usize, Vec<Binding>)> = None;
-    let mut text = String::new();
-    loop {
-        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
-        let event = reader.read_event().map_err(|e| syntax(&reader, e))?;
-        let after = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
-        match event {
-            Event::Start(ref start) | Event::Empty(ref start) => {
-                let is_empty = matches!(event, Event::Empty(_));
-                let mark = in_scope.len();
-                for a in start.attributes().flatten() {
-                    let key = a.key.as_ref();
-                    let value = a
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|e| syntax(&reader, e))?
-                        .into_owned();
-                    if key == "xmlns" {
-                        in_scope.push((String::new(), value));
-                    } else if let Some(p) = key.strip_prefix("xmlns:") {
-                        in_scope.push((p.to_string(), value));
-                    }
-                }
-                let qname = start.name().as_ref().to_string();
-                let ns = in_scope
-                    .iter()
-                    .rev()
-                    .find(|(p, _)| p == prefix(&qname))
-                    .map(|(_, u)| u.as_str())
-                    .unwrap_or("");
-                let name = local(&qname);
-                let in_dsig = ns == DSIG_NS;
-                if in_dsig && name == "Signature" {
-                    if found.is_some() || signature_depth.is_some() {
-                        return Err(SignatureError::MultipleSignatures);
-                    }
-                    if stack.len() != 1 {
-                        return Err(SignatureError::NotEnveloped {
-                            position: before as u64,
-                        });
-                    }
-                    signature_depth = Some(stack.len());
-                    found = Some(Located {
-                        signature: before..before,
-                        signed_info: "",
-                        signed_info_inherited: Vec::new(),
-                        canonicalization: None,
-                        signature_method: None,
-                        references: Vec::new(),
-                        signature_value: None,
-                        certificates: Vec::new(),
+/// The element children of `element`, which must be exactly `expected` (xmldsig local
+/// names, in order); between them only whitespace and comments.
+fn children<'d, 'x>(
+    element: &'d Element<'x>,
+    path: &str,
+    expected: &[&str],
+) -> Result<Vec<&'d Element<'x>>, SignatureError> {
+    let mut found = Vec::with_capacity(expected.len());
+    for node in &element.children {
+        match node {
+            Node::Element(child) => {
+                if child.local() == "InclusiveNamespaces" {
+                    return Err(SignatureError::Unsupported {
+                        what: "InclusiveNamespaces",
+                        found: child
+                            .attribute("PrefixList")
+                            .unwrap_or_default()
+                            .to_string(),
                     });
                 }
-                if let (Some(_), Some(loc)) = (signature_depth, found.as_mut()) {
-                    match (in_dsig, name) {
-                        (true, "SignedInfo") => {
-                            signed_info_start = Some((before, in_scope[..mark].to_vec()))
-                        }
-                        (true, "CanonicalizationMethod") => {
-                            loc.canonicalization = attribute(start, "Algorithm")
-                        }
-                        // An InclusiveNamespaces prefix list (under either transform or
-                        // CanonicalizationMethod) changes exc-c14n; we do not implement it.
-                        (_, "InclusiveNamespaces") => {
-                            return Err(SignatureError::Unsupported {
-                                what: "InclusiveNamespaces",
-                                found: attribute(start, "PrefixList").unwrap_or_default(),
-                            })
-                        }
-                        (true, "SignatureMethod") => {
-                            loc.signature_method = attribute(start, "Algorithm")
-                        }
-                        (true, "Reference") => loc.references.push(Reference {
-                            uri: attribute(start, "URI"),
-                            ..Reference::default()
-                        }),
-                        (true, "Transform") => {
-                            if let Some(r) = loc.references.last_mut() {
-                                r.transforms
-                                    .push(attribute(start, "Algorithm").unwrap_or_default());
-                            }
-                        }
-                        (true, "DigestMethod") => {
-                            if let Some(r) = loc.references.last_mut() {
-                                r.digest_method = attribute(start, "Algorithm");
-                            }
-                        }
-                        _ => {}
-                    }
+                let wanted = expected.get(found.len());
+                if child.namespace != DSIG_NS || wanted != Some(&child.local()) {
+                    return Err(profile(
+                        path,
+                        match wanted {
+                            Some(w) => format!("found {} where {w} is expected", child.qname),
+                            None => format!("unexpected element {}", child.qname),
+                        },
+                    ));
                 }
-                text.clear();
-                if is_empty {
-                    in_scope.truncate(mark);
-                } else {
-                    stack.push((qname, mark));
-                }
+                found.push(child);
             }
-            Event::Text(t) => text.push_str(&t.xml10_content()),
-            Event::CData(t) => text.push_str(&t.xml10_content()),
-            Event::GeneralRef(r) => {
-                text.push_str(&c14n::resolve_reference(&r, before as u64)?);
+            Node::Text(text) if is_blank(&text.value) => {}
+            Node::Text(text) => {
+                return Err(profile(
+                    path,
+                    format!("unexpected text at byte {}", text.position),
+                ))
             }
-            Event::End(_) => {
-                let Some((qname, mark)) = stack.pop() else {
-                    return Err(syntax(&reader, "unbalanced end tag"));
-                };
-                if let (Some(depth), Some(loc)) = (signature_depth, found.as_mut()) {
-                    match local(&qname) {
-                        "SignedInfo" => {
-                            if let Some((start, inherited)) = signed_info_start.take() {
-                                loc.signed_info = xml.get(start..after).unwrap_or("");
-                                loc.signed_info_inherited = inherited;
-                            }
-                        }
-                        "DigestValue" => {
-                            if let Some(r) = loc.references.last_mut() {
-                                r.digest_value = Some(text.clone());
-                            }
-                        }
-                        "SignatureValue" => loc.signature_value = Some(text.clone()),
-                        "X509Certificate" => loc.certificates.push(text.clone()),
-                        "Signature" if stack.len() == depth => {
-                            loc.signature.end = after;
-                            signature_depth = None;
-                        }
-                        _ => {}
-                    }
-                }
-                in_scope.truncate(mark);
-                text.clear();
+            Node::Comment { .. } => {}
+            Node::Pi(pi) => {
+                return Err(profile(
+                    path,
+                    format!("unexpected processing instruction at byte {}", pi.position),
+                ))
             }
-            Event::DocType(_) => {
-                return Err(C14nError::Doctype {
-                    position: before as u64,
-                }
-                .into())
-            }
-            Event::Eof => break,
-            _ => {}
         }
     }
-    if !stack.is_empty() {
-        return Err(syntax(&reader, "document ends inside an element"));
+    if let Some(missing) = expected.get(found.len()) {
+        return Err(SignatureError::MissingElement {
+            element: static_name(missing),
+        });
     }
     Ok(found)
+}
+
+/// The profile's element names, as `'static` for [`SignatureError::MissingElement`].
+fn static_name(name: &str) -> &'static str {
+    const NAMES: [&str; 12] = [
+        "SignedInfo",
+        "SignatureValue",
+        "KeyInfo",
+        "CanonicalizationMethod",
+        "SignatureMethod",
+        "Reference",
+        "Transforms",
+        "DigestMethod",
+        "DigestValue",
+        "Transform",
+        "X509Data",
+        "X509Certificate",
+    ];
+    NAMES.into_iter().find(|n| *n == name).unwrap_or("element")
+}
+
+/// The text of a leaf element: character data only (no element, comment or PI inside).
+fn leaf_text(element: &Element<'_>, path: &str) -> Result<String, SignatureError> {
+    only_attributes(element, path, &[])?;
+    let mut text = String::new();
+    for node in &element.children {
+        match node {
+            Node::Text(t) => text.push_str(&t.value),
+            _ => return Err(profile(path, "only text is allowed here")),
+        }
+    }
+    Ok(text)
+}
+
+/// The `Algorithm` of an element that has nothing else.
+fn algorithm<'d>(
+    element: &'d Element<'_>,
+    what: &'static str,
+    path: &str,
+    want: &str,
+) -> Result<&'d str, SignatureError> {
+    only_attributes(element, path, &["Algorithm"])?;
+    children(element, path, &[])?;
+    match element.attribute("Algorithm") {
+        Some(found) if found == want => Ok(found),
+        other => Err(SignatureError::Unsupported {
+            what,
+            found: other.unwrap_or("(none)").to_string(),
+        }),
+    }
+}
+
+/// Finds the one enveloped signature the profile allows, or says what is out of place.
+/// `Ok(None)`: the document has no xmldsig content at all.
+fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, SignatureError> {
+    let mut all = Vec::new();
+    signatures(&doc.root, &mut all);
+    let signature = match all.as_slice() {
+        [] => {
+            return match dsig_outside(&doc.root, None) {
+                Some(stray) => Err(profile(
+                    &stray.qname,
+                    format!(
+                        "xmldsig element at byte {} outside a Signature",
+                        stray.position
+                    ),
+                )),
+                None => Ok(None),
+            }
+        }
+        [one] => *one,
+        _ => return Err(SignatureError::MultipleSignatures),
+    };
+    if !doc.root.elements().any(|e| std::ptr::eq(e, signature)) {
+        return Err(SignatureError::NotEnveloped {
+            position: signature.position,
+        });
+    }
+    if let Some(stray) = dsig_outside(&doc.root, Some(signature)) {
+        return Err(profile(
+            &stray.qname,
+            format!(
+                "xmldsig element at byte {} outside the Signature",
+                stray.position
+            ),
+        ));
+    }
+    // The Signature is the document element's last child: whitespace and comments only
+    // after it, so nothing can hide in the region the transform leaves out.
+    let root = &doc.root;
+    let after = root
+        .children
+        .iter()
+        .skip_while(|n| !matches!(n, Node::Element(e) if std::ptr::eq(e, signature)))
+        .skip(1);
+    for node in after {
+        match node {
+            Node::Text(t) if is_blank(&t.value) => {}
+            Node::Comment { .. } => {}
+            _ => return Err(profile(&root.qname, "content after the Signature")),
+        }
+    }
+
+    only_attributes(signature, "Signature", &["Id"])?;
+    let [signed_info, signature_value, key_info] = children(
+        signature,
+        "Signature",
+        &["SignedInfo", "SignatureValue", "KeyInfo"],
+    )?[..] else {
+        return Err(profile("Signature", "unexpected children"));
+    };
+    only_attributes(signed_info, "SignedInfo", &["Id"])?;
+    let [c14n_method, signature_method, reference] = children(
+        signed_info,
+        "SignedInfo",
+        &["CanonicalizationMethod", "SignatureMethod", "Reference"],
+    )?[..] else {
+        return Err(profile("SignedInfo", "unexpected children"));
+    };
+    algorithm(
+        c14n_method,
+        "CanonicalizationMethod",
+        "SignedInfo/CanonicalizationMethod",
+        EXC_C14N,
+    )?;
+    algorithm(
+        signature_method,
+        "SignatureMethod",
+        "SignedInfo/SignatureMethod",
+        RSA_SHA256,
+    )?;
+    only_attributes(reference, "Reference", &["URI", "Id"])?;
+    match reference.attribute("URI") {
+        Some("") => {}
+        other => {
+            return Err(SignatureError::Unsupported {
+                what: "Reference URI",
+                found: other.unwrap_or("(none)").to_string(),
+            })
+        }
+    }
+    let [transforms, digest_method, digest_value] = children(
+        reference,
+        "Reference",
+        &["Transforms", "DigestMethod", "DigestValue"],
+    )?[..] else {
+        return Err(profile("Reference", "unexpected children"));
+    };
+    only_attributes(transforms, "Transforms", &[])?;
+    let listed: Vec<&str> = transforms
+        .elements()
+        .map(|t| t.attribute("Algorithm").unwrap_or("(none)"))
+        .collect();
+    if listed != [ENVELOPED, EXC_C14N] {
+        return Err(SignatureError::Unsupported {
+            what: "Transforms",
+            found: listed.join(" "),
+        });
+    }
+    let [enveloped, exclusive] =
+        children(transforms, "Transforms", &["Transform", "Transform"])?[..]
+    else {
+        return Err(profile("Transforms", "unexpected children"));
+    };
+    algorithm(enveloped, "Transforms", "Transforms/Transform", ENVELOPED)?;
+    algorithm(exclusive, "Transforms", "Transforms/Transform", EXC_C14N)?;
+    algorithm(
+        digest_method,
+        "DigestMethod",
+        "Reference/DigestMethod",
+        SHA256,
+    )?;
+    let digest_value = leaf_text(digest_value, "Reference/DigestValue")?;
+
+    only_attributes(signature_value, "SignatureValue", &["Id"])?;
+    let signature_value = {
+        let mut text = String::new();
+        for node in &signature_value.children {
+            match node {
+                Node::Text(t) => text.push_str(&t.value),
+                _ => return Err(profile("SignatureValue", "only text is allowed here")),
+            }
+        }
+        text
+    };
+    only_attributes(key_info, "KeyInfo", &["Id"])?;
+    let [x509_data] = children(key_info, "KeyInfo", &["X509Data"])?[..] else {
+        return Err(profile("KeyInfo", "unexpected children"));
+    };
+    only_attributes(x509_data, "X509Data", &[])?;
+    let certificate = match x509_data.elements().count() {
+        1 => {
+            let [certificate] = children(x509_data, "X509Data", &["X509Certificate"])?[..] else {
+                return Err(profile("X509Data", "unexpected children"));
+            };
+            leaf_text(certificate, "X509Data/X509Certificate")?
+        }
+        0 => {
+            return Err(SignatureError::MissingElement {
+                element: "X509Certificate",
+            })
+        }
+        n => {
+            return Err(SignatureError::Unsupported {
+                what: "number of X509Certificate",
+                found: n.to_string(),
+            })
+        }
+    };
+    Ok(Some(Located {
+        signature,
+        signed_info,
+        digest_value,
+        signature_value,
+        certificate,
+    }))
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {
@@ -419,14 +574,6 @@ fn decode_b64(text: &str, element: &'static str) -> Result<Vec<u8>, SignatureErr
         .map_err(|_| SignatureError::BadBase64 { element })
 }
 
-/// The document as the enveloped-signature transform sees it: without `range`.
-fn without(xml: &str, range: &Range<usize>) -> String {
-    let mut doc = String::with_capacity(xml.len());
-    doc.push_str(xml.get(..range.start).unwrap_or(""));
-    doc.push_str(xml.get(range.end..).unwrap_or(""));
-    doc
-}
-
 /// Accepts any extended key usage (see [`ChainCheck::Verify`]).
 struct AnyEku;
 
@@ -441,83 +588,28 @@ impl webpki::ExtendedKeyUsageValidator for AnyEku {
 
 /// Verifies the enveloped signature of `xml` as described in the module documentation.
 pub fn verify_enveloped(xml: &str, opts: &VerifyOptions<'_>) -> Result<SignerInfo, SignatureError> {
-    let loc = locate(xml)?.ok_or(SignatureError::MissingSignature)?;
-    if loc.signed_info.is_empty() {
-        return Err(SignatureError::MissingElement {
-            element: "SignedInfo",
-        });
+    verify_document(&Document::parse(xml)?, opts)
+}
+
+/// Verifies the enveloped signature of a parsed list: the tree the entries are then read
+/// from (see [`super::load_and_verify`]).
+pub(crate) fn verify_document(
+    doc: &Document<'_>,
+    opts: &VerifyOptions<'_>,
+) -> Result<SignerInfo, SignatureError> {
+    if !doc.root.is(LIST_NS, "ListeBlancheMSSante") {
+        return Err(profile(
+            &doc.root.qname,
+            format!("the document element must be ListeBlancheMSSante in {LIST_NS}"),
+        ));
     }
-    let expect = |what: &'static str, found: Option<&str>, want: &str| match found {
-        Some(f) if f == want => Ok(()),
-        other => Err(SignatureError::Unsupported {
-            what,
-            found: other.unwrap_or("(none)").to_string(),
-        }),
-    };
-    expect(
-        "CanonicalizationMethod",
-        loc.canonicalization.as_deref(),
-        EXC_C14N,
-    )?;
-    expect(
-        "SignatureMethod",
-        loc.signature_method.as_deref(),
-        RSA_SHA256,
-    )?;
-    let reference = match loc.references.as_slice() {
-        [one] => one,
-        [] => {
-            return Err(SignatureError::MissingElement {
-                element: "Reference",
-            })
-        }
-        more => {
-            return Err(SignatureError::Unsupported {
-                what: "number of References",
-                found: more.len().to_string(),
-            })
-        }
-    };
-    expect("Reference URI", reference.uri.as_deref(), "")?;
-    if reference.transforms != [ENVELOPED, EXC_C14N] {
-        return Err(SignatureError::Unsupported {
-            what: "Transforms",
-            found: reference.transforms.join(" "),
-        });
-    }
-    expect("DigestMethod", reference.digest_method.as_deref(), SHA256)?;
-    let digest_text = reference
-        .digest_value
-        .as_deref()
-        .ok_or(SignatureError::MissingElement {
-            element: "DigestValue",
-        })?;
-    let expected_digest = decode_b64(digest_text, "DigestValue")?;
-    let signature_value = decode_b64(
-        loc.signature_value
-            .as_deref()
-            .ok_or(SignatureError::MissingElement {
-                element: "SignatureValue",
-            })?,
-        "SignatureValue",
-    )?;
-    let certificate_der = match loc.certificates.as_slice() {
-        [one] => decode_b64(one, "X509Certificate")?,
-        [] => {
-            return Err(SignatureError::MissingElement {
-                element: "X509Certificate",
-            })
-        }
-        more => {
-            return Err(SignatureError::Unsupported {
-                what: "number of X509Certificate",
-                found: more.len().to_string(),
-            })
-        }
-    };
+    let loc = locate(doc)?.ok_or(SignatureError::MissingSignature)?;
+    let expected_digest = decode_b64(&loc.digest_value, "DigestValue")?;
+    let signature_value = decode_b64(&loc.signature_value, "SignatureValue")?;
+    let certificate_der = decode_b64(&loc.certificate, "X509Certificate")?;
 
     // 1. The document has not changed since it was signed.
-    let document = c14n::canonicalize(&without(xml, &loc.signature), &[])?;
+    let document = c14n::canonicalize_document(doc, Some(loc.signature));
     let computed = sha256(&document);
     if computed != expected_digest {
         return Err(SignatureError::DigestMismatch {
@@ -527,7 +619,7 @@ pub fn verify_enveloped(xml: &str, opts: &VerifyOptions<'_>) -> Result<SignerInf
     }
 
     // 2. SignedInfo (which holds that digest) was signed by the KeyInfo certificate's key.
-    let signed_info = c14n::canonicalize(loc.signed_info, &loc.signed_info_inherited)?;
+    let signed_info = c14n::canonicalize_element(loc.signed_info);
     let cert = CertificateDer::from(certificate_der.as_slice());
     let end_entity = webpki::EndEntityCert::try_from(&cert)
         .map_err(|e| SignatureError::BadCertificate(e.to_string()))?;
@@ -609,11 +701,12 @@ pub fn sign_enveloped(
     key: &SigningKey,
     certificate_der: &[u8],
 ) -> Result<String, SignatureError> {
-    if locate(xml)?.is_some() {
+    let doc = Document::parse(xml)?;
+    if dsig_outside(&doc.root, None).is_some() {
         return Err(SignatureError::AlreadySigned);
     }
     let insert_at = root_end_tag(xml)?;
-    let digest = sha256(&c14n::canonicalize(xml, &[])?);
+    let digest = sha256(&c14n::canonicalize_document(&doc, None));
     let signed_info = format!(
         "<SignedInfo><CanonicalizationMethod Algorithm=\"{EXC_C14N}\"/>\
          <SignatureMethod Algorithm=\"{RSA_SHA256}\"/><Reference URI=\"\"><Transforms>\
@@ -622,7 +715,11 @@ pub fn sign_enveloped(
          </Reference></SignedInfo>",
         b64().encode(digest)
     );
-    let canonical = c14n::canonicalize(&signed_info, &[(String::new(), DSIG_NS.to_string())])?;
+    let canonical = c14n::canonicalize(&signed_info.replacen(
+        "<SignedInfo>",
+        &format!("<SignedInfo xmlns=\"{DSIG_NS}\">"),
+        1,
+    ))?;
     let mut signature = vec![0u8; key.0.public_modulus_len()];
     key.0
         .sign(
@@ -647,11 +744,18 @@ pub fn sign_enveloped(
 
 /// Byte offset of the document element's end tag.
 fn root_end_tag(xml: &str) -> Result<usize, SignatureError> {
+    let syntax = |reader: &Reader<&[u8]>, message: String| XmlError::Syntax {
+        position: reader.error_position(),
+        message,
+    };
     let mut reader = Reader::from_str(xml);
     let mut depth = 0usize;
     loop {
         let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
-        match reader.read_event().map_err(|e| syntax(&reader, e))? {
+        match reader
+            .read_event()
+            .map_err(|e| syntax(&reader, e.to_string()))?
+        {
             Event::Start(_) => depth += 1,
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
@@ -659,7 +763,9 @@ fn root_end_tag(xml: &str) -> Result<usize, SignatureError> {
                     return Ok(before);
                 }
             }
-            Event::Eof => return Err(syntax(&reader, "no document element to sign")),
+            Event::Eof => {
+                return Err(syntax(&reader, "no document element to sign".to_string()).into())
+            }
             _ => {}
         }
     }

@@ -1,0 +1,527 @@
+//! The liste blanche read once into a tree: the one view of the document that the
+//! signature check canonicalises and digests, and that the entries are read from.
+//!
+//! Reading twice (a tag scanner to find the signature, a second parser for the entries)
+//! lets the two disagree, and a forged list lives in that gap. Here [`Document::parse`]
+//! builds the tree with namespaces resolved; [`super::signature`] locates the signature
+//! in it structurally and canonicalises it with [`super::c14n`]; [`super::parse`] reads
+//! the entries from the same tree.
+//!
+//! Strict where XML allows surprises: UTF-8 only (a byte-order mark is accepted), XML 1.0,
+//! no DOCTYPE (no entity declarations, no default attributes), only the five predefined
+//! entities and character references, characters outside XML's `Char` production refused,
+//! duplicate attributes refused, undeclared prefixes refused, nesting bounded.
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use quick_xml::XmlVersion;
+
+/// The XML namespace, implicitly bound to `xml`.
+pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// The deepest element nesting accepted: the list and its signature need 6 levels; the
+/// bound keeps the recursive walks of the tree far from the stack's end on any input.
+pub const MAX_DEPTH: usize = 32;
+
+/// The UTF-8 byte-order mark.
+const BOM: &str = "\u{feff}";
+
+/// Why a document cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// The input is not well-formed XML.
+    #[error("XML syntax error at byte {position}: {message}")]
+    Syntax { position: u64, message: String },
+    /// A DOCTYPE is present; the list never has one.
+    #[error("DOCTYPE at byte {position} is not accepted")]
+    Doctype { position: u64 },
+    /// A prefix is used without a declaration in scope.
+    #[error("undeclared namespace prefix {prefix:?} at byte {position}")]
+    UndeclaredPrefix { prefix: String, position: u64 },
+    /// An entity other than the five predefined ones.
+    #[error("unknown entity &{name}; at byte {position}")]
+    UnknownEntity { name: String, position: u64 },
+    /// The XML declaration names another encoding or version.
+    #[error("the XML declaration says {what} {found:?}; only UTF-8 XML 1.0 is accepted")]
+    Declaration { what: &'static str, found: String },
+    /// A character that XML 1.0 does not allow (control characters, U+FFFE, U+FFFF).
+    #[error("character U+{code:04X} at byte {position} is not allowed in XML")]
+    BadCharacter { code: u32, position: u64 },
+    /// Elements nested deeper than [`MAX_DEPTH`].
+    #[error("elements nested deeper than {MAX_DEPTH} at byte {position}")]
+    TooDeep { position: u64 },
+}
+
+/// A namespace binding (prefix, URI); the default namespace has the empty prefix.
+pub(crate) type Binding = (String, String);
+
+/// A node of the tree. Comments are kept as nodes so that a reader can tell where they
+/// were (exclusive C14N without comments drops them).
+#[derive(Debug)]
+pub(crate) enum Node<'x> {
+    Element(Element<'x>),
+    /// Character data: text, CDATA and references, adjacent pieces merged, line ends
+    /// normalised.
+    Text(Text<'x>),
+    Comment {
+        position: u64,
+    },
+    Pi(Pi<'x>),
+}
+
+/// Character data.
+#[derive(Debug)]
+pub(crate) struct Text<'x> {
+    pub value: Cow<'x, str>,
+    /// Byte offset where it starts.
+    pub position: u64,
+}
+
+/// A processing instruction.
+#[derive(Debug)]
+pub(crate) struct Pi<'x> {
+    pub target: Cow<'x, str>,
+    /// Content with leading whitespace removed (as C14N writes it).
+    pub content: Cow<'x, str>,
+    pub position: u64,
+}
+
+/// An attribute other than a namespace declaration.
+#[derive(Debug)]
+pub(crate) struct Attribute {
+    /// Qualified name as written.
+    pub qname: String,
+    /// Namespace URI (empty for an unprefixed attribute).
+    pub namespace: String,
+    /// Value, normalised and with references resolved.
+    pub value: String,
+}
+
+impl Attribute {
+    pub fn local(&self) -> &str {
+        local_of(&self.qname)
+    }
+}
+
+/// An element.
+#[derive(Debug)]
+pub(crate) struct Element<'x> {
+    /// Qualified name as written.
+    pub qname: String,
+    /// Namespace URI of the element (empty for none).
+    pub namespace: String,
+    /// Attributes other than namespace declarations, in document order.
+    pub attributes: Vec<Attribute>,
+    pub children: Vec<Node<'x>>,
+    /// Byte offset of the start tag.
+    pub position: u64,
+}
+
+impl<'x> Element<'x> {
+    /// Local name.
+    pub fn local(&self) -> &str {
+        local_of(&self.qname)
+    }
+
+    /// Prefix (empty for none).
+    pub fn prefix(&self) -> &str {
+        prefix_of(&self.qname)
+    }
+
+    /// True when this element is `local` in namespace `ns`.
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.namespace == ns && self.local() == local
+    }
+
+    /// The unprefixed attribute `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.qname == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// Child elements in document order.
+    pub fn elements(&self) -> impl Iterator<Item = &Element<'x>> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+/// A parsed document.
+#[derive(Debug)]
+pub(crate) struct Document<'x> {
+    /// Comments and processing instructions before the document element.
+    pub prolog: Vec<Node<'x>>,
+    pub root: Element<'x>,
+    /// Comments and processing instructions after the document element.
+    pub epilog: Vec<Node<'x>>,
+}
+
+pub(crate) fn local_of(qname: &str) -> &str {
+    qname.split_once(':').map(|(_, l)| l).unwrap_or(qname)
+}
+
+pub(crate) fn prefix_of(qname: &str) -> &str {
+    qname.split_once(':').map(|(p, _)| p).unwrap_or("")
+}
+
+fn lookup<'b>(bindings: &'b [Binding], prefix: &str) -> Option<&'b str> {
+    bindings
+        .iter()
+        .rev()
+        .find(|(p, _)| p == prefix)
+        .map(|(_, uri)| uri.as_str())
+}
+
+/// Refuses characters outside XML 1.0's `Char` production.
+fn check_chars(text: &str, position: u64) -> Result<(), XmlError> {
+    match text
+        .chars()
+        .find(|&c| matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
+    {
+        Some(c) => Err(XmlError::BadCharacter {
+            code: u32::from(c),
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Resolves a character reference or one of the five predefined entities.
+fn resolve_reference(
+    reference: &quick_xml::events::BytesRef<'_>,
+    position: u64,
+) -> Result<Cow<'static, str>, XmlError> {
+    let unknown = || XmlError::UnknownEntity {
+        name: reference.to_string(),
+        position,
+    };
+    if reference.is_char_ref() {
+        return match reference.resolve_char_ref() {
+            Ok(Some(ch)) => {
+                let text = ch.to_string();
+                check_chars(&text, position)?;
+                Ok(Cow::Owned(text))
+            }
+            _ => Err(unknown()),
+        };
+    }
+    let text = match &**reference {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "quot" => "\"",
+        "apos" => "'",
+        _ => return Err(unknown()),
+    };
+    Ok(Cow::Borrowed(text))
+}
+
+/// Appends character data to `children`, merging it with a preceding text node.
+fn push_text<'x>(children: &mut Vec<Node<'x>>, piece: Cow<'x, str>, position: u64) {
+    if let Some(Node::Text(last)) = children.last_mut() {
+        last.value.to_mut().push_str(&piece);
+    } else {
+        children.push(Node::Text(Text {
+            value: piece,
+            position,
+        }));
+    }
+}
+
+impl<'x> Document<'x> {
+    /// Parses `xml` (a byte-order mark is skipped; positions count from after it).
+    pub fn parse(xml: &'x str) -> Result<Document<'x>, XmlError> {
+        let xml = xml.strip_prefix(BOM).unwrap_or(xml);
+        let mut reader = Reader::from_str(xml);
+        reader.config_mut().check_comments = true;
+        let mut in_scope: Vec<Binding> = Vec::new();
+        // Open elements, with the length of `in_scope` before their declarations.
+        let mut stack: Vec<(Element<'x>, usize)> = Vec::new();
+        let mut prolog = Vec::new();
+        let mut epilog = Vec::new();
+        let mut root: Option<Element<'x>> = None;
+        let mut first = true;
+        loop {
+            let position = reader.buffer_position();
+            let event = reader.read_event().map_err(|e| XmlError::Syntax {
+                position: reader.error_position(),
+                message: e.to_string(),
+            })?;
+            let at_start = std::mem::replace(&mut first, false);
+            let syntax = |message: &str| XmlError::Syntax {
+                position,
+                message: message.to_string(),
+            };
+            match event {
+                Event::Decl(decl) => {
+                    if !at_start {
+                        return Err(syntax("XML declaration not at the start"));
+                    }
+                    let version = decl.version().map_err(|e| syntax(&e.to_string()))?;
+                    if &*version != "1.0" {
+                        return Err(XmlError::Declaration {
+                            what: "version",
+                            found: version.into_owned(),
+                        });
+                    }
+                    if let Some(encoding) = decl.encoding() {
+                        let encoding = encoding.map_err(|e| syntax(&e.to_string()))?;
+                        let encoding = encoding.into_owned();
+                        if !encoding.eq_ignore_ascii_case("UTF-8") {
+                            return Err(XmlError::Declaration {
+                                what: "encoding",
+                                found: encoding,
+                            });
+                        }
+                    }
+                }
+                Event::Start(start) | Event::Empty(start) if root.is_some() => {
+                    let _ = start;
+                    return Err(syntax("content after the document element"));
+                }
+                Event::Start(start) => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(XmlError::TooDeep { position });
+                    }
+                    let mark = in_scope.len();
+                    let element = element(&start, &mut in_scope, position)?;
+                    stack.push((element, mark));
+                }
+                Event::Empty(start) => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(XmlError::TooDeep { position });
+                    }
+                    let mark = in_scope.len();
+                    let element = element(&start, &mut in_scope, position)?;
+                    in_scope.truncate(mark);
+                    match stack.last_mut() {
+                        Some((parent, _)) => parent.children.push(Node::Element(element)),
+                        None => root = Some(element),
+                    }
+                }
+                Event::End(_) => {
+                    let Some((element, mark)) = stack.pop() else {
+                        return Err(syntax("unbalanced end tag"));
+                    };
+                    in_scope.truncate(mark);
+                    match stack.last_mut() {
+                        Some((parent, _)) => parent.children.push(Node::Element(element)),
+                        None => root = Some(element),
+                    }
+                }
+                Event::Text(text) => {
+                    let value = text.xml10_content();
+                    check_chars(&value, position)?;
+                    match stack.last_mut() {
+                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                        None if value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
+                        None => return Err(syntax("text outside the document element")),
+                    }
+                }
+                Event::CData(data) => {
+                    let value = data.xml10_content();
+                    check_chars(&value, position)?;
+                    match stack.last_mut() {
+                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                        None => return Err(syntax("CDATA outside the document element")),
+                    }
+                }
+                Event::GeneralRef(reference) => {
+                    let value = resolve_reference(&reference, position)?;
+                    match stack.last_mut() {
+                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                        None => return Err(syntax("reference outside the document element")),
+                    }
+                }
+                Event::Comment(comment) => {
+                    check_chars(&comment.xml10_content(), position)?;
+                    let node = Node::Comment { position };
+                    match (stack.last_mut(), &root) {
+                        (Some((parent, _)), _) => parent.children.push(node),
+                        (None, None) => prolog.push(node),
+                        (None, Some(_)) => epilog.push(node),
+                    }
+                }
+                Event::PI(pi) => {
+                    let target = pi.target();
+                    if target.eq_ignore_ascii_case("xml") {
+                        return Err(syntax("processing instruction named xml"));
+                    }
+                    let content = pi.content();
+                    check_chars(content, position)?;
+                    let node = Node::Pi(Pi {
+                        target: Cow::Owned(target.to_string()),
+                        content: Cow::Owned(content.trim_start().to_string()),
+                        position,
+                    });
+                    match (stack.last_mut(), &root) {
+                        (Some((parent, _)), _) => parent.children.push(node),
+                        (None, None) => prolog.push(node),
+                        (None, Some(_)) => epilog.push(node),
+                    }
+                }
+                Event::DocType(_) => return Err(XmlError::Doctype { position }),
+                Event::Eof => {
+                    if !stack.is_empty() {
+                        return Err(syntax("document ends inside an element"));
+                    }
+                    let root = root.ok_or_else(|| syntax("no document element"))?;
+                    return Ok(Document {
+                        prolog,
+                        root,
+                        epilog,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Builds an element from its start tag, pushing its declarations onto `in_scope`.
+fn element<'x>(
+    start: &BytesStart<'_>,
+    in_scope: &mut Vec<Binding>,
+    position: u64,
+) -> Result<Element<'x>, XmlError> {
+    let syntax = |message: String| XmlError::Syntax { position, message };
+    let qname = start.name().as_ref().to_string();
+    let mut declarations = Vec::new();
+    let mut raw: Vec<(String, String)> = Vec::new();
+    for attribute in start.attributes().with_checks(true) {
+        let attribute = attribute.map_err(|e| syntax(e.to_string()))?;
+        let key = attribute.key.as_ref().to_string();
+        let value = attribute
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|e| syntax(format!("attribute {key}: {e}")))?
+            .into_owned();
+        check_chars(&value, position)?;
+        if key == "xmlns" {
+            declarations.push((String::new(), value));
+        } else if let Some(prefix) = key.strip_prefix("xmlns:") {
+            if value.is_empty() {
+                return Err(syntax(format!("prefix {prefix:?} bound to no namespace")));
+            }
+            if prefix == "xml" || prefix == "xmlns" {
+                return Err(syntax(format!("prefix {prefix:?} cannot be declared")));
+            }
+            declarations.push((prefix.to_string(), value));
+        } else {
+            raw.push((key, value));
+        }
+    }
+    in_scope.extend(declarations);
+    let resolve = |prefix: &str| -> Result<String, XmlError> {
+        if prefix == "xml" {
+            return Ok(XML_NS.to_string());
+        }
+        match lookup(in_scope, prefix) {
+            Some(uri) => Ok(uri.to_string()),
+            None if prefix.is_empty() => Ok(String::new()),
+            None => Err(XmlError::UndeclaredPrefix {
+                prefix: prefix.to_string(),
+                position,
+            }),
+        }
+    };
+    let namespace = resolve(prefix_of(&qname))?;
+    let mut attributes = Vec::with_capacity(raw.len());
+    for (key, value) in raw {
+        let namespace = if key.contains(':') {
+            resolve(prefix_of(&key))?
+        } else {
+            String::new()
+        };
+        // Two attributes with different prefixes bound to one namespace are the same
+        // attribute in the namespace-aware view.
+        if !namespace.is_empty()
+            && attributes
+                .iter()
+                .any(|a: &Attribute| a.namespace == namespace && a.local() == local_of(&key))
+        {
+            return Err(syntax(format!("duplicate attribute {key}")));
+        }
+        attributes.push(Attribute {
+            qname: key,
+            namespace,
+            value,
+        });
+    }
+    Ok(Element {
+        qname,
+        namespace,
+        attributes,
+        children: Vec::new(),
+        position,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_tree_with_namespaces_resolved() {
+        let doc = Document::parse(
+            "<?xml version='1.0' encoding='utf-8'?><!--c--><r xmlns='urn:d' xmlns:p='urn:p'>\
+             a&amp;<![CDATA[<b>]]>&#233;<p:c p:x='1' y='2'/><?pi  z?></r>",
+        )
+        .expect("parses");
+        assert_eq!(doc.prolog.len(), 1);
+        assert_eq!(doc.root.namespace, "urn:d");
+        let Node::Text(text) = &doc.root.children[0] else {
+            panic!("text first")
+        };
+        assert_eq!(text.value, "a&<b>\u{e9}");
+        let child = doc.root.elements().next().expect("child");
+        assert!(child.is("urn:p", "c"));
+        assert_eq!(child.attributes[0].namespace, "urn:p");
+        assert_eq!(child.attribute("y"), Some("2"));
+        assert!(matches!(&doc.root.children[2], Node::Pi(pi) if pi.content == "z"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let doc = Document::parse("\u{feff}<?xml version=\"1.0\"?><r/>").expect("parses");
+        assert_eq!(doc.root.qname, "r");
+    }
+
+    #[test]
+    fn refuses_what_the_list_never_needs() {
+        let refused = [
+            "<?xml version='1.0' encoding='ISO-8859-1'?><r/>",
+            "<?xml version='1.1'?><r/>",
+            "<r/><?xml version='1.0'?>",
+            "<!DOCTYPE r [<!ENTITY x 'y'>]><r>&x;</r>",
+            "<r>&x;</r>",
+            "<r>\u{1}</r>",
+            "<r>&#1;</r>",
+            "<r a='1' a='2'/>",
+            "<r xmlns:p='urn:a' xmlns:q='urn:a' p:a='1' q:a='2'/>",
+            "<p:r/>",
+            "<r/><s/>",
+            "<r/>text",
+            "<r><!-- a -- b --></r>",
+            "<r></s>",
+            "<r>",
+            "",
+            "<r xmlns:p=''/>",
+        ];
+        for xml in refused {
+            assert!(Document::parse(xml).is_err(), "{xml:?}");
+        }
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
+        assert!(matches!(
+            Document::parse(&deep),
+            Err(XmlError::TooDeep { .. })
+        ));
+    }
+}
