@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The project's test command (README, and CI through .ci/run): formatting, lints with
 # warnings denied, then every test. Needs a Rust toolchain (rustup's stable with rustfmt
-# and clippy) and promtool, which it installs with apt-get when run as root.
+# and clippy), promtool and xmlsec1, which it installs with apt-get when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# promtool (Debian's prometheus package) checks the /metrics exposition and the alert
-# rules in the tests.
-if ! command -v promtool >/dev/null 2>&1; then
+# Debian packages the tests use: promtool (package prometheus) checks the /metrics
+# exposition and the alert rules; xmlsec1 is the independent XMLDSig verifier that the
+# liste blanche's signature check is compared with (tests/whitelist_forgery.rs).
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing promtool (Debian package prometheus)"
+        echo "== installing Debian packages: ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "promtool is missing: install Debian's 'prometheus' package (it ships promtool), then run again" >&2
+        echo "missing Debian packages: ${missing[*]} (promtool comes with 'prometheus'); install them, then run again" >&2
         exit 1
     fi
 fi

@@ -529,25 +529,21 @@ fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, Sign
         return Err(profile("KeyInfo", "unexpected children"));
     };
     only_attributes(x509_data, "X509Data", &[])?;
-    let certificate = match x509_data.elements().count() {
-        1 => {
-            let [certificate] = children(x509_data, "X509Data", &["X509Certificate"])?[..] else {
-                return Err(profile("X509Data", "unexpected children"));
-            };
-            leaf_text(certificate, "X509Data/X509Certificate")?
-        }
-        0 => {
-            return Err(SignatureError::MissingElement {
-                element: "X509Certificate",
-            })
-        }
-        n => {
-            return Err(SignatureError::Unsupported {
-                what: "number of X509Certificate",
-                found: n.to_string(),
-            })
-        }
+    let certificates = x509_data.elements().count();
+    if certificates > 1
+        && x509_data
+            .elements()
+            .all(|e| e.is(DSIG_NS, "X509Certificate"))
+    {
+        return Err(SignatureError::Unsupported {
+            what: "number of X509Certificate",
+            found: certificates.to_string(),
+        });
+    }
+    let [certificate] = children(x509_data, "X509Data", &["X509Certificate"])?[..] else {
+        return Err(profile("X509Data", "unexpected children"));
     };
+    let certificate = leaf_text(certificate, "X509Data/X509Certificate")?;
     Ok(Some(Located {
         signature,
         signed_info,

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+pub mod forge;
+
 use mssante_gateway::config::Config;
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::metrics::Metrics;
