@@ -334,3 +334,88 @@ async fn presents_our_certificate_when_the_espace_server_asks_for_one() {
     assert_eq!(fetches(&gw, "updated"), 1);
     assert_eq!(gw.metrics.whitelist_entries.get(), 10);
 }
+
+/// A list forged from a signed one (an entry added, a second `DigestValue` planted after
+/// the `SignatureValue`, the attack that once got through) is refused by a refresh, which
+/// keeps the list in use, and is not trusted from the cache at the next start.
+#[tokio::test]
+async fn a_forged_list_is_neither_installed_nor_trusted_from_the_cache() {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("time");
+    let entries = sample_whitelist::sample_entries(&certs_dir()).expect("entries");
+    let without_b: Vec<_> = entries
+        .iter()
+        .filter(|e| e.domain != "peer-b.test.mssante.fr")
+        .cloned()
+        .collect();
+    let peer_b = entries
+        .iter()
+        .find(|e| e.domain == "peer-b.test.mssante.fr")
+        .expect("peer-b in the sample");
+    let generated = now - time::Duration::hours(2);
+    let xml = sample_whitelist::render(&without_b, generated);
+    let genuine = sample_whitelist::sign_with_test_signer(&certs_dir(), &xml).expect("sign");
+    let forged = common::forge::with_planted_digest(
+        &genuine,
+        |xml| {
+            let with_b = sample_whitelist::render(
+                std::slice::from_ref(peer_b),
+                now - time::Duration::hours(1),
+            );
+            let start = with_b.find("<Domaine>").expect("entry");
+            let end = with_b.rfind("</Domaine>").expect("entry end") + "</Domaine>".len();
+            xml.replacen(
+                "<ListeDomaines>",
+                &format!("<ListeDomaines>{}", &with_b[start..end]),
+                1,
+            )
+        },
+        common::forge::after_signature_value,
+    );
+    assert!(forged.contains("peer-b.test.mssante.fr"));
+
+    let server = ListServer::start(Answer::List(genuine.clone().into_bytes(), "v1")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("liste.xml");
+    let mut gw = TestGateway::start_with(fetching(server.url(), &cache)).await;
+    assert_eq!(gw.metrics.whitelist_entries.get(), 9);
+    peer_b_refused(&gw).await;
+
+    server.set(Answer::List(forged.clone().into_bytes(), "v2"));
+    next_refresh(&gw, "signature").await;
+    assert_eq!(
+        gw.metrics.whitelist_entries.get(),
+        9,
+        "the forged list is not used"
+    );
+    assert_eq!(std::fs::read(&cache).expect("cache"), genuine.as_bytes());
+    peer_b_refused(&gw).await;
+    peer_a_delivers(&gw).await;
+    gw.shutdown().await;
+
+    // The forged file in the cache, the list server gone: nothing is trusted.
+    std::fs::write(&cache, &forged).expect("plant the forged cache");
+    let url = server.url();
+    server.task.abort();
+    let _ = server.task.await;
+    let gw = TestGateway::start_with(fetching(url, &cache)).await;
+    assert_eq!(
+        gw.metrics.whitelist_entries.get(),
+        0,
+        "the forged cache is not loaded"
+    );
+    let mut c: Client = gw.connect().await;
+    c.send("EHLO smtp.peer-b.test.mssante.fr").await;
+    c.expect_code(250).await;
+    c.starttls(Some("peer-b")).await;
+    c.send("EHLO smtp.peer-b.test.mssante.fr").await;
+    c.expect_code(250).await;
+    c.send("MAIL FROM:<x@peer-b.test.mssante.fr>").await;
+    let reply = c.read_reply().await;
+    assert_eq!(
+        reply.code / 100,
+        4,
+        "no list: a temporary refusal, got {reply:?}"
+    );
+}
