@@ -11,7 +11,7 @@
 //! are read from (see [`super::xml`]), with the enveloped signature left out by identity,
 //! not by byte range.
 pub use super::xml::XmlError as C14nError;
-use super::xml::{Binding, Document, Element, Node, Pi};
+use super::xml::{Binding, Document, Element, Node, Ns, Pi};
 
 /// Canonicalises the whole document, leaving out `exclude` (the enveloped-signature
 /// transform's `Signature` element) where it occurs.
@@ -24,7 +24,7 @@ pub(crate) fn canonicalize_document(doc: &Document<'_>, exclude: Option<&Element
         }
     }
     let mut rendered = Vec::new();
-    write_element(&doc.root, exclude, &mut rendered, &mut out);
+    write_element(doc, &doc.root, exclude, &mut rendered, &mut out);
     for node in &doc.epilog {
         if let Node::Pi(pi) = node {
             out.push(b'\n');
@@ -34,12 +34,12 @@ pub(crate) fn canonicalize_document(doc: &Document<'_>, exclude: Option<&Element
     out
 }
 
-/// Canonicalises the subtree at `element` (a document subset: `SignedInfo`). `inherited`
-/// are the bindings in scope at it from its ancestors and itself: exc-c14n renders them
-/// only where visibly utilised, which the element's resolved names already say.
-pub(crate) fn canonicalize_element(element: &Element<'_>) -> Vec<u8> {
+/// Canonicalises the subtree at `element` of `doc` (a document subset: `SignedInfo`). The
+/// namespaces its ancestors declared are rendered where visibly utilised, which the
+/// element's resolved names already say.
+pub(crate) fn canonicalize_element(doc: &Document<'_>, element: &Element<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
-    write_element(element, None, &mut Vec::new(), &mut out);
+    write_element(doc, element, None, &mut Vec::new(), &mut out);
     out
 }
 
@@ -48,11 +48,11 @@ pub(crate) fn canonicalize(xml: &str) -> Result<Vec<u8>, C14nError> {
     Ok(canonicalize_document(&Document::parse(xml)?, None))
 }
 
-fn lookup<'a>(list: &'a [Binding], prefix: &str) -> Option<&'a str> {
+fn lookup(list: &[Binding], prefix: &str) -> Option<Ns> {
     list.iter()
         .rev()
         .find(|(p, _)| p == prefix)
-        .map(|(_, uri)| uri.as_str())
+        .map(|(_, ns)| *ns)
 }
 
 fn write_pi(pi: &Pi<'_>, out: &mut Vec<u8>) {
@@ -67,6 +67,7 @@ fn write_pi(pi: &Pi<'_>, out: &mut Vec<u8>) {
 
 /// `rendered` holds the bindings written by the output ancestors of `element`.
 fn write_element(
+    doc: &Document<'_>,
     element: &Element<'_>,
     exclude: Option<&Element<'_>>,
     rendered: &mut Vec<Binding>,
@@ -75,35 +76,35 @@ fn write_element(
     let mark = rendered.len();
     // Visibly utilised: the element's own prefix, then its attributes' (never `xml`).
     let mut declarations: Vec<Binding> = Vec::new();
-    let mut utilise = |prefix: &str, uri: &str| {
+    let mut utilise = |prefix: &str, ns: Ns| {
         if declarations.iter().any(|(p, _)| p == prefix) {
             return;
         }
         let needs = if prefix.is_empty() {
-            lookup(rendered, "").unwrap_or("") != uri
+            lookup(rendered, "").unwrap_or(Ns::NONE) != ns
         } else {
-            lookup(rendered, prefix) != Some(uri)
+            lookup(rendered, prefix) != Some(ns)
         };
         if needs {
-            declarations.push((prefix.to_string(), uri.to_string()));
+            declarations.push((prefix.to_string(), ns));
         }
     };
-    utilise(element.prefix(), &element.namespace);
+    utilise(element.prefix(), element.ns);
     for attribute in &element.attributes {
         let prefix = super::xml::prefix_of(&attribute.qname);
         if !prefix.is_empty() && prefix != "xml" {
-            utilise(prefix, &attribute.namespace);
+            utilise(prefix, attribute.ns);
         }
     }
-    declarations.sort();
+    declarations.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut attributes: Vec<_> = element.attributes.iter().collect();
-    attributes
-        .sort_by(|a, b| (a.namespace.as_str(), a.local()).cmp(&(b.namespace.as_str(), b.local())));
+    attributes.sort_by(|a, b| (doc.uri(a.ns), a.local()).cmp(&(doc.uri(b.ns), b.local())));
 
     out.push(b'<');
     out.extend_from_slice(element.qname.as_bytes());
-    for (prefix, uri) in &declarations {
+    for (prefix, ns) in &declarations {
+        let uri = doc.uri(*ns);
         if prefix.is_empty() {
             out.extend_from_slice(b" xmlns=\"");
         } else {
@@ -126,7 +127,7 @@ fn write_element(
     for child in &element.children {
         match child {
             Node::Element(e) if exclude.is_some_and(|x| std::ptr::eq(x, e)) => {}
-            Node::Element(e) => write_element(e, exclude, rendered, out),
+            Node::Element(e) => write_element(doc, e, exclude, rendered, out),
             Node::Text(text) => escape_text(&text.value, out),
             Node::Pi(pi) => write_pi(pi, out),
             Node::Comment { .. } => {}
@@ -258,7 +259,7 @@ mod tests {
         let signature = doc.root.elements().next().expect("signature");
         let signed_info = signature.elements().next().expect("signed info");
         assert_eq!(
-            String::from_utf8(canonicalize_element(signed_info)).expect("utf-8"),
+            String::from_utf8(canonicalize_element(&doc, signed_info)).expect("utf-8"),
             format!("<SignedInfo xmlns=\"{dsig}\"><Reference URI=\"\"></Reference></SignedInfo>")
         );
     }

@@ -23,8 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::model::{normalize_domain, Entry, ParseWarning, ParsedList, WarningKind};
-use super::signature::DSIG_NS;
-use super::xml::{Document, Element, Node, XmlError};
+use super::xml::{Document, Element, Node, Ns, XmlError};
 use crate::trust::dn::SubjectDn;
 
 /// The list's XML namespace.
@@ -84,17 +83,18 @@ enum Child<'d, 'x> {
 /// `Domaine`): whitespace and comments between elements, data elements in the list's
 /// namespace; `Signature` only under the document element.
 fn children<'d, 'x>(
+    doc: &'d Document<'x>,
     element: &'d Element<'x>,
     parent: &'static str,
 ) -> impl Iterator<Item = Result<Child<'d, 'x>, ParseError>> {
     element.children.iter().filter_map(move |node| match node {
-        Node::Element(e) if e.namespace == LIST_NS => Some(Ok(Child::Data(e))),
-        Node::Element(e) if parent == "ListeBlancheMSSante" && e.is(DSIG_NS, "Signature") => {
+        Node::Element(e) if e.ns == Ns::LIST => Some(Ok(Child::Data(e))),
+        Node::Element(e) if parent == "ListeBlancheMSSante" && e.is(Ns::DSIG, "Signature") => {
             Some(Ok(Child::Signature))
         }
         Node::Element(e) => Some(Err(ParseError::ForeignElement {
-            name: e.qname.clone(),
-            namespace: e.namespace.clone(),
+            name: e.qname.to_string(),
+            namespace: doc.uri(e.ns).to_string(),
             position: e.position,
         })),
         Node::Text(t) if t.value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => None,
@@ -164,7 +164,7 @@ fn unknown(element: &Element<'_>, warnings: &mut Vec<ParseWarning>) {
     warnings.push(ParseWarning {
         position: element.position,
         kind: WarningKind::UnknownElement {
-            name: element.qname.clone(),
+            name: element.qname.to_string(),
         },
     });
 }
@@ -177,19 +177,19 @@ pub fn parse(xml: &str) -> Result<ParsedList, ParseError> {
 /// Reads the list from a parsed document.
 pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError> {
     let root = &doc.root;
-    if !root.is(LIST_NS, "ListeBlancheMSSante") {
+    if !root.is(Ns::LIST, "ListeBlancheMSSante") {
         return Err(ParseError::UnexpectedRoot {
-            found: if root.namespace.is_empty() {
-                root.qname.clone()
+            found: if root.ns == Ns::NONE {
+                root.qname.to_string()
             } else {
-                format!("{} in {}", root.qname, root.namespace)
+                format!("{} in {}", root.qname, doc.uri(root.ns))
             },
         });
     }
     let mut warnings = Vec::new();
     let mut generated: Option<(String, u64)> = None;
     let mut domains: Option<&Element<'_>> = None;
-    for child in children(root, "ListeBlancheMSSante") {
+    for child in children(doc, root, "ListeBlancheMSSante") {
         let Child::Data(element) = child? else {
             continue;
         };
@@ -223,12 +223,12 @@ pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError
         .map_err(|_| ParseError::BadGenerationDate { value, position })?;
     let domains = domains.ok_or_else(|| missing("ListeDomaines"))?;
     let mut entries = Vec::with_capacity(domains.children.len() / 2);
-    for child in children(domains, "ListeDomaines") {
+    for child in children(doc, domains, "ListeDomaines") {
         let Child::Data(element) = child? else {
             continue;
         };
         if element.local() == "Domaine" {
-            if let Some(entry) = parse_entry(element, &mut warnings)? {
+            if let Some(entry) = parse_entry(doc, element, &mut warnings)? {
                 entries.push(entry);
             }
         } else {
@@ -244,6 +244,7 @@ pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError
 
 /// Parses one `Domaine`; `Ok(None)` when it is dropped with a warning.
 fn parse_entry(
+    doc: &Document<'_>,
     domaine: &Element<'_>,
     warnings: &mut Vec<ParseWarning>,
 ) -> Result<Option<Entry>, ParseError> {
@@ -254,7 +255,7 @@ fn parse_entry(
     let mut responsable = None;
     let mut support = None;
     let mut updated_text = None;
-    for child in children(domaine, "Domaine") {
+    for child in children(doc, domaine, "Domaine") {
         let Child::Data(element) = child? else {
             continue;
         };

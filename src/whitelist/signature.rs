@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 use super::c14n;
 use super::parse::LIST_NS;
-use super::xml::{Document, Element, Node, XmlError};
+use super::xml::{Document, Element, Node, Ns, XmlError};
 use crate::trust::dn::{normalize_value, SubjectDn};
 
 /// XML Signature namespace.
@@ -253,20 +253,23 @@ fn dsig_outside<'d, 'x>(
     if signature.is_some_and(|s| std::ptr::eq(s, element)) {
         return None;
     }
-    if element.namespace == DSIG_NS {
+    if element.ns == Ns::DSIG {
         return Some(element);
     }
     element.elements().find_map(|e| dsig_outside(e, signature))
 }
 
-/// Every `Signature` element of the xmldsig namespace, at any depth.
-fn signatures<'d, 'x>(element: &'d Element<'x>, found: &mut Vec<&'d Element<'x>>) {
-    if element.is(DSIG_NS, "Signature") {
-        found.push(element);
+/// The first xmldsig `Signature` element in `element`'s subtree.
+fn find_signature<'d, 'x>(element: &'d Element<'x>) -> Option<&'d Element<'x>> {
+    if element.is(Ns::DSIG, "Signature") {
+        return Some(element);
     }
-    for child in element.elements() {
-        signatures(child, found);
-    }
+    element.elements().find_map(find_signature)
+}
+
+/// How many elements of the xmldsig namespace `element`'s subtree holds.
+fn dsig_count(element: &Element<'_>) -> usize {
+    usize::from(element.ns == Ns::DSIG) + element.elements().map(dsig_count).sum::<usize>()
 }
 
 /// Checks that `element` has only the attributes `allowed` (unqualified).
@@ -278,7 +281,7 @@ fn only_attributes(
     match element
         .attributes
         .iter()
-        .find(|a| !a.namespace.is_empty() || !allowed.contains(&a.qname.as_str()))
+        .find(|a| a.ns != Ns::NONE || !allowed.contains(&a.qname.as_str()))
     {
         Some(a) => Err(profile(path, format!("unexpected attribute {}", a.qname))),
         None => Ok(()),
@@ -306,7 +309,7 @@ fn children<'d, 'x>(
                     });
                 }
                 let wanted = expected.get(found.len());
-                if child.namespace != DSIG_NS || wanted != Some(&child.local()) {
+                if child.ns != Ns::DSIG || wanted != Some(&child.local()) {
                     return Err(profile(
                         path,
                         match wanted {
@@ -394,10 +397,10 @@ fn algorithm<'d>(
 /// Finds the one enveloped signature the profile allows, or says what is out of place.
 /// `Ok(None)`: the document has no xmldsig content at all.
 fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, SignatureError> {
-    let mut all = Vec::new();
-    signatures(&doc.root, &mut all);
-    let signature = match all.as_slice() {
-        [] => {
+    // The parser counted the xmldsig elements: the tree is walked only to explain a
+    // refusal, never to find what is accepted.
+    let signature = match doc.dsig_signatures {
+        0 => {
             return match dsig_outside(&doc.root, None) {
                 Some(stray) => Err(profile(
                     &stray.qname,
@@ -409,22 +412,25 @@ fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, Sign
                 None => Ok(None),
             }
         }
-        [one] => *one,
+        1 => match doc.root.elements().find(|e| e.is(Ns::DSIG, "Signature")) {
+            Some(signature) => signature,
+            None => {
+                let position = find_signature(&doc.root).map_or(0, |s| s.position);
+                return Err(SignatureError::NotEnveloped { position });
+            }
+        },
         _ => return Err(SignatureError::MultipleSignatures),
     };
-    if !doc.root.elements().any(|e| std::ptr::eq(e, signature)) {
-        return Err(SignatureError::NotEnveloped {
-            position: signature.position,
-        });
-    }
-    if let Some(stray) = dsig_outside(&doc.root, Some(signature)) {
-        return Err(profile(
-            &stray.qname,
-            format!(
-                "xmldsig element at byte {} outside the Signature",
-                stray.position
-            ),
-        ));
+    if dsig_count(signature) != doc.dsig_elements {
+        if let Some(stray) = dsig_outside(&doc.root, Some(signature)) {
+            return Err(profile(
+                &stray.qname,
+                format!(
+                    "xmldsig element at byte {} outside the Signature",
+                    stray.position
+                ),
+            ));
+        }
     }
     // The Signature is the document element's last child: whitespace and comments only
     // after it, so nothing can hide in the region the transform leaves out.
@@ -533,7 +539,7 @@ fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, Sign
     if certificates > 1
         && x509_data
             .elements()
-            .all(|e| e.is(DSIG_NS, "X509Certificate"))
+            .all(|e| e.is(Ns::DSIG, "X509Certificate"))
     {
         return Err(SignatureError::Unsupported {
             what: "number of X509Certificate",
@@ -593,7 +599,7 @@ pub(crate) fn verify_document(
     doc: &Document<'_>,
     opts: &VerifyOptions<'_>,
 ) -> Result<SignerInfo, SignatureError> {
-    if !doc.root.is(LIST_NS, "ListeBlancheMSSante") {
+    if !doc.root.is(Ns::LIST, "ListeBlancheMSSante") {
         return Err(profile(
             &doc.root.qname,
             format!("the document element must be ListeBlancheMSSante in {LIST_NS}"),
@@ -615,7 +621,7 @@ pub(crate) fn verify_document(
     }
 
     // 2. SignedInfo (which holds that digest) was signed by the KeyInfo certificate's key.
-    let signed_info = c14n::canonicalize_element(loc.signed_info);
+    let signed_info = c14n::canonicalize_element(doc, loc.signed_info);
     let cert = CertificateDer::from(certificate_der.as_slice());
     let end_entity = webpki::EndEntityCert::try_from(&cert)
         .map_err(|e| SignatureError::BadCertificate(e.to_string()))?;

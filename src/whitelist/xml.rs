@@ -17,6 +17,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
 
+use super::parse::LIST_NS;
+use super::signature::DSIG_NS;
+
 /// The XML namespace, implicitly bound to `xml`.
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -53,8 +56,23 @@ pub enum XmlError {
     TooDeep { position: u64 },
 }
 
-/// A namespace binding (prefix, URI); the default namespace has the empty prefix.
-pub(crate) type Binding = (String, String);
+/// A namespace URI, interned per document: comparing two is comparing two integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Ns(u32);
+
+impl Ns {
+    /// No namespace.
+    pub const NONE: Ns = Ns(0);
+    /// `http://www.w3.org/XML/1998/namespace`, bound to `xml`.
+    pub const XML: Ns = Ns(1);
+    /// The liste blanche's namespace.
+    pub const LIST: Ns = Ns(2);
+    /// XML Signature's namespace.
+    pub const DSIG: Ns = Ns(3);
+}
+
+/// A namespace binding (prefix, namespace); the default namespace has the empty prefix.
+pub(crate) type Binding = (String, Ns);
 
 /// A node of the tree. Comments are kept as nodes so that a reader can tell where they
 /// were (exclusive C14N without comments drops them).
@@ -92,8 +110,8 @@ pub(crate) struct Pi<'x> {
 pub(crate) struct Attribute {
     /// Qualified name as written.
     pub qname: String,
-    /// Namespace URI (empty for an unprefixed attribute).
-    pub namespace: String,
+    /// Namespace ([`Ns::NONE`] for an unprefixed attribute).
+    pub ns: Ns,
     /// Value, normalised and with references resolved.
     pub value: String,
 }
@@ -107,10 +125,12 @@ impl Attribute {
 /// An element.
 #[derive(Debug)]
 pub(crate) struct Element<'x> {
-    /// Qualified name as written.
-    pub qname: String,
-    /// Namespace URI of the element (empty for none).
-    pub namespace: String,
+    /// Qualified name as written (borrowed from the document).
+    pub qname: Cow<'x, str>,
+    /// Where the local name starts in `qname` (after the prefix's colon, or 0).
+    local_at: usize,
+    /// Namespace of the element.
+    pub ns: Ns,
     /// Attributes other than namespace declarations, in document order.
     pub attributes: Vec<Attribute>,
     pub children: Vec<Node<'x>>,
@@ -121,17 +141,19 @@ pub(crate) struct Element<'x> {
 impl<'x> Element<'x> {
     /// Local name.
     pub fn local(&self) -> &str {
-        local_of(&self.qname)
+        self.qname.get(self.local_at..).unwrap_or("")
     }
 
     /// Prefix (empty for none).
     pub fn prefix(&self) -> &str {
-        prefix_of(&self.qname)
+        self.qname
+            .get(..self.local_at.saturating_sub(1))
+            .unwrap_or("")
     }
 
     /// True when this element is `local` in namespace `ns`.
-    pub fn is(&self, ns: &str, local: &str) -> bool {
-        self.namespace == ns && self.local() == local
+    pub fn is(&self, ns: Ns, local: &str) -> bool {
+        self.ns == ns && self.local() == local
     }
 
     /// The unprefixed attribute `name`.
@@ -159,6 +181,12 @@ pub(crate) struct Document<'x> {
     pub root: Element<'x>,
     /// Comments and processing instructions after the document element.
     pub epilog: Vec<Node<'x>>,
+    /// Namespace URIs by [`Ns`].
+    namespaces: Vec<String>,
+    /// How many elements are in the xmldsig namespace, and how many of those are
+    /// `Signature`: the signature check's census, taken while parsing.
+    pub dsig_elements: usize,
+    pub dsig_signatures: usize,
 }
 
 pub(crate) fn local_of(qname: &str) -> &str {
@@ -169,12 +197,36 @@ pub(crate) fn prefix_of(qname: &str) -> &str {
     qname.split_once(':').map(|(p, _)| p).unwrap_or("")
 }
 
-fn lookup<'b>(bindings: &'b [Binding], prefix: &str) -> Option<&'b str> {
+fn lookup(bindings: &[Binding], prefix: &str) -> Option<Ns> {
     bindings
         .iter()
         .rev()
         .find(|(p, _)| p == prefix)
-        .map(|(_, uri)| uri.as_str())
+        .map(|(_, ns)| *ns)
+}
+
+/// The namespace table of a document being parsed.
+struct Interner(Vec<String>);
+
+impl Interner {
+    fn new() -> Self {
+        Interner(vec![
+            String::new(),
+            XML_NS.to_string(),
+            LIST_NS.to_string(),
+            DSIG_NS.to_string(),
+        ])
+    }
+
+    fn intern(&mut self, uri: String) -> Ns {
+        match self.0.iter().position(|u| *u == uri) {
+            Some(i) => Ns(i as u32),
+            None => {
+                self.0.push(uri);
+                Ns((self.0.len() - 1) as u32)
+            }
+        }
+    }
 }
 
 /// Refuses characters outside XML 1.0's `Char` production.
@@ -221,31 +273,64 @@ fn resolve_reference(
     Ok(Cow::Borrowed(text))
 }
 
-/// Appends character data to `children`, merging it with a preceding text node.
-fn push_text<'x>(children: &mut Vec<Node<'x>>, piece: Cow<'x, str>, position: u64) {
-    if let Some(Node::Text(last)) = children.last_mut() {
-        last.value.to_mut().push_str(&piece);
-    } else {
-        children.push(Node::Text(Text {
+/// The children of the open elements, each element's after the previous ones': when an
+/// element ends, its children move out into a vector of exactly their number (one
+/// allocation per element, none for growing).
+struct Siblings<'x> {
+    nodes: Vec<Node<'x>>,
+}
+
+impl<'x> Siblings<'x> {
+    /// Appends character data to the children that start at `from`, merging it with a
+    /// preceding text node.
+    fn push_text(&mut self, from: usize, piece: Cow<'x, str>, position: u64) {
+        if self.nodes.len() > from {
+            if let Some(Node::Text(last)) = self.nodes.last_mut() {
+                last.value.to_mut().push_str(&piece);
+                return;
+            }
+        }
+        self.nodes.push(Node::Text(Text {
             value: piece,
             position,
         }));
     }
 }
 
+/// An element whose end tag has not been read yet.
+struct Open<'x> {
+    element: Element<'x>,
+    /// Length of the namespace scope before its declarations.
+    scope: usize,
+    /// Where its children start in [`Siblings`].
+    children: usize,
+}
+
 impl<'x> Document<'x> {
+    /// The URI of an interned namespace.
+    pub fn uri(&self, ns: Ns) -> &str {
+        self.namespaces
+            .get(ns.0 as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
     /// Parses `xml` (a byte-order mark is skipped; positions count from after it).
     pub fn parse(xml: &'x str) -> Result<Document<'x>, XmlError> {
         let xml = xml.strip_prefix(BOM).unwrap_or(xml);
         let mut reader = Reader::from_str(xml);
         reader.config_mut().check_comments = true;
         let mut in_scope: Vec<Binding> = Vec::new();
-        // Open elements, with the length of `in_scope` before their declarations.
-        let mut stack: Vec<(Element<'x>, usize)> = Vec::new();
+        let mut stack: Vec<Open<'x>> = Vec::with_capacity(MAX_DEPTH);
+        let mut siblings = Siblings {
+            nodes: Vec::with_capacity(64),
+        };
         let mut prolog = Vec::new();
         let mut epilog = Vec::new();
         let mut root: Option<Element<'x>> = None;
         let mut first = true;
+        let mut names = Interner::new();
+        let (mut dsig_elements, mut dsig_signatures) = (0, 0);
         loop {
             let position = reader.buffer_position();
             let event = reader.read_event().map_err(|e| XmlError::Syntax {
@@ -280,45 +365,53 @@ impl<'x> Document<'x> {
                         }
                     }
                 }
-                Event::Start(start) | Event::Empty(start) if root.is_some() => {
-                    let _ = start;
+                Event::Start(_) | Event::Empty(_) if root.is_some() => {
                     return Err(syntax("content after the document element"));
                 }
                 Event::Start(start) => {
                     if stack.len() >= MAX_DEPTH {
                         return Err(XmlError::TooDeep { position });
                     }
-                    let mark = in_scope.len();
-                    let element = element(&start, &mut in_scope, position)?;
-                    stack.push((element, mark));
+                    let scope = in_scope.len();
+                    let element = element(xml, &start, &mut in_scope, &mut names, position)?;
+                    count_dsig(&element, &mut dsig_elements, &mut dsig_signatures);
+                    stack.push(Open {
+                        element,
+                        scope,
+                        children: siblings.nodes.len(),
+                    });
                 }
                 Event::Empty(start) => {
                     if stack.len() >= MAX_DEPTH {
                         return Err(XmlError::TooDeep { position });
                     }
-                    let mark = in_scope.len();
-                    let element = element(&start, &mut in_scope, position)?;
-                    in_scope.truncate(mark);
-                    match stack.last_mut() {
-                        Some((parent, _)) => parent.children.push(Node::Element(element)),
-                        None => root = Some(element),
+                    let scope = in_scope.len();
+                    let element = element(xml, &start, &mut in_scope, &mut names, position)?;
+                    count_dsig(&element, &mut dsig_elements, &mut dsig_signatures);
+                    in_scope.truncate(scope);
+                    if stack.is_empty() {
+                        root = Some(element);
+                    } else {
+                        siblings.nodes.push(Node::Element(element));
                     }
                 }
                 Event::End(_) => {
-                    let Some((element, mark)) = stack.pop() else {
+                    let Some(mut open) = stack.pop() else {
                         return Err(syntax("unbalanced end tag"));
                     };
-                    in_scope.truncate(mark);
-                    match stack.last_mut() {
-                        Some((parent, _)) => parent.children.push(Node::Element(element)),
-                        None => root = Some(element),
+                    in_scope.truncate(open.scope);
+                    open.element.children = siblings.nodes.split_off(open.children);
+                    if stack.is_empty() {
+                        root = Some(open.element);
+                    } else {
+                        siblings.nodes.push(Node::Element(open.element));
                     }
                 }
                 Event::Text(text) => {
                     let value = text.xml10_content();
                     check_chars(&value, position)?;
-                    match stack.last_mut() {
-                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                    match stack.last() {
+                        Some(open) => siblings.push_text(open.children, value, position),
                         None if value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
                         None => return Err(syntax("text outside the document element")),
                     }
@@ -326,25 +419,25 @@ impl<'x> Document<'x> {
                 Event::CData(data) => {
                     let value = data.xml10_content();
                     check_chars(&value, position)?;
-                    match stack.last_mut() {
-                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                    match stack.last() {
+                        Some(open) => siblings.push_text(open.children, value, position),
                         None => return Err(syntax("CDATA outside the document element")),
                     }
                 }
                 Event::GeneralRef(reference) => {
                     let value = resolve_reference(&reference, position)?;
-                    match stack.last_mut() {
-                        Some((parent, _)) => push_text(&mut parent.children, value, position),
+                    match stack.last() {
+                        Some(open) => siblings.push_text(open.children, value, position),
                         None => return Err(syntax("reference outside the document element")),
                     }
                 }
                 Event::Comment(comment) => {
                     check_chars(&comment.xml10_content(), position)?;
                     let node = Node::Comment { position };
-                    match (stack.last_mut(), &root) {
-                        (Some((parent, _)), _) => parent.children.push(node),
-                        (None, None) => prolog.push(node),
-                        (None, Some(_)) => epilog.push(node),
+                    match (stack.is_empty(), &root) {
+                        (false, _) => siblings.nodes.push(node),
+                        (true, None) => prolog.push(node),
+                        (true, Some(_)) => epilog.push(node),
                     }
                 }
                 Event::PI(pi) => {
@@ -359,10 +452,10 @@ impl<'x> Document<'x> {
                         content: Cow::Owned(content.trim_start().to_string()),
                         position,
                     });
-                    match (stack.last_mut(), &root) {
-                        (Some((parent, _)), _) => parent.children.push(node),
-                        (None, None) => prolog.push(node),
-                        (None, Some(_)) => epilog.push(node),
+                    match (stack.is_empty(), &root) {
+                        (false, _) => siblings.nodes.push(node),
+                        (true, None) => prolog.push(node),
+                        (true, Some(_)) => epilog.push(node),
                     }
                 }
                 Event::DocType(_) => return Err(XmlError::Doctype { position }),
@@ -375,6 +468,9 @@ impl<'x> Document<'x> {
                         prolog,
                         root,
                         epilog,
+                        namespaces: names.0,
+                        dsig_elements,
+                        dsig_signatures,
                     });
                 }
             }
@@ -382,26 +478,48 @@ impl<'x> Document<'x> {
     }
 }
 
-/// Builds an element from its start tag, pushing its declarations onto `in_scope`.
+fn count_dsig(element: &Element<'_>, elements: &mut usize, signatures: &mut usize) {
+    if element.ns == Ns::DSIG {
+        *elements += 1;
+        if element.local() == "Signature" {
+            *signatures += 1;
+        }
+    }
+}
+
+/// Builds an element from its start tag at `position` in `xml`, pushing its declarations
+/// onto `in_scope`.
 fn element<'x>(
+    xml: &'x str,
     start: &BytesStart<'_>,
     in_scope: &mut Vec<Binding>,
+    names: &mut Interner,
     position: u64,
 ) -> Result<Element<'x>, XmlError> {
     let syntax = |message: String| XmlError::Syntax { position, message };
-    let qname = start.name().as_ref().to_string();
-    let mut declarations = Vec::new();
+    let name = start.name();
+    let name = name.as_ref();
+    // The name as it stands in the document, right after `<`: no copy.
+    let at = usize::try_from(position)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let qname = match xml.get(at..at.saturating_add(name.len())) {
+        Some(written) if written == name => Cow::Borrowed(written),
+        _ => Cow::Owned(name.to_string()),
+    };
+    let local_at = qname.find(':').map(|i| i + 1).unwrap_or(0);
     let mut raw: Vec<(String, String)> = Vec::new();
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| syntax(e.to_string()))?;
-        let key = attribute.key.as_ref().to_string();
+        let key = attribute.key.as_ref();
         let value = attribute
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|e| syntax(format!("attribute {key}: {e}")))?
             .into_owned();
         check_chars(&value, position)?;
         if key == "xmlns" {
-            declarations.push((String::new(), value));
+            let ns = names.intern(value);
+            in_scope.push((String::new(), ns));
         } else if let Some(prefix) = key.strip_prefix("xmlns:") {
             if value.is_empty() {
                 return Err(syntax(format!("prefix {prefix:?} bound to no namespace")));
@@ -409,51 +527,52 @@ fn element<'x>(
             if prefix == "xml" || prefix == "xmlns" {
                 return Err(syntax(format!("prefix {prefix:?} cannot be declared")));
             }
-            declarations.push((prefix.to_string(), value));
+            let ns = names.intern(value);
+            in_scope.push((prefix.to_string(), ns));
         } else {
-            raw.push((key, value));
+            raw.push((key.to_string(), value));
         }
     }
-    in_scope.extend(declarations);
-    let resolve = |prefix: &str| -> Result<String, XmlError> {
+    let resolve = |prefix: &str| -> Result<Ns, XmlError> {
         if prefix == "xml" {
-            return Ok(XML_NS.to_string());
+            return Ok(Ns::XML);
         }
         match lookup(in_scope, prefix) {
-            Some(uri) => Ok(uri.to_string()),
-            None if prefix.is_empty() => Ok(String::new()),
+            Some(ns) => Ok(ns),
+            None if prefix.is_empty() => Ok(Ns::NONE),
             None => Err(XmlError::UndeclaredPrefix {
                 prefix: prefix.to_string(),
                 position,
             }),
         }
     };
-    let namespace = resolve(prefix_of(&qname))?;
+    let ns = resolve(qname.get(..local_at.saturating_sub(1)).unwrap_or(""))?;
     let mut attributes = Vec::with_capacity(raw.len());
     for (key, value) in raw {
-        let namespace = if key.contains(':') {
+        let ns = if key.contains(':') {
             resolve(prefix_of(&key))?
         } else {
-            String::new()
+            Ns::NONE
         };
         // Two attributes with different prefixes bound to one namespace are the same
         // attribute in the namespace-aware view.
-        if !namespace.is_empty()
+        if ns != Ns::NONE
             && attributes
                 .iter()
-                .any(|a: &Attribute| a.namespace == namespace && a.local() == local_of(&key))
+                .any(|a: &Attribute| a.ns == ns && a.local() == local_of(&key))
         {
             return Err(syntax(format!("duplicate attribute {key}")));
         }
         attributes.push(Attribute {
             qname: key,
-            namespace,
+            ns,
             value,
         });
     }
     Ok(Element {
         qname,
-        namespace,
+        local_at,
+        ns,
         attributes,
         children: Vec::new(),
         position,
@@ -472,14 +591,16 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(doc.prolog.len(), 1);
-        assert_eq!(doc.root.namespace, "urn:d");
+        assert_eq!(doc.uri(doc.root.ns), "urn:d");
         let Node::Text(text) = &doc.root.children[0] else {
             panic!("text first")
         };
         assert_eq!(text.value, "a&<b>\u{e9}");
         let child = doc.root.elements().next().expect("child");
-        assert!(child.is("urn:p", "c"));
-        assert_eq!(child.attributes[0].namespace, "urn:p");
+        assert_eq!(doc.uri(child.ns), "urn:p");
+        assert_eq!(child.local(), "c");
+        assert_eq!(child.prefix(), "p");
+        assert_eq!(child.attributes[0].ns, child.ns);
         assert_eq!(child.attribute("y"), Some("2"));
         assert!(matches!(&doc.root.children[2], Node::Pi(pi) if pi.content == "z"));
     }
