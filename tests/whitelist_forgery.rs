@@ -654,6 +654,27 @@ fn cases() -> Vec<Case> {
             verdict: Refuse("digest mismatch"),
         },
         Case {
+            name: "'<' in an attribute of the Signature (not signed, not digested)",
+            mutate: |b| plain(replace1(&b.signed, "<Signature ", "<Signature Id=\"a<b\" ")),
+            verdict: Refuse("'<' in an attribute value"),
+        },
+        Case {
+            name: "attributes run together on the Signature",
+            mutate: |b| {
+                plain(replace1(
+                    &b.signed,
+                    "<Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\">",
+                    "<Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\"Id=\"s\">",
+                ))
+            },
+            verdict: Refuse("not separated by whitespace"),
+        },
+        Case {
+            name: "']]>' in text after the Signature",
+            mutate: |b| plain(replace1(&b.signed, "</Signature>", "</Signature>]]>")),
+            verdict: Refuse("']]>' in text"),
+        },
+        Case {
             name: "an unknown attribute on Signature",
             mutate: |b| {
                 plain(replace1(

@@ -243,6 +243,73 @@ fn check_chars(text: &str, position: u64) -> Result<(), XmlError> {
     }
 }
 
+/// XML 1.0 `NameStartChar` (Namespaces in XML: no colon here, it is checked apart).
+fn name_start(c: char) -> bool {
+    matches!(c, 'A'..='Z' | '_' | 'a'..='z' | '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{f6}'
+        | '\u{f8}'..='\u{2ff}' | '\u{370}'..='\u{37d}' | '\u{37f}'..='\u{1fff}'
+        | '\u{200c}'..='\u{200d}' | '\u{2070}'..='\u{218f}' | '\u{2c00}'..='\u{2fef}'
+        | '\u{3001}'..='\u{d7ff}' | '\u{f900}'..='\u{fdcf}' | '\u{fdf0}'..='\u{fffd}'
+        | '\u{10000}'..='\u{effff}')
+}
+
+/// XML 1.0 `NameChar`, colon aside.
+fn name_char(c: char) -> bool {
+    name_start(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{b7}' | '\u{300}'..='\u{36f}' | '\u{203f}'..='\u{2040}')
+}
+
+/// Checks a qualified name: `NCName` or `NCName:NCName`.
+fn check_qname(qname: &str, position: u64) -> Result<(), XmlError> {
+    let ncname = |part: &str| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(name_start) && chars.all(name_char)
+    };
+    let valid = match qname.split_once(':') {
+        Some((prefix, local)) => ncname(prefix) && ncname(local),
+        None => ncname(qname),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(XmlError::Syntax {
+            position,
+            message: format!("{qname:?} is not a valid XML name"),
+        })
+    }
+}
+
+/// Checks what quick-xml lets through in a start tag's attribute region: whitespace
+/// between attributes, no `<` in a value.
+fn check_attribute_syntax(tag: &[u8], position: u64) -> Result<(), XmlError> {
+    let error = |message: &str| XmlError::Syntax {
+        position,
+        message: message.to_string(),
+    };
+    let mut quote: Option<u8> = None;
+    let mut just_closed = false;
+    for &b in tag {
+        match quote {
+            Some(q) if b == q => {
+                quote = None;
+                just_closed = true;
+                continue;
+            }
+            Some(_) if b == b'<' => return Err(error("'<' in an attribute value")),
+            Some(_) => {}
+            None => {
+                if just_closed && !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'/') {
+                    return Err(error("attributes not separated by whitespace"));
+                }
+                if b == b'"' || b == b'\'' {
+                    quote = Some(b);
+                }
+            }
+        }
+        just_closed = false;
+    }
+    Ok(())
+}
+
 /// Resolves a character reference or one of the five predefined entities.
 fn resolve_reference(
     reference: &quick_xml::events::BytesRef<'_>,
@@ -408,6 +475,9 @@ impl<'x> Document<'x> {
                     }
                 }
                 Event::Text(text) => {
+                    if text.contains("]]>") {
+                        return Err(syntax("']]>' in text"));
+                    }
                     let value = text.xml10_content();
                     check_chars(&value, position)?;
                     match stack.last() {
@@ -507,11 +577,14 @@ fn element<'x>(
         Some(written) if written == name => Cow::Borrowed(written),
         _ => Cow::Owned(name.to_string()),
     };
+    check_qname(&qname, position)?;
+    check_attribute_syntax(start.attributes_raw().as_bytes(), position)?;
     let local_at = qname.find(':').map(|i| i + 1).unwrap_or(0);
     let mut raw: Vec<(String, String)> = Vec::new();
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| syntax(e.to_string()))?;
         let key = attribute.key.as_ref();
+        check_qname(key, position)?;
         let value = attribute
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|e| syntax(format!("attribute {key}: {e}")))?
@@ -631,6 +704,13 @@ mod tests {
             "<r>",
             "",
             "<r xmlns:p=''/>",
+            "<r a='<'/>",
+            "<r a='1'b='2'/>",
+            "<1r/>",
+            "<r:a:b xmlns:r='u'/>",
+            "<r\u{0}/>",
+            "<r 1a='x'/>",
+            "<r>]]></r>",
         ];
         for xml in refused {
             assert!(Document::parse(xml).is_err(), "{xml:?}");
