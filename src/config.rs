@@ -256,7 +256,7 @@ fn default_max_shrink() -> f64 {
     0.2
 }
 fn default_max_size() -> usize {
-    32 * 1024 * 1024
+    crate::whitelist::store::DEFAULT_MAX_BYTES
 }
 fn default_fetch_timeout() -> String {
     "60s".into()

@@ -244,3 +244,65 @@ async fn serve_runs_until_sigterm_then_closes_sessions_and_exits_0() {
         .expect("wait for serve");
     assert_eq!(status.code(), Some(0));
 }
+
+/// `whitelist verify` reads no more than a download may bring, and names what is wrong
+/// with a forged list.
+#[tokio::test]
+async fn whitelist_verify_bounds_the_file_and_names_a_forgery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ConfigFile::new(|t| {
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert("max_size".into(), 4096.into());
+    });
+    let signed = std::fs::read_to_string(certs_dir().join("whitelist.xml")).expect("test list");
+    assert!(
+        signed.len() > 4096,
+        "the test list must exceed the bound used here"
+    );
+    let path = dir.path().join("liste.xml");
+    std::fs::write(&path, &signed).expect("write");
+    let out = run(&[
+        "whitelist",
+        "verify",
+        "--config",
+        config.path.to_str().expect("utf-8"),
+        path.to_str().expect("utf-8"),
+    ])
+    .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("larger than whitelist.max_size (4096 bytes)"),
+        "{text}"
+    );
+
+    let forged = signed.replacen(
+        "</SignatureValue>",
+        "</SignatureValue><DigestValue>AAAA</DigestValue>",
+        1,
+    );
+    std::fs::write(&path, forged).expect("write");
+    let out = run(&[
+        "whitelist",
+        "verify",
+        "--skip-chain",
+        path.to_str().expect("utf-8"),
+    ])
+    .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("REFUSED") && text.contains("found DigestValue where KeyInfo is expected"),
+        "{text}"
+    );
+}

@@ -412,18 +412,26 @@ fn the_cached_list_is_verified_again_at_start_up() {
     use mssante_gateway::whitelist::store;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("listeblanchemssante.xml");
-    assert!(store::load_verified(&path, &without_chain())
-        .expect("no cache yet")
-        .is_none());
+    assert!(
+        store::load_verified(&path, store::DEFAULT_MAX_BYTES, &without_chain())
+            .expect("no cache yet")
+            .is_none()
+    );
     store::save(&path, REAL.as_bytes()).expect("saves");
-    let wl = store::load_verified(&path, &without_chain())
+    let wl = store::load_verified(&path, store::DEFAULT_MAX_BYTES, &without_chain())
         .expect("loads")
         .expect("cached");
     assert_eq!(wl.entry_count(), 6_494);
 
+    // Over the bound downloads obey: refused before it is read whole.
+    assert!(matches!(
+        store::load_verified(&path, REAL.len() - 1, &without_chain()),
+        Err(store::StoreError::TooLarge { .. })
+    ));
+
     std::fs::write(&path, TRUNCATED).expect("corrupt the cache");
     assert!(matches!(
-        store::load_verified(&path, &without_chain()),
+        store::load_verified(&path, store::DEFAULT_MAX_BYTES, &without_chain()),
         Err(store::StoreError::Invalid { .. })
     ));
 }

@@ -206,7 +206,7 @@ pub async fn run(config: &Config, options: &Options) -> Report {
 fn whitelist_checks(config: &Config, checks: &mut Vec<Check>) -> Option<Whitelist> {
     let settings = &config.whitelist;
     let path = settings.cache.display();
-    let bytes = match store::load(&settings.cache) {
+    let bytes = match store::load(&settings.cache, settings.max_size) {
         Ok(Some(b)) => b,
         Ok(None) => {
             checks.push(Check::fail(

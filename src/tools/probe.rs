@@ -277,7 +277,7 @@ fn finish(to: &str, domain: &str, from: &str, send: bool, steps: Steps) -> Repor
 /// The list's entries for the domain: DNs and public contacts.
 fn whitelist_step(config: &Config, domain: &str, steps: &mut Steps) -> Option<Whitelist> {
     let cache = &config.whitelist.cache;
-    let loaded = match store::load(cache) {
+    let loaded = match store::load(cache, config.whitelist.max_size) {
         Ok(Some(bytes)) => refresh::load(&bytes, &config.tls.trust, &config.whitelist)
             .map_err(|e| format!("{} refused: {e}", cache.display())),
         Ok(None) => Err(format!("no liste blanche at {}", cache.display())),

@@ -15,6 +15,7 @@ use crate::trust::pki::{PkiError, TrustStore};
 use crate::whitelist::fetch::FetchOutcome;
 use crate::whitelist::live::WhitelistState;
 use crate::whitelist::refresh::{self, Refresher};
+use crate::whitelist::store;
 use crate::whitelist::{
     load_and_verify, ChainCheck, SignerIdentity, VerifyOptions, Whitelist, WhitelistError,
 };
@@ -22,14 +23,6 @@ use crate::whitelist::{
 /// A command's failure, as shown to the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The list was refused.
     #[error("{path}: REFUSED: {source}")]
     Invalid {
@@ -38,6 +31,9 @@ pub enum CommandError {
         /// Why.
         source: WhitelistError,
     },
+    /// The file could not be read, or is over the size bound.
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
     /// Trust anchors could not be loaded.
     #[error("{0}")]
     Pki(#[from] PkiError),
@@ -103,10 +99,11 @@ pub fn describe(list: &Whitelist) -> String {
 
 /// `whitelist verify FILE`: checks a signed list as the gateway would.
 pub fn verify(file: &Path, anchors: &Anchors<'_>) -> Result<String, CommandError> {
-    let bytes = std::fs::read(file).map_err(|source| CommandError::Read {
-        path: file.display().to_string(),
-        source,
-    })?;
+    let max_bytes = match anchors {
+        Anchors::Config(c) => c.whitelist.max_size,
+        _ => store::DEFAULT_MAX_BYTES,
+    };
+    let bytes = store::read_bounded(file, max_bytes)?;
     let invalid = |source| CommandError::Invalid {
         path: file.display().to_string(),
         source,
@@ -132,10 +129,7 @@ pub fn verify(file: &Path, anchors: &Anchors<'_>) -> Result<String, CommandError
 
 fn cached(config: &Config) -> Result<(Whitelist, Option<SystemTime>), CommandError> {
     let path = &config.whitelist.cache;
-    let bytes = std::fs::read(path).map_err(|source| CommandError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = store::read_bounded(path, config.whitelist.max_size)?;
     let list = refresh::load(&bytes, &config.tls.trust, &config.whitelist).map_err(|source| {
         CommandError::Invalid {
             path: path.display().to_string(),

@@ -46,7 +46,7 @@ impl FetchConfig {
             url: url.into(),
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(60),
-            max_bytes: 32 * 1024 * 1024,
+            max_bytes: super::store::DEFAULT_MAX_BYTES,
             cache_path: None,
             max_shrink: 0.2,
             verify_signature: true,

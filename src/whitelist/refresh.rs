@@ -71,7 +71,7 @@ pub fn load_cache(
     settings: &WhitelistSettings,
     metrics: &Metrics,
 ) -> Result<bool, CacheError> {
-    let Some(bytes) = store::load(&settings.cache)? else {
+    let Some(bytes) = store::load(&settings.cache, settings.max_size)? else {
         return Ok(false);
     };
     let list = load(&bytes, trust, settings).map_err(|source| CacheError::Invalid {

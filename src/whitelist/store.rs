@@ -5,8 +5,8 @@
 //! replaced atomically: a crash leaves either the old or the new list, never a torn one.
 //! Keeping the signed bytes (rather than a parsed form) means the cache is re-verified
 //! with the same code and cannot be trusted more than the network.
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,14 @@ pub enum StoreError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// The file is larger than the bound that downloads obey (`whitelist.max_size`).
+    #[error("{path} is larger than whitelist.max_size ({limit} bytes): not read")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound.
+        limit: usize,
     },
     /// The cached list no longer verifies (e.g. anchors changed, or the file was edited).
     #[error("cached list {path} refused: {source}")]
@@ -93,21 +101,45 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads the cached bytes; `Ok(None)` when there is no cache yet.
-pub fn load(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    match fs::read(path) {
+/// The default bound on a list's size, wherever it comes from (download, cache, a file
+/// given to `whitelist verify`): the real list is about 4 MB.
+pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads a list file of at most `max_bytes`; a larger one is refused without being read
+/// whole, like a download.
+pub fn read_bounded(path: &Path, max_bytes: usize) -> Result<Vec<u8>, StoreError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_error("read", path))?;
+    if bytes.len() > max_bytes {
+        return Err(StoreError::TooLarge {
+            path: path.to_path_buf(),
+            limit: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads the cached bytes (at most `max_bytes`); `Ok(None)` when there is no cache yet.
+pub fn load(path: &Path, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_bounded(path, max_bytes) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read", path)(e)),
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// Reads and verifies the cached list; `Ok(None)` when there is no cache yet.
+/// Reads (at most `max_bytes`) and verifies the cached list; `Ok(None)` when there is no
+/// cache yet.
 pub fn load_verified(
     path: &Path,
+    max_bytes: usize,
     opts: &VerifyOptions<'_>,
 ) -> Result<Option<Whitelist>, StoreError> {
-    let Some(bytes) = load(path)? else {
+    let Some(bytes) = load(path, max_bytes)? else {
         return Ok(None);
     };
     load_and_verify(&bytes, opts)
@@ -126,16 +158,37 @@ mod tests {
     fn save_replaces_the_file_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("liste.xml");
-        assert!(load(&path).expect("load").is_none());
+        assert!(load(&path, DEFAULT_MAX_BYTES).expect("load").is_none());
         save(&path, b"first").expect("save");
         save(&path, b"second").expect("save");
-        assert_eq!(load(&path).expect("load").as_deref(), Some(&b"second"[..]));
+        assert_eq!(
+            load(&path, DEFAULT_MAX_BYTES).expect("load").as_deref(),
+            Some(&b"second"[..])
+        );
         let names: Vec<_> = fs::read_dir(dir.path())
             .expect("dir")
             .filter_map(Result::ok)
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("liste.xml")]);
+    }
+
+    #[test]
+    fn a_file_over_the_bound_is_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("liste.xml");
+        std::fs::write(&path, vec![b' '; 1025]).expect("write");
+        assert!(matches!(
+            load(&path, 1024),
+            Err(StoreError::TooLarge { limit: 1024, .. })
+        ));
+        assert_eq!(
+            load(&path, 1025).expect("at the bound").map(|b| b.len()),
+            Some(1025)
+        );
+        assert!(load(&dir.path().join("absent.xml"), 1024)
+            .expect("absent")
+            .is_none());
     }
 
     #[test]
