@@ -271,11 +271,22 @@ struct RawSubmission {
     require_tls: bool,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPolicy {
     ehlo_check: EhloCheck,
     fcrdns: FcrdnsCheck,
+    refuse_routing_addresses: bool,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            ehlo_check: EhloCheck::default(),
+            fcrdns: FcrdnsCheck::default(),
+            refuse_routing_addresses: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -406,6 +417,8 @@ pub struct Config {
     pub ehlo_check: EhloCheck,
     /// Forward-confirmed reverse DNS of peers against their certificate's CN.
     pub fcrdns: FcrdnsCheck,
+    /// Recipients whose local part carries a route (`%`, `!`, quoted `@`) are refused.
+    pub refuse_routing_addresses: bool,
     /// The listener for our internal mail server's outgoing mail, if enabled.
     pub submission: Option<SubmissionSettings>,
     /// The address of the `/metrics`, `/healthz`, `/readyz` endpoint, if enabled.
@@ -1010,6 +1023,7 @@ impl Config {
             },
             ehlo_check: raw.policy.ehlo_check,
             fcrdns: raw.policy.fcrdns,
+            refuse_routing_addresses: raw.policy.refuse_routing_addresses,
             submission,
             metrics_listen,
             log_format: raw.log.format,

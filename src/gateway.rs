@@ -316,6 +316,7 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         trust: Arc::clone(&config.tls.trust),
         ehlo_check: config.ehlo_check,
         fcrdns: config.fcrdns,
+        refuse_routing_addresses: config.refuse_routing_addresses,
     })
 }
 

@@ -245,6 +245,23 @@ pub fn names_match(helo: &str, id: &PeerIdentity) -> bool {
             .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(helo))
 }
 
+/// A recipient whose local part carries a route (`%` or `!`, or an `@` inside a quoted
+/// local part) would be relayed onwards by many internal servers (Postfix's percent hack,
+/// UUCP bang paths): refused, so that nothing leaves through our internal server.
+pub fn check_routing(address: &str) -> Result<(), Refusal> {
+    let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+    let quoted_at = local.starts_with('"') && local.contains('@');
+    if local.contains('%') || local.contains('!') || quoted_at {
+        return Err(Refusal::new(
+            501,
+            (5, 1, 3),
+            "Routing in the local part (%, ! or a quoted @) is not accepted",
+            "routing_address",
+        ));
+    }
+    Ok(())
+}
+
 /// RCPT TO is accepted only for our own domains: the gateway is never an open relay.
 pub fn check_recipient(address: &str, local_domains: &[String]) -> Result<(), Refusal> {
     let domain = match address.rsplit_once('@') {
@@ -346,6 +363,25 @@ pub fn check_outbound_recipient(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_local_parts_are_refused_and_plain_ones_pass() {
+        for address in [
+            "bob%evil.com@ours.fr",
+            "evil.com!bob@ours.fr",
+            "\"bob@evil.com\"@ours.fr",
+            "\"bob%evil\"@ours.fr",
+        ] {
+            assert_eq!(
+                check_routing(address).map_err(|r| r.reason),
+                Err("routing_address"),
+                "{address}"
+            );
+        }
+        for address in ["bob@ours.fr", "\"john doe\"@ours.fr", "a.b+c@ours.fr", ""] {
+            assert!(check_routing(address).is_ok(), "{address}");
+        }
+    }
 
     #[test]
     fn recipients_outside_our_domains_are_relay_attempts() {

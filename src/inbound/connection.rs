@@ -409,7 +409,12 @@ impl Connection {
     }
 
     fn on_rcpt(&mut self, r: RcptTo) {
-        let verdict = match self.ctx.role {
+        let routing = if self.live.refuse_routing_addresses {
+            policy::check_routing(&r.address)
+        } else {
+            Ok(())
+        };
+        let verdict = routing.and_then(|()| match self.ctx.role {
             Role::Peer => policy::check_recipient(&r.address, &self.live.local_domains),
             Role::Submission { .. } => policy::check_outbound_recipient(
                 &r.address,
@@ -417,7 +422,7 @@ impl Connection {
                 &self.ctx.whitelist.snapshot(),
                 self.ctx.whitelist.is_stale(SystemTime::now()),
             ),
-        };
+        });
         match verdict {
             Ok(()) => {
                 tracing::info!(stage = "rcpt", verdict = "accept", rcpt = %r.address, "recipient accepted");

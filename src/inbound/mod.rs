@@ -38,6 +38,8 @@ pub struct LiveSettings {
     pub ehlo_check: EhloCheck,
     /// Forward-confirmed reverse DNS mode.
     pub fcrdns: FcrdnsCheck,
+    /// Recipients with routing in their local part are refused (`policy.refuse_routing_addresses`).
+    pub refuse_routing_addresses: bool,
 }
 
 /// Who connects to a listener, and so which rules apply.

@@ -76,6 +76,11 @@ pub enum BodyError {
     TooLarge,
     /// A bare CR or LF appeared in a DATA body.
     BareNewline,
+    /// The message has no content at all (`BDAT 0 LAST` alone).
+    Empty,
+    /// A BDAT command with more than `BDAT chunk-size [LAST]` (its chunk is read and
+    /// dropped, since the client sends it whatever we answer).
+    BdatSyntax,
 }
 
 impl BodyError {
@@ -84,6 +89,8 @@ impl BodyError {
         match self {
             BodyError::TooLarge => "message_too_large",
             BodyError::BareNewline => "bare_newline",
+            BodyError::Empty => "empty_message",
+            BodyError::BdatSyntax => "syntax_error",
         }
     }
 }
@@ -190,6 +197,8 @@ pub struct Session {
     stage: &'static str,
     /// Commands that moved no mail since the last accepted MAIL.
     idle_commands: u32,
+    /// The transaction's MAIL declared SMTPUTF8 (RFC 6531): non-ASCII addresses allowed.
+    smtputf8: bool,
 }
 
 /// The result of one processing step inside [`Session::poll`]. It holds no borrow, so the
@@ -222,6 +231,8 @@ impl BodyError {
                 (5, 6, 0),
                 "Bare CR or LF in message: lines must end with CRLF",
             ),
+            BodyError::Empty => reply(554, (5, 6, 0), "Empty message"),
+            BodyError::BdatSyntax => reply(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]"),
         }
     }
 }
@@ -251,6 +262,7 @@ impl Session {
             helo_done: false,
             stage: "command",
             idle_commands: 0,
+            smtputf8: false,
         };
         s.push(&greeting);
         s
@@ -476,7 +488,7 @@ impl Session {
                     self.end_transaction();
                     return Progress::Event(Event::MessageAborted { reason: "reset" });
                 }
-                self.request(req)
+                self.request(req, &line)
             }
             Err(e) => self.parse_error(e),
         }
@@ -521,7 +533,7 @@ impl Session {
         self.command_error(r, reason)
     }
 
-    fn request(&mut self, req: Request<Cow<'_, str>>) -> Progress {
+    fn request(&mut self, req: Request<Cow<'_, str>>, line: &[u8]) -> Progress {
         match req {
             Request::Ehlo { host } | Request::Helo { host } if host.trim().is_empty() => self
                 .command_error(
@@ -535,13 +547,13 @@ impl Session {
             Request::Ehlo { host } => self.helo(host.into_owned(), true),
             Request::Helo { host } => self.helo(host.into_owned(), false),
             Request::StartTls => self.starttls(),
-            Request::Mail { from } => self.mail(from),
-            Request::Rcpt { to } => self.rcpt(to),
+            Request::Mail { from } => self.mail(from, line),
+            Request::Rcpt { to } => self.rcpt(to, line),
             Request::Data => self.data(),
             Request::Bdat {
                 chunk_size,
                 is_last,
-            } => self.bdat(chunk_size, is_last),
+            } => self.bdat(chunk_size, is_last, line),
             Request::Rset => {
                 self.end_transaction();
                 self.errors = 0;
@@ -623,7 +635,7 @@ impl Session {
         Progress::Event(Event::StartTls)
     }
 
-    fn mail(&mut self, from: smtp_proto::MailFrom<Cow<'_, str>>) -> Progress {
+    fn mail(&mut self, from: smtp_proto::MailFrom<Cow<'_, str>>, line: &[u8]) -> Progress {
         if self.phase == Phase::Greeted {
             return self.command_error(reply(503, (5, 5, 1), "Send EHLO first"), "bad_sequence");
         }
@@ -649,7 +661,7 @@ impl Session {
                 "unsupported_parameter",
             );
         }
-        if from.size > self.cfg.max_message_size {
+        if from.size > self.cfg.max_message_size || declared_size_overflows(line) {
             return self.command_error(
                 reply(
                     552,
@@ -659,6 +671,10 @@ impl Session {
                 "message_too_large",
             );
         }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if let Some((r, reason)) = eight_bit_problem(line, smtputf8) {
+            return self.command_error(r, reason);
+        }
         let ret_full = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
             Some(true)
         } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
@@ -667,17 +683,18 @@ impl Session {
             None
         };
         self.pending = Pending::Mail;
+        self.smtputf8 = smtputf8;
         Progress::Event(Event::MailFrom(MailFrom {
-            address: from.address.into_owned(),
+            address: as_written(line, from.address),
             size: from.size,
             body_8bitmime: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
-            smtputf8: from.flags & smtp_proto::MAIL_SMTPUTF8 != 0,
+            smtputf8,
             ret_full,
             envid: from.env_id.map(Cow::into_owned),
         }))
     }
 
-    fn rcpt(&mut self, to: smtp_proto::RcptTo<Cow<'_, str>>) -> Progress {
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<Cow<'_, str>>, line: &[u8]) -> Progress {
         if !matches!(self.phase, Phase::Mail | Phase::Rcpt) {
             return self.command_error(reply(503, (5, 5, 1), "Send MAIL first"), "bad_sequence");
         }
@@ -697,9 +714,12 @@ impl Session {
                 "unsupported_parameter",
             );
         }
+        if let Some((r, reason)) = eight_bit_problem(line, self.smtputf8) {
+            return self.command_error(r, reason);
+        }
         self.pending = Pending::Rcpt;
         Progress::Event(Event::Rcpt(RcptTo {
-            address: to.address.into_owned(),
+            address: as_written(line, to.address),
             notify: to.flags
                 & (smtp_proto::RCPT_NOTIFY_SUCCESS
                     | smtp_proto::RCPT_NOTIFY_FAILURE
@@ -730,7 +750,23 @@ impl Session {
         }
     }
 
-    fn bdat(&mut self, size: usize, last: bool) -> Progress {
+    fn bdat(&mut self, size: usize, last: bool, line: &[u8]) -> Progress {
+        let exact = match bdat_syntax(line) {
+            BdatSyntax::Exact => true,
+            BdatSyntax::TrailingJunk => false,
+            BdatSyntax::Unreadable => {
+                // Where the chunk ends is unknown: nothing after it can be read as a command.
+                self.close_with(&reply(
+                    501,
+                    (5, 5, 4),
+                    "Syntax: BDAT chunk-size [LAST], closing connection",
+                ));
+                return Progress::Event(Event::Refused {
+                    stage: self.stage,
+                    reason: "syntax_error",
+                });
+            }
+        };
         let first = match self.phase {
             Phase::Rcpt => true,
             Phase::BdatWait => false,
@@ -758,11 +794,19 @@ impl Session {
             self.body = Body::Accepted;
             self.bdat_lines = LineEndings::default();
         }
-        if self.body == Body::Accepted
-            && self.body_len.saturating_add(size) > self.cfg.max_message_size
-        {
-            self.body = Body::Discarding(Some(BodyError::TooLarge));
-            let reason = BodyError::TooLarge.reason();
+        let refused = if !exact {
+            Some(BodyError::BdatSyntax)
+        } else if self.body_len.saturating_add(size) > self.cfg.max_message_size {
+            Some(BodyError::TooLarge)
+        } else {
+            None
+        };
+        if let (Body::Accepted, Some(error)) = (self.body, refused) {
+            self.body = Body::Discarding(Some(error));
+            if !exact {
+                self.count_error();
+            }
+            let reason = error.reason();
             // Once a message is under way the driver must drop what it stored of it;
             // before that, it is a plain refusal. The 552 follows the chunk's bytes.
             return Progress::Event(if first {
@@ -859,6 +903,12 @@ impl Session {
         }
         // The chunk is complete.
         match self.body {
+            Body::Accepted if last && self.body_len == 0 => {
+                self.body = Body::Discarding(Some(BodyError::Empty));
+                Progress::Event(Event::MessageAborted {
+                    reason: BodyError::Empty.reason(),
+                })
+            }
             Body::Accepted if last => {
                 self.pending = Pending::MessageEnd;
                 Progress::Event(Event::MessageEnd)
@@ -1044,6 +1094,102 @@ impl<'a> Event<'a> {
 /// The first MAIL parameter that smtp-proto understands but whose extension we do not
 /// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
 /// silently would promise a handling the gateway does not give.
+/// A `SIZE=` parameter whose digits do not fit in 64 bits (smtp-proto saturates and then
+/// wraps such a number to a small one).
+fn declared_size_overflows(line: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    text.split_ascii_whitespace().any(|token| {
+        token
+            .get(..5)
+            .is_some_and(|name| name.eq_ignore_ascii_case("SIZE="))
+            && token.len() > 5
+            && token[5..].bytes().all(|b| b.is_ascii_digit())
+            && token[5..].parse::<u64>().is_err()
+    })
+}
+
+/// How a BDAT line reads, beyond what smtp-proto checks.
+#[derive(Debug, PartialEq, Eq)]
+enum BdatSyntax {
+    /// `BDAT chunk-size [LAST]`, nothing else.
+    Exact,
+    /// Something after the size or after LAST: the chunk is read and dropped.
+    TrailingJunk,
+    /// The size does not fit in 64 bits: where the chunk ends is unknown.
+    Unreadable,
+}
+
+fn bdat_syntax(line: &[u8]) -> BdatSyntax {
+    let text = String::from_utf8_lossy(line);
+    let mut tokens = text.split_ascii_whitespace().skip(1);
+    match tokens.next().map(str::parse::<u64>) {
+        Some(Ok(_)) => {}
+        _ => return BdatSyntax::Unreadable,
+    }
+    match (tokens.next(), tokens.next()) {
+        (None, _) => BdatSyntax::Exact,
+        (Some(last), None) if last.eq_ignore_ascii_case("LAST") => BdatSyntax::Exact,
+        _ => BdatSyntax::TrailingJunk,
+    }
+}
+
+/// Bytes outside ASCII in a MAIL or RCPT line: invalid UTF-8 is always refused; UTF-8 only
+/// in a transaction whose MAIL declared SMTPUTF8 (RFC 6531 §3.4).
+fn eight_bit_problem(line: &[u8], smtputf8: bool) -> Option<(Reply, &'static str)> {
+    if line.is_ascii() {
+        None
+    } else if std::str::from_utf8(line).is_err() {
+        Some((
+            reply(501, (5, 6, 7), "Invalid UTF-8 in address"),
+            "invalid_utf8",
+        ))
+    } else if !smtputf8 {
+        Some((
+            reply(553, (5, 6, 7), "Non-ASCII address without SMTPUTF8"),
+            "non_ascii_address",
+        ))
+    } else {
+        None
+    }
+}
+
+/// The path between `<` and `>` of a MAIL or RCPT line, as written, without a source
+/// route (`@a,@b:`); quotes and their escapes respected.
+pub fn raw_path(line: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (_, rest) = text.split_once(':')?;
+    let rest = rest.trim_start().strip_prefix('<')?;
+    let rest = match rest.strip_prefix('@') {
+        Some(route) => route.split_once(':')?.1,
+        None => rest,
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in rest.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return rest.get(..i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The address to keep: as written when its local part is quoted (a quoted local part
+/// such as `"john doe"` must reach the next hop quoted, RFC 5321 §4.1.2), else as parsed.
+fn as_written(line: &[u8], parsed: Cow<'_, str>) -> String {
+    match raw_path(line) {
+        Some(path) if path.starts_with('"') => path.to_string(),
+        _ => parsed.into_owned(),
+    }
+}
+
 fn unadvertised_mail_parameter(from: &smtp_proto::MailFrom<Cow<'_, str>>) -> Option<&'static str> {
     let flags = [
         (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),

@@ -1138,3 +1138,99 @@ fn closes_a_session_that_only_sends_commands_moving_no_mail() {
     );
     assert!(d.session.is_closed());
 }
+
+// Addresses: routing, quoting, 8-bit (RFC 5321 §4.1.2, RFC 6531).
+
+#[test]
+fn keeps_a_quoted_local_part_as_written() {
+    let mut d = Driver::ready();
+    d.send("MAIL FROM:<\"a b\"@peer.test>\r\n");
+    d.send("RCPT TO:<\"john doe\"@gateway.test>\r\n");
+    d.send("RCPT TO:<@relay.test:\"x\\\"y\"@gateway.test>\r\n");
+    assert_eq!(
+        d.take_events(),
+        [
+            Seen::MailFrom(mail_from("\"a b\"@peer.test")),
+            Seen::Rcpt(rcpt_to("\"john doe\"@gateway.test")),
+            Seen::Rcpt(rcpt_to("\"x\\\"y\"@gateway.test")),
+        ]
+    );
+}
+
+#[test]
+fn refuses_non_ascii_addresses_without_smtputf8_and_invalid_utf8_always() {
+    let mut d = Driver::ready();
+    assert_eq!(
+        d.send("MAIL FROM:<jos\u{e9}@peer.test>\r\n"),
+        "553 5.6.7 Non-ASCII address without SMTPUTF8\r\n"
+    );
+    assert_eq!(d.take_events(), [Seen::Refused("non_ascii_address")]);
+    assert_eq!(
+        d.send("MAIL FROM:<a@peer.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(
+        d.send("RCPT TO:<andr\u{e9}@gateway.test>\r\n"),
+        "553 5.6.7 Non-ASCII address without SMTPUTF8\r\n"
+    );
+    assert_eq!(
+        d.send(b"RCPT TO:<b\xff@gateway.test>\r\n"),
+        "501 5.6.7 Invalid UTF-8 in address\r\n"
+    );
+    d.send("RSET\r\n");
+    d.take_events();
+    assert_eq!(
+        d.send("MAIL FROM:<jos\u{e9}@peer.test> SMTPUTF8\r\n"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(
+        d.send("RCPT TO:<andr\u{e9}@gateway.test>\r\n"),
+        "250 2.1.5 Recipient OK\r\n"
+    );
+    assert_eq!(
+        d.send(b"RCPT TO:<b\xff@gateway.test>\r\n"),
+        "501 5.6.7 Invalid UTF-8 in address\r\n"
+    );
+}
+
+// What smtp-proto lets through.
+
+#[test]
+fn refuses_a_declared_size_beyond_64_bits() {
+    let mut d = Driver::ready();
+    assert_eq!(
+        d.send("MAIL FROM:<a@peer.test> SIZE=99999999999999999999999\r\n"),
+        "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+    );
+    assert_eq!(d.take_events(), [Seen::Refused("message_too_large")]);
+}
+
+#[test]
+fn refuses_bdat_with_trailing_junk_after_reading_its_chunk() {
+    let mut d = Driver::in_transaction();
+    assert_eq!(
+        d.send("BDAT 3 LAST junk\r\nabc"),
+        "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+    );
+    assert!(d.stored.is_empty());
+    // The chunk was consumed: the next line is read as a command.
+    assert_eq!(d.send("NOOP\r\n"), "250 2.0.0 OK\r\n");
+}
+
+#[test]
+fn refuses_an_empty_message() {
+    let mut d = Driver::in_transaction();
+    assert_eq!(d.send("BDAT 0 LAST\r\n"), "554 5.6.0 Empty message\r\n");
+    assert!(d.stored.is_empty());
+    assert!(d
+        .take_events()
+        .contains(&Seen::MessageAborted("empty_message")));
+}
+
+#[test]
+fn closes_on_a_bdat_size_beyond_64_bits() {
+    let mut d = Driver::in_transaction();
+    let out = d.send("BDAT 99999999999999999999999 LAST\r\nabc");
+    assert!(out.starts_with("501 5.5.4"), "{out}");
+    assert!(d.session.is_closed());
+}
