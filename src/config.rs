@@ -17,7 +17,7 @@ use crate::inbound::AllowedNet;
 use crate::operator::OperatorSettings;
 use crate::policy::{EhloCheck, FcrdnsCheck};
 use crate::trust::crl::CrlSource;
-use crate::trust::pki::{self, OurIdentity, TrustStore};
+use crate::trust::pki::{self, OurIdentity, Revocation, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
 use crate::whitelist::SignerIdentity;
 
@@ -309,6 +309,8 @@ struct RawTls {
     crl_sources: Vec<RawCrlSource>,
     #[serde(default = "default_crl_refresh")]
     crl_refresh_interval: String,
+    #[serde(default)]
+    revocation: Revocation,
     #[serde(default = "default_min_version")]
     min_version: String,
     #[serde(default = "default_max_version")]
@@ -682,9 +684,16 @@ impl Config {
             &raw.tls.crl_refresh_interval,
         );
         let trust = match TrustStore::load(&anchors, &intermediates, &crls) {
-            Ok(t) => Some(t),
+            Ok(t) => Some(t.with_revocation(raw.tls.revocation)),
             Err(e) => {
-                p.add("tls.anchors", e.to_string());
+                // Name the key whose file is at fault.
+                let key = match e.path() {
+                    Some(f) if crl_sources.iter().any(|s| s.file == f) => "tls.crl_sources",
+                    Some(f) if crls.iter().any(|c| c == f) => "tls.crls",
+                    Some(f) if intermediates.iter().any(|i| i == f) => "tls.intermediates",
+                    _ => "tls.anchors",
+                };
+                p.add(key, e.to_string());
                 None
             }
         };

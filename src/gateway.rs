@@ -87,6 +87,7 @@ impl Gateway {
         let (shutdown, rx) = watch::channel(false);
         let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
+        metrics.set_crl_coverage(&live.load().trust);
         let relay = match &config.relay {
             Some(settings) => {
                 let resolver = Resolver::new(&config.dns)?;
@@ -179,7 +180,12 @@ impl Gateway {
         let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
             let up = Arc::clone(&listeners_up);
             let list = Arc::clone(&whitelist);
-            Arc::new(move || up.load(Ordering::Acquire) && list.is_loaded())
+            let live = Arc::clone(&live);
+            Arc::new(move || {
+                up.load(Ordering::Acquire)
+                    && list.is_loaded()
+                    && live.load().trust.revocation_ready()
+            })
         };
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -241,6 +247,7 @@ impl Gateway {
                 self.config_path.display()
             ));
         }
+        self.inbound.metrics.set_crl_coverage(&live.trust);
         self.inbound.live.store(Arc::new(live));
         record_certificate_expiry(&self.metrics, config);
         tracing::info!(
@@ -442,9 +449,11 @@ async fn refresh_crls(
             // Reading and parsing every CA and CRL file is blocking work.
             let (anchors, intermediates) =
                 (tls.anchor_files.clone(), tls.intermediate_files.clone());
+            let revocation = tls.trust.revocation();
             let crls = files.len();
             let loaded = tokio::task::spawn_blocking(move || {
                 TrustStore::load(&anchors, &intermediates, &files)
+                    .map(|store| store.with_revocation(revocation))
             })
             .await;
             match loaded {
@@ -456,6 +465,7 @@ async fn refresh_crls(
                         live.trust = Arc::clone(&store);
                         live
                     });
+                    ctx.metrics.set_crl_coverage(&store);
                     tracing::info!(crls, "trust store rebuilt with the new CRLs");
                 }
                 Ok(Err(e)) => {

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub crl_fetch_total: IntCounterVec,
     /// thisUpdate and nextUpdate of the downloaded CRLs, by issuer and field.
     pub crl_update_timestamp_seconds: IntGaugeVec,
+    /// 1 when a CRL of the issuing CA is loaded, 0 when not (its peers are then deferred
+    /// under `tls.revocation = "require"`).
+    pub crl_present: IntGaugeVec,
     /// Configuration reloads, by outcome (`applied`, `invalid`).
     pub reloads_total: IntCounterVec,
     /// Messages in the spool waiting for delivery.
@@ -88,6 +91,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Shows, per issuing CA, whether its CRL is loaded in `store`.
+    pub fn set_crl_coverage(&self, store: &crate::trust::pki::TrustStore) {
+        self.crl_present.reset();
+        for ca in store.crl_coverage() {
+            self.crl_present
+                .with_label_values(&[&ca.issuer])
+                .set(i64::from(ca.present));
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -214,6 +227,17 @@ impl Metrics {
         registry
             .register(Box::new(crl_update_timestamp_seconds.clone()))
             .expect("metric names are unique");
+        let crl_present = IntGaugeVec::new(
+            Opts::new(
+                "mssante_crl_present",
+                "1 when a CRL of this CA (one that issues operators' certificates) is loaded, else 0.",
+            ),
+            &["issuer"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(crl_present.clone()))
+            .expect("metric names are unique");
         let reloads_total = counter_vec(
             "mssante_reloads_total",
             "Configuration reloads (SIGHUP), by outcome.",
@@ -303,6 +327,7 @@ impl Metrics {
             certificate_expiry_timestamp_seconds,
             crl_fetch_total,
             crl_update_timestamp_seconds,
+            crl_present,
             reloads_total,
             queue_messages,
             queue_oldest_age_seconds,
@@ -424,7 +449,7 @@ pub mod http {
             "/readyz" => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "not ready: no valid liste blanche loaded yet, or listeners not up\n".into(),
+                "not ready: no valid liste blanche loaded yet, listeners not up, or a CA's CRL missing (tls.revocation = \"require\")\n".into(),
             ),
             _ => text(
                 StatusCode::NOT_FOUND,

@@ -47,12 +47,14 @@ pub fn check_peer_certificate(peer: &PeerCertificate) -> Result<&PeerIdentity, R
             "A client certificate is required: present your IGC Santé server certificate",
             CertError::Missing.client_reason(),
         )),
-        Some(Err(e @ CertError::CrlExpired { .. })) => Err(Refusal::new(
-            451,
-            (4, 7, 1),
-            format!("Cannot check your certificate now: {e}"),
-            e.client_reason(),
-        )),
+        Some(Err(e @ (CertError::CrlExpired { .. } | CertError::CrlUnavailable))) => {
+            Err(Refusal::new(
+                451,
+                (4, 7, 1),
+                format!("Cannot check your certificate now: {e}"),
+                e.client_reason(),
+            ))
+        }
         Some(Err(e)) => Err(Refusal::new(
             550,
             (5, 7, 1),

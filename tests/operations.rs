@@ -9,30 +9,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{certs_dir, client_tls_config, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// GET `path` on the metrics endpoint: (status line, body).
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = tokio::time::timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut out = Vec::new();
-    tokio::time::timeout(IO_TIMEOUT, s.read_to_end(&mut out))
-        .await
-        .expect("response in time")
-        .expect("response");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
+use common::{
+    certs_dir, client_tls_config, http_get, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN,
+};
+use tokio::io::AsyncWriteExt;
 
 /// The value of the series `name{labels}` (labels as written by the exposition, sorted).
 fn value(exposition: &str, series: &str) -> f64 {
@@ -273,6 +253,7 @@ certificate = "{}"
 key = "{}"
 anchors = ["{}"]
 intermediates = ["{}"]
+crls = ["{}"]
 [inbound]
 listen = "127.0.0.1:{port}"
 [spool]
@@ -289,6 +270,7 @@ level = "warn"
         p(&format!("{cert}.key")),
         p("anchors.pem"),
         p("intermediate-ca.pem"),
+        p("intermediate-ca.crl.pem"),
         dir.join("spool").to_string_lossy(),
         p("whitelist.xml"),
     );

@@ -604,6 +604,117 @@ mod crl {
         .await;
     }
 
+    /// The metrics endpoint on a loopback port, for `/readyz`.
+    fn with_metrics(t: &mut toml::Table) {
+        let mut m = toml::Table::new();
+        m.insert("listen".into(), "127.0.0.1:0".into());
+        t.insert("metrics".into(), m.into());
+    }
+
+    /// Under `tls.revocation = "require"` (the default), a CA whose CRL was never loaded
+    /// (its distribution point unreachable at start) gets every one of its peers deferred,
+    /// the revoked one included, and the gateway says it is not ready; once the CRL
+    /// arrives, the revoked peer is refused and the others are served.
+    #[tokio::test]
+    async fn without_a_crl_yet_every_peer_of_the_ca_is_deferred_until_one_arrives() {
+        let now = time::OffsetDateTime::now_utc();
+        let state = Arc::new(Mutex::new((503, Vec::new())));
+        let port = serve(Arc::clone(&state), Arc::new(AtomicUsize::new(0))).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("aci-el-org.crl");
+        let gw = TestGateway::start_with(|t| {
+            crl_source(port, &file)(t);
+            with_metrics(t);
+            t["tls"]
+                .as_table_mut()
+                .expect("[tls]")
+                .insert("crl_refresh_interval".into(), "1s".into());
+        })
+        .await;
+        wait_for(&gw, "network").await;
+        let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+        assert!(
+            common::http_get(addr, "/readyz").await.0.contains("503"),
+            "not ready without the CRL"
+        );
+        let intermediate = mssante_gateway::trust::pki::load_certificates(
+            &certs_dir().join("intermediate-ca.pem"),
+        )
+        .expect("intermediate");
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(intermediate[0].as_ref()).expect("parse");
+        let issuer = x509.subject().to_string();
+        let present = |gw: &TestGateway| gw.metrics.crl_present.with_label_values(&[&issuer]).get();
+        assert_eq!(present(&gw), 0);
+        for (who, helo) in [
+            ("peer-revoked", "smtp.peer-revoked.test.mssante.fr"),
+            ("peer-a", "smtp.peer-a.test.mssante.fr"),
+        ] {
+            let mut c = peer(&gw, who, helo).await;
+            refused_at_mail(
+                &gw,
+                &mut c,
+                "x@peer-a.test.mssante.fr",
+                451,
+                "4.7.1",
+                "crl_unavailable",
+            )
+            .await;
+        }
+
+        *state.lock().expect("state") = (
+            200,
+            crl(
+                &["peer-revoked"],
+                now - time::Duration::hours(1),
+                now + time::Duration::days(7),
+            ),
+        );
+        wait_for(&gw, "updated").await;
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while present(&gw) != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "CRL not installed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(common::http_get(addr, "/readyz").await.0.contains("200"));
+        let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_revoked",
+        )
+        .await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+
+    /// `tls.revocation = "best_effort"` keeps the former behaviour for a set-up without
+    /// CRLs: a peer whose CA has none is served.
+    #[tokio::test]
+    async fn best_effort_serves_peers_of_a_ca_without_crl() {
+        let gw = TestGateway::start_with(|t| {
+            let tls = t["tls"].as_table_mut().expect("[tls]");
+            tls.insert("crls".into(), toml::Value::Array(Vec::new()));
+            tls.insert("revocation".into(), "best_effort".into());
+        })
+        .await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn a_crl_past_its_next_update_defers_peers_of_that_ca() {
         let now = time::OffsetDateTime::now_utc();
@@ -639,11 +750,15 @@ mod crl {
         let gw = TestGateway::start_with(crl_source(port, &file)).await;
         wait_for(&gw, "parse").await;
         assert!(!file.exists());
+        // Still no CRL of the intermediate: its peers stay deferred, not let through.
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
+        refused_at_mail(
+            &gw,
+            &mut c,
             "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
+            451,
+            "4.7.1",
+            "crl_unavailable",
         )
         .await;
     }

@@ -157,6 +157,8 @@ pub async fn run(config: &Config, options: &Options) -> Report {
         );
     }
 
+    crl_checks(config, &mut checks);
+
     // The liste blanche.
     let list = whitelist_checks(config, &mut checks);
 
@@ -201,6 +203,46 @@ pub async fn run(config: &Config, options: &Options) -> Report {
     }
 
     Report::new(config, checks)
+}
+
+/// Per CA that issues operators' certificates: its CRL is loaded and current. Under
+/// `tls.revocation = "require"` a missing or expired CRL defers every peer of that CA.
+fn crl_checks(config: &Config, checks: &mut Vec<Check>) {
+    use crate::trust::pki::Revocation;
+    use x509_parser::prelude::FromDer;
+    use x509_parser::revocation_list::CertificateRevocationList;
+
+    let trust = &config.tls.trust;
+    let require = trust.revocation() == Revocation::Require;
+    let now = time::OffsetDateTime::now_utc();
+    for ca in trust.crl_coverage() {
+        let name = format!("crl {}", ca.issuer);
+        if !ca.present {
+            let text = format!(
+                "no CRL of {} is loaded: add its CRL file to tls.crls, or its distribution point to tls.crl_sources",
+                ca.issuer
+            );
+            checks.push(if require {
+                Check::fail(&name, format!("{text}; until then its peers are deferred (tls.revocation = \"require\")"))
+            } else {
+                Check::warn(&name, format!("{text}; revoked certificates of this CA are not detected (tls.revocation = \"best_effort\")"))
+            });
+            continue;
+        }
+        let next_update = trust.crls().iter().find_map(|der| {
+            let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).ok()?;
+            (crl.issuer().to_string() == ca.issuer)
+                .then(|| crl.next_update().map(|t| t.to_datetime()))
+        });
+        checks.push(match next_update.flatten() {
+            Some(next) if next < now => Check::fail(
+                &name,
+                format!("the CRL of {} expired at {next}: its peers are deferred until a current one is loaded (check the tls.crl_sources downloads, mssante_crl_fetch_total)", ca.issuer),
+            ),
+            Some(next) => Check::pass(&name, format!("CRL of {} loaded, next update {next}", ca.issuer)),
+            None => Check::pass(&name, format!("CRL of {} loaded (no nextUpdate)", ca.issuer)),
+        });
+    }
 }
 
 fn whitelist_checks(config: &Config, checks: &mut Vec<Check>) -> Option<Whitelist> {

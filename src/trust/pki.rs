@@ -87,8 +87,22 @@ pub enum PkiError {
         index: usize,
         detail: String,
     },
+    #[error("CRL #{index} of {path} is a version 1 CRL (no extensions), which cannot be used to check certificates here; have the CA publish a version 2 CRL (with openssl: `openssl ca -gencrl` with a crl_extensions section holding authorityKeyIdentifier and crlNumber)")]
+    CrlVersion1 { path: PathBuf, index: usize },
     #[error("no trust anchor configured; add the espace's IGC Santé root certificates (PEM)")]
     NoAnchors,
+}
+
+impl PkiError {
+    /// The file concerned, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            PkiError::Read { path, .. }
+            | PkiError::BadCrl { path, .. }
+            | PkiError::CrlVersion1 { path, .. } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
@@ -175,10 +189,23 @@ fn parse_crl(
     index: usize,
     crl: &CertificateRevocationListDer<'_>,
 ) -> Result<OwnedCertRevocationList, PkiError> {
-    OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| PkiError::BadCrl {
-        path: path.to_owned(),
-        index: index + 1,
-        detail: e.to_string(),
+    OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+        // webpki reads only v2 CRLs; say so rather than "bad DER" when that is the cause.
+        let version_1 =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+                .is_ok_and(|(_, parsed)| parsed.version().is_none());
+        if version_1 {
+            PkiError::CrlVersion1 {
+                path: path.to_owned(),
+                index: index + 1,
+            }
+        } else {
+            PkiError::BadCrl {
+                path: path.to_owned(),
+                index: index + 1,
+                detail: e.to_string(),
+            }
+        }
     })
 }
 
@@ -286,10 +313,33 @@ impl OurIdentity {
     }
 }
 
+/// An RFC 4514 rendering of a DER `Name` (with its SEQUENCE header).
+fn subject_text(der: &[u8]) -> String {
+    x509_parser::x509::X509Name::from_der(der)
+        .map(|(_, name)| name.to_string())
+        .unwrap_or_else(|_| "(unreadable name)".to_string())
+}
+
+/// What is known of a certificate whose issuing CA has no CRL loaded (`tls.revocation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// Nothing: the peer is refused temporarily (`451 4.7.1 crl_unavailable`) until the
+    /// CRL of its certificate's issuer is loaded. The espace's rule: revocation unknown is
+    /// not "not revoked".
+    #[default]
+    Require,
+    /// It is taken as not revoked (a CRL, once loaded, is still enforced, and an expired
+    /// one still defers). For a test set-up without CRLs.
+    BestEffort,
+}
+
 /// What a peer's certificate must chain to: the espace's anchors, plus the intermediates
 /// and CRLs we know.
 #[derive(Debug)]
 pub struct TrustStore {
+    /// What a missing CRL means (`tls.revocation`).
+    revocation: Revocation,
     /// The espace's IGC Santé roots (test and production never mixed: one store per espace).
     anchors: Vec<TrustAnchor<'static>>,
     /// Known intermediates, so a peer that sends only its leaf still verifies.
@@ -302,6 +352,18 @@ pub struct TrustStore {
     /// The anchors' subjects, offered to TLS clients as "acceptable CA names" so that a
     /// peer holding several certificates picks its IGC Santé one.
     subjects: Vec<DistinguishedName>,
+    /// The CAs that issue operators' certificates (the known intermediates, or the anchors
+    /// when none is configured): (RFC 4514 subject, DER subject as webpki compares it).
+    issuing: Vec<(String, Vec<u8>)>,
+}
+
+/// Whether a CA that issues operators' certificates has a CRL loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlCoverage {
+    /// The CA's subject, RFC 4514.
+    pub issuer: String,
+    /// A CRL from it is loaded (current or not: an expired one defers its peers).
+    pub present: bool,
 }
 
 impl TrustStore {
@@ -369,13 +431,67 @@ impl TrustStore {
             .iter()
             .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
+        let issuing = if intermediates.is_empty() {
+            anchors
+                .iter()
+                .map(|a| {
+                    let named = DistinguishedName::in_sequence(a.subject.as_ref());
+                    (subject_text(named.as_ref()), a.subject.as_ref().to_vec())
+                })
+                .collect()
+        } else {
+            intermediates
+                .iter()
+                .filter_map(|der| {
+                    let cert = webpki::EndEntityCert::try_from(der).ok()?;
+                    let (_, x509) = X509Certificate::from_der(der.as_ref()).ok()?;
+                    Some((x509.subject().to_string(), cert.subject().to_vec()))
+                })
+                .collect()
+        };
         Ok(TrustStore {
+            revocation: Revocation::Require,
             anchors,
             intermediates,
             crls,
             parsed_crls,
             subjects,
+            issuing,
         })
+    }
+
+    /// For each CA that issues operators' certificates, whether its CRL is loaded: under
+    /// [`Revocation::Require`] the peers of a CA without one are deferred.
+    pub fn crl_coverage(&self) -> Vec<CrlCoverage> {
+        self.issuing
+            .iter()
+            .map(|(issuer, subject)| CrlCoverage {
+                issuer: issuer.clone(),
+                present: self.has_crl_from(subject),
+            })
+            .collect()
+    }
+
+    /// True when no peer is deferred for a missing CRL: best effort, or every issuing CA
+    /// has its CRL loaded.
+    pub fn revocation_ready(&self) -> bool {
+        self.revocation == Revocation::BestEffort || self.crl_coverage().iter().all(|c| c.present)
+    }
+
+    /// The same store with another revocation policy.
+    pub fn with_revocation(mut self, revocation: Revocation) -> TrustStore {
+        self.revocation = revocation;
+        self
+    }
+
+    /// What a missing CRL means for the certificates checked with this store.
+    pub fn revocation(&self) -> Revocation {
+        self.revocation
+    }
+
+    /// Whether a CRL issued by `issuer` (a DER name as webpki gives it) is loaded.
+    pub(crate) fn has_crl_from(&self, issuer: &[u8]) -> bool {
+        self.parsed_crls.iter().any(|crl| crl.issuer() == issuer)
     }
 
     /// The trust anchors.

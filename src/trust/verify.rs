@@ -18,7 +18,7 @@ use x509_parser::objects::{oid2abbrev, oid_registry};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
-use super::pki::{ExtKeyUsage, TrustStore};
+use super::pki::{ExtKeyUsage, Revocation, TrustStore};
 
 /// Which role the peer plays, hence which extended key usage its certificate needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,8 @@ pub enum CertError {
     WrongUsage { required: ExtKeyUsage },
     #[error("the revocation list of the certificate's authority is out of date on our side (next update was {}); try again later", fmt_time(.next_update))]
     CrlExpired { next_update: OffsetDateTime },
+    #[error("we hold no revocation list of the certificate's authority yet, so its revocation status is unknown; try again later")]
+    CrlUnavailable,
     #[error("certificate cannot be parsed ({0}); present a well-formed X.509 certificate")]
     Malformed(String),
     #[error("certificate refused: {0}")]
@@ -82,6 +84,7 @@ impl CertError {
             CertError::WrongUsage { .. } => "client_cert_wrong_usage",
             CertError::Malformed(_) => "client_cert_malformed",
             CertError::CrlExpired { .. } => "crl_expired",
+            CertError::CrlUnavailable => "crl_unavailable",
             CertError::Other(_) => "client_cert_other",
         }
     }
@@ -97,6 +100,7 @@ impl CertError {
             CertError::WrongUsage { .. } => "server_cert_wrong_usage",
             CertError::Malformed(_) => "server_cert_malformed",
             CertError::CrlExpired { .. } => "crl_expired",
+            CertError::CrlUnavailable => "crl_unavailable",
             CertError::Other(_) => "server_cert_other",
         }
     }
@@ -259,10 +263,12 @@ fn unix_to_datetime(t: UnixTime) -> OffsetDateTime {
 /// leaf must carry the extended key usage of `usage` (an absent EKU extension is refused
 /// too: IGC Santé certificates always carry one).
 ///
-/// Revocation: every loaded CRL is consulted for the whole chain. A certificate whose
-/// issuer has no loaded CRL is accepted (status unknown is allowed): CRLs are optional
-/// in the configuration, and refusing every peer until the first CRL download would stop
-/// the espace. The last valid CRL is kept when a download fails (`trust::crl`), but once
+/// Revocation: every loaded CRL is consulted for the whole chain. Under
+/// [`Revocation::Require`] (the default) the leaf's issuer must have a CRL loaded, else
+/// [`CertError::CrlUnavailable`], a temporary refusal: an unknown status is not "not
+/// revoked". Under [`Revocation::BestEffort`] such a certificate is accepted (CAs above
+/// the issuer are checked only against the CRLs that are loaded, under both policies).
+/// The last valid CRL is kept when a download fails (`trust::crl`), but once
 /// it is past its nextUpdate it no longer tells whether a certificate was revoked since:
 /// verification then fails with [`CertError::CrlExpired`], which the policy answers with a
 /// temporary refusal (our state, not the peer's fault: it retries later).
@@ -324,6 +330,10 @@ pub fn verify_chain(
             None,
         )
         .map_err(|e| map_webpki_error(e, usage))?;
+
+    if store.revocation() == Revocation::Require && !store.has_crl_from(end_entity.issuer()) {
+        return Err(CertError::CrlUnavailable);
+    }
 
     let leaf_ekus = x509
         .extended_key_usage()
@@ -541,17 +551,25 @@ mod tests {
     }
 
     #[test]
-    fn accepts_a_revoked_certificate_when_no_crl_is_loaded_for_its_issuer() {
+    fn without_a_crl_for_its_issuer_a_certificate_is_deferred_unless_best_effort() {
         let anchors = chain("anchors.pem");
         let no_crl = TrustStore::from_der(&anchors, chain("intermediate-ca.pem"), Vec::new())
             .expect("store");
+        for name in ["peer-revoked-chain.pem", "peer-a-chain.pem"] {
+            let err = verify_chain(&chain(name), &no_crl, now(), Usage::Client)
+                .expect_err("revocation status unknown");
+            assert_eq!(err, CertError::CrlUnavailable, "{name}");
+            assert_eq!(err.client_reason(), "crl_unavailable");
+            assert_eq!(err.server_reason(), "crl_unavailable");
+        }
+        let best_effort = no_crl.with_revocation(Revocation::BestEffort);
         verify_chain(
             &chain("peer-revoked-chain.pem"),
-            &no_crl,
+            &best_effort,
             now(),
             Usage::Client,
         )
-        .expect("unknown revocation status is allowed");
+        .expect("best effort: unknown revocation status is allowed");
     }
 
     #[test]

@@ -632,3 +632,25 @@ pub fn client_tls_config(
     };
     Arc::new(config)
 }
+
+/// GET `path` on the gateway's HTTP endpoint (`/metrics`, `/readyz`...): (status line, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::time::timeout(IO_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut out = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
