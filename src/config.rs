@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::dns::DnsSettings;
 use crate::inbound::AllowedNet;
 use crate::operator::OperatorSettings;
-use crate::policy::{EhloCheck, FcrdnsCheck};
+use crate::policy::{EhloCheck, EhloNames, FcrdnsCheck};
 use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, OurIdentity, Revocation, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
@@ -275,6 +275,7 @@ struct RawSubmission {
 #[serde(deny_unknown_fields, default)]
 struct RawPolicy {
     ehlo_check: EhloCheck,
+    ehlo_names: EhloNames,
     fcrdns: FcrdnsCheck,
     refuse_routing_addresses: bool,
 }
@@ -283,6 +284,7 @@ impl Default for RawPolicy {
     fn default() -> Self {
         RawPolicy {
             ehlo_check: EhloCheck::default(),
+            ehlo_names: EhloNames::default(),
             fcrdns: FcrdnsCheck::default(),
             refuse_routing_addresses: true,
         }
@@ -417,6 +419,8 @@ pub struct Config {
     pub whitelist: WhitelistSettings,
     /// Hostname/CN coherence mode for peers.
     pub ehlo_check: EhloCheck,
+    /// Which certificate names a peer's EHLO name may equal.
+    pub ehlo_names: EhloNames,
     /// Forward-confirmed reverse DNS of peers against their certificate's CN.
     pub fcrdns: FcrdnsCheck,
     /// Recipients whose local part carries a route (`%`, `!`, quoted `@`) are refused.
@@ -1031,6 +1035,7 @@ impl Config {
                 client_identity: w.client_certificate.then(|| Arc::clone(&identity)),
             },
             ehlo_check: raw.policy.ehlo_check,
+            ehlo_names: raw.policy.ehlo_names,
             fcrdns: raw.policy.fcrdns,
             refuse_routing_addresses: raw.policy.refuse_routing_addresses,
             submission,

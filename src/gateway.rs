@@ -322,6 +322,7 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         tls,
         trust: Arc::clone(&config.tls.trust),
         ehlo_check: config.ehlo_check,
+        ehlo_names: config.ehlo_names,
         fcrdns: config.fcrdns,
         refuse_routing_addresses: config.refuse_routing_addresses,
     })

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dns;
 pub mod gateway;
 pub mod inbound;
+pub mod logging;
 pub mod metrics;
 pub mod operator;
 pub mod policy;

@@ -514,10 +514,16 @@ fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    // Values from certificates and SMTP commands reach the log: the writer escapes every
+    // control character in a record, so none can forge a line.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(mssante_gateway::logging::EscapingWriter::new(
+            std::io::stderr,
+            ansi,
+        ));
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Human => builder.init(),

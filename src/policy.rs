@@ -152,6 +152,8 @@ pub struct SenderContext<'a> {
     pub whitelist_stale: bool,
     /// The hostname/CN coherence mode.
     pub ehlo_check: EhloCheck,
+    /// Which certificate names the EHLO name may equal.
+    pub ehlo_names: EhloNames,
 }
 
 /// An accepted sender, with what was noticed but not enforced (for the logs).
@@ -186,7 +188,7 @@ pub fn check_sender(ctx: &SenderContext<'_>, reverse_path: &str) -> Result<Accep
         ));
     }
     let mut accepted = Accepted::default();
-    if ctx.ehlo_check != EhloCheck::Off && !names_match(ctx.helo, id) {
+    if ctx.ehlo_check != EhloCheck::Off && !ehlo_matches(ctx.helo, id, ctx.ehlo_names) {
         if ctx.ehlo_check == EhloCheck::Enforce {
             return Err(Refusal::new(
                 550,
@@ -233,6 +235,33 @@ pub fn check_sender(ctx: &SenderContext<'_>, reverse_path: &str) -> Result<Accep
         ));
     }
     Ok(accepted)
+}
+
+/// Which names of the peer's certificate its EHLO name may equal (`policy.ehlo_names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EhloNames {
+    /// The CN only: the espace's hostname/CN coherence rule.
+    #[default]
+    Cn,
+    /// The CN or one of the certificate's dNSName SANs.
+    CnOrSan,
+}
+
+/// Whether `helo` is the certificate's CN (or, with [`EhloNames::CnOrSan`], one of its
+/// dNSName SANs), compared case-insensitively with any trailing dot ignored.
+pub fn ehlo_matches(helo: &str, id: &PeerIdentity, names: EhloNames) -> bool {
+    match names {
+        EhloNames::CnOrSan => names_match(helo, id),
+        EhloNames::Cn => {
+            let helo = helo.trim().trim_end_matches('.');
+            !helo.is_empty()
+                && id
+                    .cn
+                    .as_deref()
+                    .is_some_and(|cn| cn.trim_end_matches('.').eq_ignore_ascii_case(helo))
+        }
+    }
 }
 
 /// Whether `helo` names the certificate: its CN or one of its dNSName SANs, compared

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{
     certs_dir, client_tls_config, http_get, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN,
 };
+use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncWriteExt;
 
 /// The value of the series `name{labels}` (labels as written by the exposition, sorted).
@@ -243,6 +244,11 @@ async fn the_exposition_passes_promtool() {
 
 /// Writes a configuration for the real binary into `dir` using `cert` as our certificate.
 fn write_config(dir: &Path, cert: &str, port: u16) -> std::path::PathBuf {
+    write_config_logging(dir, cert, port, "warn")
+}
+
+/// [`write_config`] with the log filter `log_level`.
+fn write_config_logging(dir: &Path, cert: &str, port: u16, log_level: &str) -> std::path::PathBuf {
     let certs = certs_dir();
     let p = |name: &str| certs.join(name).to_string_lossy().into_owned();
     let text = format!(
@@ -264,7 +270,7 @@ fetch = false
 signer_cn = "alb.test.mssante.fr"
 signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
 [log]
-level = "warn"
+level = "{}"
 "#,
         p(&format!("{cert}-chain.pem")),
         p(&format!("{cert}.key")),
@@ -273,6 +279,7 @@ level = "warn"
         p("intermediate-ca.crl.pem"),
         dir.join("spool").to_string_lossy(),
         p("whitelist.xml"),
+        log_level,
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write config");
@@ -408,6 +415,84 @@ fn the_alert_rules_pass_promtool() {
             args.join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A CA-issued certificate whose CN carries CR, LF and NUL cannot forge a log line: the
+/// real binary's log escapes every control character of a record.
+#[tokio::test]
+async fn control_characters_from_a_certificate_never_forge_a_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let config = write_config_logging(dir.path(), "gateway", port, "info");
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let forged = "2030-01-01T00:00:00.000000Z  INFO mssante_gateway: sender accepted";
+    let cn = format!("evil.test\r\n{forged}\u{0}");
+    let (chain, key) =
+        mssante_gateway::tools::test_pki::issue_peer_a_variant(&certs_dir(), &cn, &[])
+            .expect("issue");
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.send("EHLO evil.test").await;
+    c.expect_code(250).await;
+    c.send("STARTTLS").await;
+    c.expect(220, "2.0.0").await;
+    c.handshake_using(common::client_tls_config_with(
+        Some((chain, key)),
+        rustls::DEFAULT_VERSIONS,
+    ))
+    .await;
+    c.send("EHLO evil.test").await;
+    c.expect_code(250).await;
+    c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
+    let reply = c.read_reply().await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    c.send("QUIT").await;
+    let _ = c.read_reply().await;
+
+    // Give the log a moment, then stop the gateway and read what it wrote.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        text.contains("evil.test\\r\\n2030-01-01"),
+        "the CN is logged, escaped:\n{text}"
+    );
+    for line in text.lines() {
+        assert!(!line.starts_with("2030-01-01"), "forged line: {line:?}");
+        assert!(
+            !line.contains('\u{0}') && !line.contains('\r'),
+            "raw control character: {line:?}"
         );
     }
 }

@@ -341,6 +341,7 @@ impl Connection {
             whitelist: &whitelist,
             whitelist_stale: self.ctx.whitelist.is_stale(SystemTime::now()),
             ehlo_check: self.live.ehlo_check,
+            ehlo_names: self.live.ehlo_names,
         };
         let verdict = policy::check_sender(&ctx, &m.address);
         drop(whitelist);

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::InboundSettings;
 use crate::metrics::Metrics;
-use crate::policy::{EhloCheck, FcrdnsCheck};
+use crate::policy::{EhloCheck, EhloNames, FcrdnsCheck};
 use crate::spool::{Direction, Spool};
 use crate::trust::pki::TrustStore;
 use crate::whitelist::live::WhitelistState;
@@ -36,6 +36,8 @@ pub struct LiveSettings {
     pub trust: Arc<TrustStore>,
     /// Hostname/CN coherence mode.
     pub ehlo_check: EhloCheck,
+    /// Which certificate names the EHLO name may equal.
+    pub ehlo_names: EhloNames,
     /// Forward-confirmed reverse DNS mode.
     pub fcrdns: FcrdnsCheck,
     /// Recipients with routing in their local part are refused (`policy.refuse_routing_addresses`).

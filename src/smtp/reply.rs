@@ -59,7 +59,10 @@ impl Reply {
     /// Appends the wire form (CRLF-terminated lines) to `out`.
     ///
     /// Text is sanitised: CR, LF and other control characters in a line (which could come
-    /// from a peer's input echoed back) are replaced by spaces so a reply never splits.
+    /// from a peer's input echoed back) are replaced by spaces so a reply never splits;
+    /// the reply is ASCII (RFC 5321 without SMTPUTF8: accented Latin letters lose their
+    /// accent, anything else becomes `?`), and no line exceeds 512 bytes with its CRLF
+    /// (RFC 5321 §4.5.3.1.5: longer text is cut and ends with `...`).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
         if self.lines.is_empty() {
@@ -77,12 +80,50 @@ impl Reply {
         if let Some(e) = self.enhanced {
             let _ = write!(out, "{e} ");
         }
-        out.extend(
-            text.bytes()
-                .map(|b| if b.is_ascii_control() { b' ' } else { b }),
-        );
+        let start = out.len() - line_start_len(self.code, self.enhanced);
+        for c in text.chars() {
+            out.push(ascii_of(c));
+        }
+        if out.len() - start > MAX_LINE - 2 {
+            out.truncate(start + MAX_LINE - 5);
+            out.extend_from_slice(b"...");
+        }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// The longest reply line, CRLF included (RFC 5321 §4.5.3.1.5).
+pub const MAX_LINE: usize = 512;
+
+/// Bytes written before a line's text: code, separator, enhanced code and its space.
+fn line_start_len(code: u16, enhanced: Option<Enhanced>) -> usize {
+    code.to_string().len() + 1 + enhanced.map_or(0, |e| e.to_string().len() + 1)
+}
+
+/// One ASCII byte for a character of reply text.
+fn ascii_of(c: char) -> u8 {
+    let folded = match c {
+        c if c.is_ascii_control() => ' ',
+        c if c.is_ascii() => c,
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+        'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => 'A',
+        'ç' => 'c',
+        'Ç' => 'C',
+        'è' | 'é' | 'ê' | 'ë' => 'e',
+        'È' | 'É' | 'Ê' | 'Ë' => 'E',
+        'ì' | 'í' | 'î' | 'ï' => 'i',
+        'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
+        'ñ' => 'n',
+        'Ñ' => 'N',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+        'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' => 'O',
+        'ù' | 'ú' | 'û' | 'ü' => 'u',
+        'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
+        'ý' | 'ÿ' => 'y',
+        '\u{2019}' | '\u{2018}' => '\'',
+        _ => '?',
+    };
+    folded as u8
 }
 
 impl fmt::Display for Reply {
@@ -119,6 +160,23 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out);
         assert_eq!(out, b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    #[test]
+    fn replies_are_ascii_and_at_most_512_bytes_a_line() {
+        let r = Reply::new(530, Enhanced(5, 7, 1), "IGC Sant\u{e9} \u{2192} \u{1F600}");
+        assert_eq!(r.to_string(), "530 5.7.1 IGC Sante ? ?");
+        let long = Reply::new(550, Enhanced(5, 7, 1), "x".repeat(2000));
+        let mut out = Vec::new();
+        long.write_to(&mut out);
+        assert_eq!(out.len(), MAX_LINE);
+        assert!(out.ends_with(b"...\r\n"));
+        let multi = Reply::plain(250, vec!["y".repeat(600).into(), "ok".into()]);
+        let mut out = Vec::new();
+        multi.write_to(&mut out);
+        for line in out.split_inclusive(|&b| b == b'\n') {
+            assert!(line.len() <= MAX_LINE && line.is_ascii());
+        }
     }
 
     #[test]

@@ -448,6 +448,43 @@ pub fn issue_server_certificate(dir: &Path, host: &str) -> Result<(String, Strin
     ))
 }
 
+/// Issues, under the intermediate CA of the PKI in `dir`, a peer certificate with peer A's
+/// organisation (OU, O, ST, so its DN is listed if `cn` is peer A's) and the given CN and
+/// extra dNSName SANs, for tests of names: a CN carrying control characters, a SAN that is
+/// not the CN. Returns (chain PEM: leaf then intermediate, key PEM).
+pub fn issue_peer_a_variant(
+    dir: &Path,
+    cn: &str,
+    extra_dns_names: &[&str],
+) -> Result<(String, String), TestPkiError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| TestPkiError::Write { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read("intermediate-ca.key")?)
+        .map_err(gen_err("the intermediate CA key"))?;
+    let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
+    let issuer = Issuer::new(params, &ca_key);
+    let key = generate_key(cn)?;
+    let names: Vec<String> = extra_dns_names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names).map_err(gen_err(cn))?;
+    leaf.distinguished_name =
+        leaf_dn(cn, "398765432400001", "OPERATEUR PEER A", "Bas-Rhin (67)").to_rcgen();
+    leaf.not_before = date((2025, Month::January, 1));
+    leaf.not_after = date(VALID_UNTIL);
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_identifier_method = KeyIdMethod::Sha256;
+    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(cn))?;
+    Ok((
+        format!("{}{}", cert.pem(), read("intermediate-ca.pem")?),
+        key.serialize_pem(),
+    ))
+}
+
 /// Writes the test PKI into `out` (created if missing; existing files are overwritten)
 /// and returns the list of files written, in a stable order.
 pub fn generate(out: &Path) -> Result<Vec<PkiFile>, TestPkiError> {

@@ -367,11 +367,16 @@ fn map_webpki_error(err: webpki::Error, usage: Usage) -> CertError {
         E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => CertError::WrongUsage {
             required: usage.required(),
         },
+        // webpki's text for these carries a debug dump of every supported algorithm
+        // (over 1 KB): a peer needs one sentence.
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => CertError::Untrusted(
+            "signed with an unsupported algorithm (IGC Santé certificates are signed with RSA and SHA-256)"
+                .to_string(),
+        ),
         E::UnknownIssuer
         | E::InvalidSignatureForPublicKey
         | E::SignatureAlgorithmMismatch
-        | E::UnsupportedSignatureAlgorithmContext(_)
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
         | E::CertDistrusted
         | E::CaUsedAsEndEntity
         | E::EndEntityUsedAsCa

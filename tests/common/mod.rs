@@ -597,6 +597,26 @@ pub fn client_tls_config(
     peer: Option<&str>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    let certs = certs_dir();
+    let identity = peer.map(|name| {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(certs.join(format!("{name}-chain.pem")))
+                .expect("peer chain")
+                .collect::<Result<_, _>>()
+                .expect("peer chain certificates");
+        let key =
+            PrivateKeyDer::from_pem_file(certs.join(format!("{name}.key"))).expect("peer key");
+        (chain, key)
+    });
+    client_tls_config_with(identity, versions)
+}
+
+/// A TLS client configuration trusting the test PKI's anchors and presenting `identity`
+/// (chain, key) when given: for certificates a test issues itself.
+pub fn client_tls_config_with(
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = certs_dir();
     let mut roots = rustls::RootCertStore::empty();
@@ -615,20 +635,11 @@ pub fn client_tls_config(
         .with_protocol_versions(versions)
         .expect("protocol versions")
         .with_webpki_verifier(verifier);
-    let config = match peer {
+    let config = match identity {
         None => builder.with_no_client_auth(),
-        Some(name) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(certs.join(format!("{name}-chain.pem")))
-                    .expect("peer chain")
-                    .collect::<Result<_, _>>()
-                    .expect("peer chain certificates");
-            let key =
-                PrivateKeyDer::from_pem_file(certs.join(format!("{name}.key"))).expect("peer key");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client certificate")
-        }
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
     };
     Arc::new(config)
 }
