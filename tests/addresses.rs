@@ -232,3 +232,112 @@ async fn what_smtp_proto_lets_through_is_refused() {
     c.expect(250, "2.0.0").await;
     assert_eq!(gw.spooled_messages().len(), 1);
 }
+
+/// A stock Postfix as the internal server: it would relay each routing address to
+/// evil.example (percent hack, bang path, dequoted `@`), which is why the gateway refuses
+/// them. With the check on, nothing routed reaches Postfix and the quoted recipient arrives
+/// quoted; with it off, Postfix's own log shows the messages resolved to evil.example, so
+/// the first half cannot pass by accident. Needs root and Debian's postfix package, which
+/// scripts/test.sh installs; without them the test says so and fails.
+#[tokio::test]
+async fn routing_addresses_never_reach_another_domain_through_a_stock_postfix() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        std::path::Path::new("/usr/sbin/postfix").exists(),
+        "Debian's postfix package is missing: scripts/test.sh installs it (as root)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = format!(
+        "{}/tests/interop/postfix-internal.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pf_dir = dir.path().join("postfix");
+    let started = std::process::Command::new("sh")
+        .arg(&script)
+        .arg("start")
+        .arg(&pf_dir)
+        .arg(port.to_string())
+        .status()
+        .expect("run the Postfix script");
+    assert!(started.success(), "Postfix starts");
+    struct Stop(String, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("sh")
+                .arg(&self.0)
+                .arg("stop")
+                .arg(&self.1)
+                .status();
+        }
+    }
+    let _stop = Stop(script, pf_dir.clone());
+    let maillog = pf_dir.join("maillog");
+    let log = || std::fs::read_to_string(&maillog).unwrap_or_default();
+    let relaying_to_postfix = |refuse: bool| {
+        move |t: &mut toml::Table| {
+            let mut r = toml::Table::new();
+            r.insert("internal".into(), format!("127.0.0.1:{port}").into());
+            r.insert("retry_first".into(), "300ms".into());
+            t.insert("relay".into(), r.into());
+            let mut p = toml::Table::new();
+            p.insert("refuse_routing_addresses".into(), refuse.into());
+            t.insert("policy".into(), p.into());
+        }
+    };
+    // The gateway runs on this test's runtime: wait without blocking it.
+    async fn wait_for(what: &str, log: &dyn Fn() -> String, done: &dyn Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done(&log()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}:\n{}", log());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    // The check on: the routing recipients are refused, the others reach Postfix.
+    let gw = TestGateway::start_with(relaying_to_postfix(true)).await;
+    let mut c = peer_a(&gw).await;
+    c.send("MAIL FROM:<alice@peer-a.test.mssante.fr>").await;
+    c.expect(250, "2.1.0").await;
+    for to in routing_recipients() {
+        c.send(&format!("RCPT TO:<{to}>")).await;
+        c.expect(501, "5.1.3").await;
+    }
+    c.send(&format!("RCPT TO:<\"john doe\"@{LOCAL_DOMAIN}>"))
+        .await;
+    c.expect(250, "2.1.5").await;
+    c.send("DATA").await;
+    c.expect_code(354).await;
+    c.send_raw(b"Subject: check on\r\n\r\nok\r\n.\r\n").await;
+    c.expect(250, "2.0.0").await;
+    let quoted = format!("to=<\"john doe\"@{LOCAL_DOMAIN}>");
+    wait_for("Postfix receives the message", &log, &|l| {
+        l.contains(&quoted)
+    })
+    .await;
+    assert!(!log().contains("evil.example"), "{}", log());
+    drop(c);
+    drop(gw);
+
+    // The check off: the same recipients reach Postfix, which resolves them to
+    // evil.example.
+    let gw = TestGateway::start_with(relaying_to_postfix(false)).await;
+    let mut c = peer_a(&gw).await;
+    let rcpts = routing_recipients();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    c.send_message(
+        "alice@peer-a.test.mssante.fr",
+        &rcpts,
+        b"Subject: check off\r\n\r\nx\r\n",
+    )
+    .await;
+    wait_for("Postfix resolves the routing recipients", &log, &|l| {
+        l.matches("to=<bob@evil.example>").count() >= 3
+    })
+    .await;
+    println!("Postfix's log:\n{}", log());
+}
