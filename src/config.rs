@@ -17,7 +17,7 @@ use crate::inbound::AllowedNet;
 use crate::operator::OperatorSettings;
 use crate::policy::{EhloCheck, EhloNames, FcrdnsCheck};
 use crate::trust::crl::CrlSource;
-use crate::trust::pki::{self, OurIdentity, Revocation, TrustStore};
+use crate::trust::pki::{self, Hierarchy, OurIdentity, Revocation, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
 use crate::whitelist::SignerIdentity;
 
@@ -688,7 +688,10 @@ impl Config {
             &raw.tls.crl_refresh_interval,
         );
         let trust = match TrustStore::load(&anchors, &intermediates, &crls) {
-            Ok(t) => Some(t.with_revocation(raw.tls.revocation)),
+            Ok(t) => {
+                espace_coherence(&mut p, raw.espace, &t);
+                Some(t.with_revocation(raw.tls.revocation))
+            }
             Err(e) => {
                 // Name the key whose file is at fault.
                 let key = match e.path() {
@@ -817,6 +820,12 @@ impl Config {
             .url
             .clone()
             .unwrap_or_else(|| raw.espace.whitelist_url().to_string());
+        if raw.espace == Espace::Production && !w.verify_signature {
+            p.add(
+                "whitelist.verify_signature",
+                "false is refused in the production espace: the liste blanche decides who may send you patient data, and only its signature proves it comes from ANS; remove the key",
+            );
+        }
         if w.fetch && !url.starts_with("https://") {
             p.add(
                 "whitelist.url",
@@ -1164,6 +1173,32 @@ fn certificate_names(id: &OurIdentity) -> Vec<String> {
         .chain(info.dns_names.iter())
         .cloned()
         .collect()
+}
+
+/// The espace selects the IGC Santé hierarchy: a CA of the other one (test roots in
+/// production, production roots in the test espace), or a CA that is not IGC Santé in
+/// production, would let the wrong peers in.
+fn espace_coherence(p: &mut Problems<'_>, espace: Espace, trust: &TrustStore) {
+    for (key, subject) in trust.ca_subjects() {
+        let wrong = match (espace, Hierarchy::of(&subject)) {
+            (Espace::Production, Hierarchy::Test) => Some(
+                "is a CA of the IGC Santé TEST hierarchy; the production espace needs ANS's production roots (AC RACINE IGC-SANTE ...)",
+            ),
+            (Espace::Production, Hierarchy::Other) => Some(
+                "is not an IGC Santé CA; the production espace trusts only ANS's IGC Santé roots",
+            ),
+            (Espace::Test, Hierarchy::Production) => Some(
+                "is a CA of the production IGC Santé hierarchy; the test espace needs the TEST roots (TEST AC RACINE IGC-SANTE ...), never production ones",
+            ),
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            p.add(
+                key,
+                format!("{subject} {why} (espace = \"{}\"); fix tls.anchors and tls.intermediates, or espace", espace.as_str()),
+            );
+        }
+    }
 }
 
 fn parse_tls_version(s: &str) -> Option<TlsVersion> {

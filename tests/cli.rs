@@ -306,3 +306,73 @@ async fn whitelist_verify_bounds_the_file_and_names_a_forgery() {
         "{text}"
     );
 }
+
+/// The espace selects the IGC Santé hierarchy: the bundled TEST roots in a production
+/// configuration are refused (one line per CA), and so is switching the liste blanche's
+/// signature check off in production.
+#[tokio::test]
+async fn check_config_refuses_test_anchors_and_an_unsigned_list_in_production() {
+    let file = ConfigFile::new(|t| {
+        t.insert("espace".into(), "production".into());
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert("verify_signature".into(), false.into());
+    });
+    let out = assert_refused(
+        &file,
+        &[
+            &[
+                "tls.anchors",
+                "TEST AC RACINE IGC-SANTE ELEMENTAIRE",
+                "TEST hierarchy",
+            ],
+            &[
+                "tls.anchors",
+                "TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS",
+                "TEST hierarchy",
+            ],
+            &[
+                "whitelist.verify_signature",
+                "refused in the production espace",
+            ],
+        ],
+    )
+    .await;
+    println!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A production root in a test configuration is refused too.
+#[tokio::test]
+async fn check_config_refuses_a_production_root_in_the_test_espace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "AC RACINE IGC-SANTE ELEMENTAIRE");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "IGC-SANTE");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).expect("root");
+    let anchors = dir.path().join("anchors.pem");
+    let test_anchors =
+        std::fs::read_to_string(certs_dir().join("anchors.pem")).expect("test anchors");
+    std::fs::write(&anchors, format!("{test_anchors}{}", root.pem())).expect("write");
+    let file = ConfigFile::new(|t| {
+        t["tls"].as_table_mut().expect("[tls]").insert(
+            "anchors".into(),
+            toml::Value::Array(vec![anchors.to_string_lossy().into_owned().into()]),
+        );
+    });
+    assert_refused(
+        &file,
+        &[&[
+            "tls.anchors",
+            "AC RACINE IGC-SANTE ELEMENTAIRE",
+            "production IGC Santé hierarchy",
+        ]],
+    )
+    .await;
+}

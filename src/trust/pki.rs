@@ -320,6 +320,35 @@ fn subject_text(der: &[u8]) -> String {
         .unwrap_or_else(|_| "(unreadable name)".to_string())
 }
 
+/// Which IGC Santé hierarchy a CA belongs to, from its name: the test hierarchy's CAs carry
+/// `TEST` (`TEST AC RACINE IGC-SANTE ELEMENTAIRE`, `OU=IGC-SANTE TEST`); the production
+/// ones carry `IGC-SANTE` without it. The published production roots' fingerprints are not
+/// bundled here, so names are what is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// An IGC Santé CA of the test espace.
+    Test,
+    /// An IGC Santé CA of the production espace.
+    Production,
+    /// Not recognisably IGC Santé.
+    Other,
+}
+
+impl Hierarchy {
+    /// The hierarchy a CA subject (RFC 4514 text) names.
+    pub fn of(subject: &str) -> Hierarchy {
+        let upper = subject.to_ascii_uppercase();
+        let test = upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == "TEST");
+        match (upper.contains("IGC-SANTE"), test) {
+            (true, true) => Hierarchy::Test,
+            (true, false) => Hierarchy::Production,
+            (false, _) => Hierarchy::Other,
+        }
+    }
+}
+
 /// What is known of a certificate whose issuing CA has no CRL loaded (`tls.revocation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -458,6 +487,22 @@ impl TrustStore {
             subjects,
             issuing,
         })
+    }
+
+    /// The subjects (RFC 4514) of the anchors, then of the known intermediates, each with
+    /// its configuration key (`tls.anchors`, `tls.intermediates`).
+    pub fn ca_subjects(&self) -> Vec<(&'static str, String)> {
+        let anchors = self.anchors.iter().map(|a| {
+            let name = DistinguishedName::in_sequence(a.subject.as_ref());
+            ("tls.anchors", subject_text(name.as_ref()))
+        });
+        let intermediates = self.intermediates.iter().map(|der| {
+            let subject = X509Certificate::from_der(der.as_ref())
+                .map(|(_, x509)| x509.subject().to_string())
+                .unwrap_or_else(|_| "(unreadable certificate)".to_string());
+            ("tls.intermediates", subject)
+        });
+        anchors.chain(intermediates).collect()
     }
 
     /// For each CA that issues operators' certificates, whether its CRL is loaded: under
