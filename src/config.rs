@@ -353,6 +353,9 @@ struct RawInbound {
     max_message_size: usize,
     max_recipients: usize,
     max_errors: u32,
+    tls_deadline: String,
+    max_pre_tls_connections: Option<usize>,
+    listen_backlog: Option<u32>,
 }
 
 impl Default for RawInbound {
@@ -371,6 +374,9 @@ impl Default for RawInbound {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
+            tls_deadline: "30s".into(),
+            max_pre_tls_connections: None,
+            listen_backlog: None,
         }
     }
 }
@@ -537,6 +543,14 @@ pub struct InboundSettings {
     pub max_recipients: usize,
     /// Consecutive refused commands before the connection is closed.
     pub max_errors: u32,
+    /// Longest time from accept to a verified client certificate (peers): counted in all,
+    /// not per read, so a client trickling bytes cannot stretch it.
+    pub tls_deadline: Duration,
+    /// Most connections not yet past TLS with a verified client certificate (peers), so
+    /// that authenticated operators always find slots (default: half of max_connections).
+    pub max_pre_tls_connections: usize,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub listen_backlog: u32,
 }
 
 /// One problem in a configuration file.
@@ -793,6 +807,22 @@ impl Config {
             }
         };
         let handshake_timeout = duration(&mut p, "inbound.handshake_timeout", &i.handshake_timeout);
+        let tls_deadline = duration(&mut p, "inbound.tls_deadline", &i.tls_deadline);
+        let max_pre_tls_connections = i
+            .max_pre_tls_connections
+            .unwrap_or((i.max_connections / 2).max(1));
+        if max_pre_tls_connections == 0 || max_pre_tls_connections > i.max_connections {
+            p.add(
+                "inbound.max_pre_tls_connections",
+                format!("{max_pre_tls_connections} must be between 1 and inbound.max_connections ({}); it keeps slots for authenticated peers", i.max_connections),
+            );
+        }
+        // Room for a burst of every allowed connection arriving at once.
+        let listen_backlog = i.listen_backlog.unwrap_or_else(|| {
+            u32::try_from(i.max_connections)
+                .unwrap_or(u32::MAX)
+                .clamp(1024, 65535)
+        });
         let max_session_duration = duration(
             &mut p,
             "inbound.max_session_duration",
@@ -1028,6 +1058,9 @@ impl Config {
                 max_message_size: i.max_message_size,
                 max_recipients: i.max_recipients,
                 max_errors: i.max_errors,
+                tls_deadline: tls_deadline.unwrap_or(Duration::from_secs(30)),
+                max_pre_tls_connections,
+                listen_backlog,
             },
             spool_dir: resolve(&raw.spool.dir),
             whitelist: WhitelistSettings {

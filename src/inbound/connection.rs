@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use rustls_pki_types::UnixTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -38,6 +38,7 @@ pub async fn serve(
     peer: SocketAddr,
     ctx: Arc<InboundContext>,
     shutdown: watch::Receiver<bool>,
+    pre_tls_slot: Option<OwnedSemaphorePermit>,
 ) {
     let id = format!(
         "{:x}-{:x}",
@@ -50,7 +51,7 @@ pub async fn serve(
     async move {
         tracing::debug!("connected");
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection::new(peer, ctx, shutdown);
+        let mut conn = Connection::new(peer, ctx, shutdown, pre_tls_slot);
         conn.run(stream).await;
         conn.abandon_message().await;
         tracing::debug!("disconnected");
@@ -70,8 +71,14 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     /// The server is stopping: close as soon as no message body is being received.
     draining: bool,
-    /// When the session is closed whatever it is doing.
+    /// When the session is closed whatever it is doing: `tls_deadline` after accept until
+    /// a peer's certificate is verified, then `max_session_duration` after accept.
     deadline: tokio::time::Instant,
+    /// When the session started, for `max_session_duration`.
+    started: tokio::time::Instant,
+    /// The peer's place among connections not yet past TLS (`max_pre_tls_connections`),
+    /// given back once its certificate is verified.
+    pre_tls_slot: Option<OwnedSemaphorePermit>,
     /// The peer address's forward-confirmed names, looked up at the first MAIL.
     reverse_dns: Option<policy::ReverseDns>,
     /// EHLO/HELO name.
@@ -91,9 +98,20 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(peer: SocketAddr, ctx: Arc<InboundContext>, shutdown: watch::Receiver<bool>) -> Self {
+    fn new(
+        peer: SocketAddr,
+        ctx: Arc<InboundContext>,
+        shutdown: watch::Receiver<bool>,
+        pre_tls_slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         let s = &ctx.settings;
-        let deadline = tokio::time::Instant::now() + s.max_session_duration;
+        let started = tokio::time::Instant::now();
+        let session_end = started + s.max_session_duration;
+        let deadline = if pre_tls_slot.is_some() {
+            session_end.min(started + s.tls_deadline)
+        } else {
+            session_end
+        };
         let live = ctx.live.load_full();
         let session = Session::new(SessionConfig {
             hostname: live.hostname.clone(),
@@ -115,6 +133,8 @@ impl Connection {
             shutdown,
             draining: false,
             deadline,
+            started,
+            pre_tls_slot,
             reverse_dns: None,
             helo: String::new(),
             tls: None,
@@ -137,32 +157,36 @@ impl Connection {
         }
         let config = Arc::clone(&self.live.tls);
         let handshake = TlsAcceptor::from(config).accept(stream);
-        let mut tls =
-            match tokio::time::timeout(self.ctx.settings.handshake_timeout, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    let reason = handshake_failure_reason(&e);
-                    self.ctx
-                        .metrics
-                        .tls_handshake_failures_total
-                        .with_label_values(&[reason])
-                        .inc();
-                    tracing::warn!(reason, error = %e, "TLS handshake failed; connection closed");
-                    return;
-                }
-                Err(_) => {
-                    self.ctx
-                        .metrics
-                        .tls_handshake_failures_total
-                        .with_label_values(&["timeout"])
-                        .inc();
-                    tracing::warn!(
-                        reason = "timeout",
-                        "TLS handshake timed out; connection closed"
-                    );
-                    return;
-                }
-            };
+        // The handshake counts towards the TLS deadline too.
+        let limit = self.ctx.settings.handshake_timeout.min(
+            self.deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+        let mut tls = match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = handshake_failure_reason(&e);
+                self.ctx
+                    .metrics
+                    .tls_handshake_failures_total
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::warn!(reason, error = %e, "TLS handshake failed; connection closed");
+                return;
+            }
+            Err(_) => {
+                self.ctx
+                    .metrics
+                    .tls_handshake_failures_total
+                    .with_label_values(&["timeout"])
+                    .inc();
+                tracing::warn!(
+                    reason = "timeout",
+                    "TLS handshake timed out; connection closed"
+                );
+                return;
+            }
+        };
         let (_, conn) = tls.get_ref();
         let version = conn
             .protocol_version()
@@ -182,6 +206,11 @@ impl Connection {
         let checked = verify_chain(chain, &self.live.trust, UnixTime::now(), Usage::Client);
         match &checked {
             Ok(id) => {
+                // Authenticated: out of the pre-TLS budget, and only the session length
+                // limits it from now on.
+                if self.pre_tls_slot.take().is_some() {
+                    self.deadline = self.started + self.ctx.settings.max_session_duration;
+                }
                 tracing::info!(tls_version = version, cipher, peer_dn = %id.subject_dn, "TLS established; client certificate verified")
             }
             Err(e) => {
@@ -245,8 +274,13 @@ impl Connection {
                 // An overall limit, so a peer cannot hold a slot forever by sending a
                 // NOOP or a byte of its body just before each timeout.
                 _ = tokio::time::sleep_until(self.deadline) => {
-                    tracing::info!(reason = "session_duration", "session longer than inbound.max_session_duration; closing");
-                    self.ctx.metrics.reject("connection", "session_duration");
+                    if self.pre_tls_slot.is_some() {
+                        tracing::info!(reason = "tls_deadline", "no verified client certificate within inbound.tls_deadline; closing");
+                        self.ctx.metrics.reject("connection", "tls_deadline");
+                    } else {
+                        tracing::info!(reason = "session_duration", "session longer than inbound.max_session_duration; closing");
+                        self.ctx.metrics.reject("connection", "session_duration");
+                    }
                     self.session.timed_out();
                     continue;
                 }

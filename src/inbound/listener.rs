@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -105,7 +105,15 @@ impl Listener {
     /// Binds the address in the context's settings.
     pub async fn bind(ctx: Arc<InboundContext>) -> io::Result<Listener> {
         let name = ctx.role.listener_name();
-        let listener = TcpListener::bind(ctx.settings.listen).await?;
+        let addr = ctx.settings.listen;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(ctx.settings.listen_backlog)?;
         Ok(Listener {
             listener,
             ctx,
@@ -123,6 +131,9 @@ impl Listener {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let settings = &self.ctx.settings;
         let slots = Arc::new(Semaphore::new(settings.max_connections));
+        // Peers not yet past TLS with a verified certificate hold at most this many of the
+        // slots: a crowd of idle or slow connections cannot lock authenticated peers out.
+        let pre_tls = Arc::new(Semaphore::new(settings.max_pre_tls_connections));
         let per_ip = Arc::new(PerIp::default());
         let rate = ConnectionRate::new(settings.max_connection_rate_per_ip);
         let mut tasks = JoinSet::new();
@@ -198,6 +209,24 @@ impl Listener {
                 ));
                 continue;
             };
+            let pre_tls_slot = match &self.ctx.role {
+                Role::Peer => match Arc::clone(&pre_tls).try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        metrics
+                            .connections_refused_total
+                            .with_label_values(&[self.name, "pre_tls_budget"])
+                            .inc();
+                        tracing::warn!(listener = self.name, %peer, reason = "pre_tls_budget", "connection refused: inbound.max_pre_tls_connections connections are still before TLS");
+                        tokio::spawn(refuse(
+                            stream,
+                            b"421 4.7.0 Too many connections not yet authenticated, try again later\r\n",
+                        ));
+                        continue;
+                    }
+                },
+                Role::Submission { .. } => None,
+            };
             metrics
                 .connections_total
                 .with_label_values(&[self.name])
@@ -205,7 +234,7 @@ impl Listener {
             let ctx = Arc::clone(&self.ctx);
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                connection::serve(stream, peer, ctx, shutdown).await;
+                connection::serve(stream, peer, ctx, shutdown, pre_tls_slot).await;
                 drop(ip_slot);
                 drop(slot);
             });
