@@ -85,9 +85,9 @@ impl Gateway {
             "spool recovered"
         );
         let (shutdown, rx) = watch::channel(false);
-        let whitelist = start_whitelist(config, &metrics, rx.clone()).await;
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         metrics.set_crl_coverage(&live.load().trust);
+        let whitelist = start_whitelist(config, &live, &metrics, rx.clone()).await;
         let relay = match &config.relay {
             Some(settings) => {
                 let resolver = Resolver::new(&config.dns)?;
@@ -128,13 +128,8 @@ impl Gateway {
             spool: Arc::clone(&spool),
             metrics: Arc::clone(&metrics),
         });
-        if !config.tls.crl_sources.is_empty() {
-            tokio::spawn(refresh_crls(
-                Arc::clone(&ctx),
-                config.tls.clone(),
-                rx.clone(),
-            ));
-        }
+        // Always running: a reload may add CRL sources.
+        tokio::spawn(refresh_crls(Arc::clone(&ctx), rx.clone()));
         let submission = match &config.submission {
             None => None,
             Some(sub) => {
@@ -321,6 +316,7 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         local_domains: config.local_domains.clone(),
         tls,
         trust: Arc::clone(&config.tls.trust),
+        tls_settings: Arc::new(config.tls.clone()),
         ehlo_check: config.ehlo_check,
         ehlo_names: config.ehlo_names,
         fcrdns: config.fcrdns,
@@ -333,6 +329,7 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
 /// a list: MAIL is then answered 451 4.7.1 and `/readyz` says not ready.
 async fn start_whitelist(
     config: &Config,
+    live: &Arc<ArcSwap<LiveSettings>>,
     metrics: &Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Arc<WhitelistState> {
@@ -365,9 +362,11 @@ async fn start_whitelist(
         }
     }
     if settings.fetch {
+        // Each refresh verifies against the trust store in force (a reload's anchors).
+        let live = Arc::clone(live);
         match Refresher::new(
             Arc::clone(&state),
-            Arc::clone(&config.tls.trust),
+            Box::new(move || Arc::clone(&live.load().trust)),
             settings.clone(),
             Arc::clone(metrics),
         ) {
@@ -386,11 +385,7 @@ async fn start_whitelist(
 /// Downloads the espace's CRLs from their distribution points now and then every
 /// `crl_refresh_interval`; when one changed, rebuilds the trust store and swaps it in for
 /// new connections. A failed download keeps the last valid CRL.
-async fn refresh_crls(
-    ctx: Arc<InboundContext>,
-    tls: crate::config::TlsSettings,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bool>) {
     use crate::trust::{crl, pki};
     let metrics = &ctx.metrics;
     let client = match crl::client(std::time::Duration::from_secs(60)) {
@@ -400,14 +395,16 @@ async fn refresh_crls(
             return;
         }
     };
-    let mut cas = Vec::new();
-    for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
-        match pki::load_certificates(file) {
-            Ok(certs) => cas.extend(certs),
-            Err(e) => tracing::error!(error = %e, "CA file unreadable for CRL checks"),
-        }
-    }
     loop {
+        // The settings in force now: a reload may have changed the CAs or the sources.
+        let tls = Arc::clone(&ctx.live.load().tls_settings);
+        let mut cas = Vec::new();
+        for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
+            match pki::load_certificates(file) {
+                Ok(certs) => cas.extend(certs),
+                Err(e) => tracing::error!(error = %e, "CA file unreadable for CRL checks"),
+            }
+        }
         let mut changed = false;
         for source in &tls.crl_sources {
             match crl::refresh_source(&client, source, &cas, 64 * 1024 * 1024).await {
@@ -459,11 +456,15 @@ async fn refresh_crls(
             .await;
             match loaded {
                 Ok(Ok(store)) => {
-                    // Read-copy-update, so a reload landing meanwhile is not undone.
+                    // Read-copy-update, and only onto the settings the store was built
+                    // from: a reload landing meanwhile is not undone (the next round
+                    // rebuilds from the reloaded settings).
                     let store = Arc::new(store);
                     ctx.live.rcu(|current| {
                         let mut live = LiveSettings::clone(current);
-                        live.trust = Arc::clone(&store);
+                        if Arc::ptr_eq(&current.tls_settings, &tls) {
+                            live.trust = Arc::clone(&store);
+                        }
                         live
                     });
                     ctx.metrics.set_crl_coverage(&store);

@@ -715,6 +715,140 @@ mod crl {
         .await;
     }
 
+    /// A reload that replaces the anchors is applied by every user of the trust store, and
+    /// the next CRL update rebuilds the store from the reloaded settings instead of undoing
+    /// them (it used to rebuild from the start-up files): the new hierarchy still rules.
+    #[tokio::test]
+    async fn a_crl_update_after_a_reload_keeps_the_reloaded_anchors() {
+        let now = time::OffsetDateTime::now_utc();
+        let first = crl(
+            &[],
+            now - time::Duration::hours(2),
+            now + time::Duration::days(7),
+        );
+        let state = Arc::new(Mutex::new((200, first)));
+        let port = serve(Arc::clone(&state), Arc::new(AtomicUsize::new(0))).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A second PKI with the same names (so its peer-a's DN is listed) and other keys.
+        let other = dir.path().join("other-pki");
+        mssante_gateway::tools::test_pki::generate(&other).expect("second PKI");
+        let settings = |pki: std::path::PathBuf, crl_file: std::path::PathBuf| {
+            move |t: &mut toml::Table| {
+                crl_source(port, &crl_file)(t);
+                let tls = t["tls"].as_table_mut().expect("[tls]");
+                tls.insert("crl_refresh_interval".into(), "1s".into());
+                // Between the reload and the first CRL of the new intermediate.
+                tls.insert("revocation".into(), "best_effort".into());
+                let file = |f: &str| toml::Value::from(pki.join(f).to_string_lossy().into_owned());
+                tls.insert(
+                    "anchors".into(),
+                    toml::Value::Array(vec![file("anchors.pem")]),
+                );
+                tls.insert(
+                    "intermediates".into(),
+                    toml::Value::Array(vec![file("intermediate-ca.pem")]),
+                );
+            }
+        };
+        let gw = TestGateway::start_with(settings(certs_dir(), dir.path().join("first.crl"))).await;
+        wait_for(&gw, "updated").await;
+
+        async fn as_other_peer(gw: &TestGateway, pki: &Path) -> Client {
+            use rustls::pki_types::pem::PemObject;
+            let chain = std::fs::read(pki.join("peer-a-chain.pem")).expect("chain");
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&chain)
+                .collect::<Result<Vec<_>, _>>()
+                .expect("chain");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.join("peer-a.key"))
+                .expect("key");
+            let mut c = gw.connect().await;
+            c.send("EHLO smtp.peer-a.test.mssante.fr").await;
+            c.expect_code(250).await;
+            c.send("STARTTLS").await;
+            c.expect(220, "2.0.0").await;
+            c.handshake_using(common::client_tls_config_with(
+                Some((chain, key)),
+                rustls::DEFAULT_VERSIONS,
+            ))
+            .await;
+            c.send("EHLO smtp.peer-a.test.mssante.fr").await;
+            c.expect_code(250).await;
+            c
+        }
+        let mut c = as_other_peer(&gw, &other).await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_untrusted",
+        )
+        .await;
+
+        // The operator moves to the other hierarchy (a new CRL file for its CA).
+        gw.reload_with(settings(other.clone(), dir.path().join("second.crl")));
+        let mut c = as_other_peer(&gw, &other).await;
+        c.send("MAIL FROM:<x@peer-a.test.mssante.fr>").await;
+        c.expect(250, "2.1.0").await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_untrusted",
+        )
+        .await;
+
+        // The distribution point now serves the new CA's CRL: the store is rebuilt.
+        let updated = gw
+            .metrics
+            .crl_fetch_total
+            .with_label_values(&["updated"])
+            .get();
+        let second = mssante_gateway::tools::test_pki::intermediate_crl(
+            &other,
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(7),
+        )
+        .expect("CRL of the second PKI");
+        *state.lock().expect("state") = (200, second);
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while gw
+            .metrics
+            .crl_fetch_total
+            .with_label_values(&["updated"])
+            .get()
+            == updated
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no CRL update");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while !dir.path().join("second.crl").is_file() {
+            assert!(tokio::time::Instant::now() < deadline, "CRL not written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The reloaded hierarchy still rules, the start-up one is still out.
+        let mut c = as_other_peer(&gw, &other).await;
+        c.send("MAIL FROM:<x@peer-a.test.mssante.fr>").await;
+        c.expect(250, "2.1.0").await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_untrusted",
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn a_crl_past_its_next_update_defers_peers_of_that_ca() {
         let now = time::OffsetDateTime::now_utc();

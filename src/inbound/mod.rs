@@ -34,6 +34,9 @@ pub struct LiveSettings {
     pub client_tls: Arc<rustls::ClientConfig>,
     /// Anchors, intermediates and CRLs used to check client certificates.
     pub trust: Arc<TrustStore>,
+    /// The `[tls]` settings `trust` was built from: the CRL refresher rebuilds the store
+    /// from these (the current ones, so a reload is never undone by a CRL update).
+    pub tls_settings: Arc<crate::config::TlsSettings>,
     /// Hostname/CN coherence mode.
     pub ehlo_check: EhloCheck,
     /// Which certificate names the EHLO name may equal.

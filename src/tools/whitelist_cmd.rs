@@ -215,9 +215,10 @@ pub async fn fetch(config: &Config) -> Result<String, CommandError> {
     let metrics = Arc::new(Metrics::new());
     // Start from the cache so that an older download is refused and 304 can apply.
     let _ = refresh::load_cache(&state, &config.tls.trust, &config.whitelist, &metrics);
+    let trust = Arc::clone(&config.tls.trust);
     let mut refresher = Refresher::new(
         Arc::clone(&state),
-        Arc::clone(&config.tls.trust),
+        Box::new(move || Arc::clone(&trust)),
         config.whitelist.clone(),
         metrics,
     )

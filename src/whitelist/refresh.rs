@@ -118,20 +118,25 @@ pub fn failure_reason(e: &FetchError) -> &'static str {
     }
 }
 
+/// The trust store in force, asked at each refresh so that a reload's anchors apply.
+pub type TrustSource = Box<dyn Fn() -> Arc<TrustStore> + Send + Sync>;
+
 /// Downloads the list periodically.
 pub struct Refresher {
     fetcher: Fetcher,
     state: Arc<WhitelistState>,
-    trust: Arc<TrustStore>,
+    trust: TrustSource,
     settings: WhitelistSettings,
     metrics: Arc<Metrics>,
 }
 
 impl Refresher {
-    /// A refresher for the settings' URL, trusting the espace's anchors for HTTPS.
+    /// A refresher for the settings' URL. Lists are verified against the trust store
+    /// `trust` gives at each refresh; the HTTPS connection trusts the anchors in force now
+    /// (a change of those needs a restart).
     pub fn new(
         state: Arc<WhitelistState>,
-        trust: Arc<TrustStore>,
+        trust: TrustSource,
         settings: WhitelistSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Refresher, FetchError> {
@@ -142,7 +147,10 @@ impl Refresher {
         config.max_shrink = settings.max_shrink;
         config.verify_signature = settings.verify_signature;
         let identity = settings.client_identity.as_deref();
-        let fetcher = Fetcher::new(config, tls_config_with_identity(trust.anchors(), identity)?)?;
+        let fetcher = Fetcher::new(
+            config,
+            tls_config_with_identity(trust().anchors(), identity)?,
+        )?;
         Ok(Refresher {
             fetcher,
             state,
@@ -154,7 +162,8 @@ impl Refresher {
 
     /// One download attempt; the list in use changes only if a valid newer one arrived.
     pub async fn refresh_once(&mut self) -> Result<FetchOutcome, FetchError> {
-        let opts = verify_options(&self.trust, &self.settings, UnixTime::now());
+        let trust = (self.trust)();
+        let opts = verify_options(&trust, &self.settings, UnixTime::now());
         let result = self.fetcher.refresh(self.state.live(), &opts).await;
         let now = SystemTime::now();
         match &result {

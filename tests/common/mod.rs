@@ -150,6 +150,19 @@ impl TestGateway {
         }
     }
 
+    /// Reloads the running gateway (as SIGHUP does) with the base configuration altered by
+    /// `change`; returns the reload's notes.
+    pub fn reload_with(&self, change: impl FnOnce(&mut toml::Table)) -> Vec<String> {
+        let mut table = base_config(&self.spool_dir);
+        change(&mut table);
+        let text = toml::to_string(&table).expect("configuration serialises");
+        let path = self._dir.path().join("gateway.toml");
+        std::fs::write(&path, &text).expect("write the configuration");
+        let config = Config::from_toml(&path, &text)
+            .unwrap_or_else(|e| panic!("reloaded configuration refused:\n{e}"));
+        self.gateway().reload(&config).expect("reload applies")
+    }
+
     /// Complete messages: `<spool>/queue/<id>`.
     pub fn queue_dir(&self) -> PathBuf {
         self.spool_dir.join("queue")
