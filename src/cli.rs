@@ -150,6 +150,10 @@ pub enum WhitelistAction {
         /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Download even with `whitelist.fetch = false` (which makes whitelist.cache a fixed
+        /// file that this would overwrite).
+        #[arg(long)]
+        force: bool,
     },
     /// Show the cached list: generation date, entries, domains, DNs, signer, age.
     Show {

@@ -38,6 +38,10 @@ pub enum StartError {
     /// The DNS resolver for outbound delivery could not be built.
     #[error("outbound DNS: {0}")]
     Dns(#[from] crate::dns::SetupError),
+    /// `whitelist.fetch = false` and the fixed list does not load: serving would answer
+    /// every peer 451 for ever.
+    #[error("whitelist.fetch = false and the fixed liste blanche is unusable: {0}; fix whitelist.cache (or set whitelist.fetch = true)")]
+    FixedWhitelist(String),
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}; is another process using the port, or does binding a port below 1024 need CAP_NET_BIND_SERVICE?")]
     Bind {
@@ -87,7 +91,7 @@ impl Gateway {
         let (shutdown, rx) = watch::channel(false);
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         metrics.set_crl_coverage(&live.load().trust);
-        let whitelist = start_whitelist(config, &live, &metrics, rx.clone()).await;
+        let whitelist = start_whitelist(config, &live, &metrics, rx.clone()).await?;
         let relay = match &config.relay {
             Some(settings) => {
                 let resolver = Resolver::new(&config.dns)?;
@@ -332,7 +336,7 @@ async fn start_whitelist(
     live: &Arc<ArcSwap<LiveSettings>>,
     metrics: &Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
-) -> Arc<WhitelistState> {
+) -> Result<Arc<WhitelistState>, StartError> {
     let settings = &config.whitelist;
     let state = Arc::new(WhitelistState::new(
         settings.fetch.then_some(settings.max_age),
@@ -354,8 +358,15 @@ async fn start_whitelist(
                 "liste blanche loaded from the cache"
             );
         }
+        Ok(false) if !settings.fetch => {
+            return Err(StartError::FixedWhitelist(format!(
+                "no file at {}",
+                settings.cache.display()
+            )))
+        }
+        Err(e) if !settings.fetch => return Err(StartError::FixedWhitelist(e.to_string())),
         Ok(false) => {
-            tracing::warn!(file = %settings.cache.display(), "no cached liste blanche yet")
+            tracing::warn!(file = %settings.cache.display(), "no cached liste blanche yet; downloading it")
         }
         Err(e) => {
             tracing::error!(error = %e, "cached liste blanche unusable; waiting for a download")
@@ -379,7 +390,7 @@ async fn start_whitelist(
             Err(e) => tracing::error!(error = %e, "cannot build the liste blanche downloader"),
         }
     }
-    state
+    Ok(state)
 }
 
 /// Downloads the espace's CRLs from their distribution points now and then every

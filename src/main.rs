@@ -272,11 +272,19 @@ fn whitelist(action: WhitelistAction) -> ExitCode {
             Ok(c) => whitelist_cmd::lookup(&c, &query),
             Err(code) => return code,
         },
-        WhitelistAction::Fetch { config } => {
+        WhitelistAction::Fetch { config, force } => {
             let c = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if !c.whitelist.fetch && !force {
+                eprintln!(
+                    "{}: whitelist.fetch = false: {} is the fixed list in use and a download would replace it; set whitelist.fetch = true, or pass --force",
+                    config.display(),
+                    c.whitelist.cache.display()
+                );
+                return ExitCode::from(2);
+            }
             match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(whitelist_cmd::fetch(&c)),
                 Err(e) => {
@@ -344,8 +352,29 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn check_config(path: &Path) -> ExitCode {
+    use mssante_gateway::tools::config_checks::{self, Level};
     match load_config(path) {
         Ok(c) => {
+            let findings = config_checks::run(&c);
+            let mut errors = 0;
+            for f in &findings {
+                match f.level {
+                    Level::Error => {
+                        errors += 1;
+                        eprintln!("{}: {}: {}", path.display(), f.key, f.message);
+                    }
+                    Level::Warning => {
+                        eprintln!("{}: {}: warning: {}", path.display(), f.key, f.message)
+                    }
+                }
+            }
+            if errors > 0 {
+                eprintln!(
+                    "{}: {errors} problem(s); nothing was started",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: valid (espace {}, host {}, domains {}, inbound {})",
                 path.display(),

@@ -376,3 +376,181 @@ async fn check_config_refuses_a_production_root_in_the_test_espace() {
     )
     .await;
 }
+
+/// `check-config` runs, offline, the checks `serve` would fail on later: each
+/// misconfiguration below gets a line naming the file, the key and the fix (errors make it
+/// exit 2, warnings alone do not). The transcripts are in docs/OPERATIONS.md.
+#[tokio::test]
+async fn check_config_finds_what_serve_would_fail_on() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let certs = certs_dir();
+    let p = |name: &str| certs_dir().join(name).to_string_lossy().into_owned();
+    let tls = |t: &mut toml::Table, key: &str, value: toml::Value| {
+        t["tls"]
+            .as_table_mut()
+            .expect("[tls]")
+            .insert(key.into(), value);
+    };
+    let whitelist = |t: &mut toml::Table, key: &str, value: toml::Value| {
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert(key.into(), value);
+    };
+    let tampered = scratch.path().join("tampered.xml");
+    std::fs::write(
+        &tampered,
+        std::fs::read_to_string(certs.join("whitelist.xml"))
+            .expect("list")
+            .replacen("OPERATEUR PEER A", "OPERATEUR PIRATE", 1),
+    )
+    .expect("write");
+    let other = scratch.path().join("other-pki");
+    mssante_gateway::tools::test_pki::generate(&other).expect("another PKI");
+    let foreign_crl = other
+        .join("intermediate-ca.crl.pem")
+        .to_string_lossy()
+        .into_owned();
+    let no_dir = scratch.path().join("missing-dir/liste.xml");
+
+    type Change<'a> = Box<dyn Fn(&mut toml::Table) + 'a>;
+    let cases: Vec<(&str, Change, i32, &[&str])> = vec![
+        (
+            "the list's signer is not the configured one",
+            Box::new(move |t| whitelist(t, "signer_o", "SOMEONE ELSE".into())),
+            2,
+            &[
+                "whitelist.signer_o:",
+                "does not verify",
+                "signer_cn and whitelist.signer_o",
+            ],
+        ),
+        (
+            "the intermediate of the list's signer is missing",
+            Box::new(move |t| tls(t, "intermediates", toml::Value::Array(vec![]))),
+            2,
+            &["tls.anchors:", "not trusted"],
+        ),
+        (
+            "a foreign anchor",
+            Box::new(move |t| {
+                tls(
+                    t,
+                    "anchors",
+                    toml::Value::Array(vec![p("foreign-root-ca.pem").into()]),
+                )
+            }),
+            2,
+            &[
+                "tls.certificate:",
+                "does not verify as a server",
+                "tls.anchors:",
+            ],
+        ),
+        (
+            "a tampered list",
+            Box::new(move |t| {
+                whitelist(t, "cache", tampered.to_string_lossy().into_owned().into())
+            }),
+            2,
+            &["whitelist.cache:", "digest mismatch"],
+        ),
+        (
+            "our certificate does not chain to the anchors",
+            Box::new(move |t| {
+                tls(t, "certificate", p("peer-foreign-chain.pem").into());
+                tls(t, "key", p("peer-foreign.key").into());
+            }),
+            2,
+            &["tls.certificate:", "does not verify"],
+        ),
+        (
+            "a CRL from another CA",
+            Box::new(move |t| {
+                tls(
+                    t,
+                    "crls",
+                    toml::Value::Array(vec![foreign_crl.clone().into()]),
+                )
+            }),
+            2,
+            &["tls.crls:", "intermediate-ca.crl.pem"],
+        ),
+        (
+            "a local domain absent from the list",
+            Box::new(move |t| {
+                t.insert(
+                    "local_domains".into(),
+                    toml::Value::Array(vec![
+                        "gateway.test.mssante.fr".into(),
+                        "absent.test.mssante.fr".into(),
+                    ]),
+                );
+            }),
+            0,
+            &[
+                "local_domains: warning:",
+                "absent.test.mssante.fr is not on the liste blanche",
+            ],
+        ),
+        (
+            "the cache directory is missing",
+            Box::new(move |t| {
+                whitelist(t, "fetch", true.into());
+                whitelist(t, "url", "https://localhost:1/liste.xml".into());
+                whitelist(t, "cache", no_dir.to_string_lossy().into_owned().into());
+            }),
+            2,
+            &["whitelist.cache:", "does not exist", "create the directory"],
+        ),
+    ];
+    for (what, change, code, fragments) in cases {
+        let file = ConfigFile::new(|t| change(t));
+        let out = run(&["check-config", "--config", file.path()]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("== {what} (exit {:?})\n{stderr}", out.status.code());
+        assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+        for f in fragments {
+            assert!(stderr.contains(f), "{what}: no {f:?} in\n{stderr}");
+        }
+        assert!(
+            stderr.lines().all(|l| l.starts_with(file.path())),
+            "{what}: every line names the file:\n{stderr}"
+        );
+    }
+}
+
+/// With `whitelist.fetch = false` the cache file is the list: `serve` refuses to start on
+/// one that does not verify (it used to start and answer 451 for ever), and `whitelist
+/// fetch` will not overwrite it without `--force`.
+#[tokio::test]
+async fn a_fixed_list_that_does_not_verify_stops_serve_and_fetch_leaves_it_alone() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let tampered = scratch.path().join("tampered.xml");
+    std::fs::write(
+        &tampered,
+        std::fs::read_to_string(certs_dir().join("whitelist.xml"))
+            .expect("list")
+            .replacen("OPERATEUR PEER A", "OPERATEUR PIRATE", 1),
+    )
+    .expect("write");
+    let file = ConfigFile::new(|t| {
+        t["whitelist"].as_table_mut().expect("[whitelist]").insert(
+            "cache".into(),
+            tampered.to_string_lossy().into_owned().into(),
+        );
+    });
+    let out = run(&["serve", "--config", file.path()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "cannot start: {stderr}");
+    assert!(
+        stderr.contains("whitelist.fetch = false and the fixed liste blanche is unusable")
+            && stderr.contains("digest mismatch"),
+        "{stderr}"
+    );
+
+    let out = run(&["whitelist", "fetch", "--config", file.path()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pass --force"), "{stderr}");
+}

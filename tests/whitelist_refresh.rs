@@ -419,3 +419,21 @@ async fn a_forged_list_is_neither_installed_nor_trusted_from_the_cache() {
         "no list: a temporary refusal, got {reply:?}"
     );
 }
+
+/// A verified download whose cache write fails is used all the same (throwing it away left
+/// the gateway without a list for good), and the failure is counted and logged.
+#[tokio::test]
+async fn a_verified_list_that_cannot_be_cached_is_still_used() {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("time");
+    let server = ListServer::start(Answer::List(signed(10, now), "v1")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("no-such-directory/liste.xml");
+    let gw = TestGateway::start_with(fetching(server.url(), &cache)).await;
+    assert_eq!(gw.metrics.whitelist_entries.get(), 10);
+    assert_eq!(fetches(&gw, "updated"), 1);
+    assert_eq!(fetches(&gw, "cache_write"), 1);
+    assert!(!cache.exists());
+    peer_a_delivers(&gw).await;
+}

@@ -2,6 +2,7 @@
 //! `probe`), and the load generator with its bare limits (`mssante-loadgen`).
 
 pub mod annexe1;
+pub mod config_checks;
 pub mod doctor;
 pub mod identity_checks;
 pub mod limits;

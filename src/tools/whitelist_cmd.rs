@@ -230,6 +230,10 @@ pub async fn fetch(config: &Config) -> Result<String, CommandError> {
             config.whitelist.cache.display(),
             describe(&list)
         )),
+        Ok(FetchOutcome::UpdatedNotCached(_, error)) => Err(CommandError::Fetch(format!(
+            "{}: the list verifies but cannot be cached: {error}; fix whitelist.cache",
+            config.whitelist.url
+        ))),
         Ok(FetchOutcome::Unchanged) => Ok(format!(
             "{}: unchanged (the cached list is current)\n",
             config.whitelist.url

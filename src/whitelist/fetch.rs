@@ -116,6 +116,10 @@ pub enum FetchOutcome {
     Unchanged,
     /// A newer verified list, now cached and swapped in.
     Updated(Arc<Whitelist>),
+    /// A newer verified list, swapped in although writing the cache failed: it is used
+    /// (throwing a verified list away would leave the gateway without one), but a restart
+    /// before the cache is fixed starts from the older file.
+    UpdatedNotCached(Arc<Whitelist>, String),
 }
 
 /// Downloads the list; keeps the validators of the last answer for conditional requests.
@@ -286,11 +290,16 @@ impl Fetcher {
         if list.generated() == current.generated() {
             return Ok(FetchOutcome::Unchanged);
         }
-        if let Some(path) = &self.config.cache_path {
-            store::save(path, bytes)?;
-        }
+        let cache_error = match &self.config.cache_path {
+            Some(path) => store::save(path, bytes).err().map(|e| e.to_string()),
+            None => None,
+        };
         let list = Arc::new(list);
         live.store(Arc::clone(&list));
+        if let Some(error) = cache_error {
+            tracing::error!(url = %self.config.url, %error, "whitelist updated but NOT cached: fix whitelist.cache (directory missing or not writable)");
+            return Ok(FetchOutcome::UpdatedNotCached(list, error));
+        }
         tracing::info!(
             url = %self.config.url,
             generated = %list.generated(),

@@ -182,6 +182,15 @@ impl Refresher {
                     .with_label_values(&["updated"])
                     .inc();
             }
+            Ok(FetchOutcome::UpdatedNotCached(list, _)) => {
+                install(&self.state, Arc::clone(list), now, &self.metrics);
+                for outcome in ["updated", "cache_write"] {
+                    self.metrics
+                        .whitelist_fetch_total
+                        .with_label_values(&[outcome])
+                        .inc();
+                }
+            }
             Err(e) => {
                 let reason = failure_reason(e);
                 self.metrics
