@@ -849,6 +849,93 @@ mod crl {
         .await;
     }
 
+    /// A version 1 CRL (no extensions: what `openssl ca -gencrl` makes without a
+    /// crl_extensions section) is loaded, checked against our CAs and enforced.
+    #[tokio::test]
+    async fn a_version_1_crl_made_by_openssl_revokes_a_peer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let certs = certs_dir();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let pem = certs
+            .join("peer-revoked.pem")
+            .to_string_lossy()
+            .into_owned();
+        let serial = openssl(&["x509", "-in", &pem, "-noout", "-serial"]);
+        let serial = serial.trim().trim_start_matches("serial=");
+        std::fs::write(
+            d.join("index.txt"),
+            format!("R\t491231235959Z\t250601000000Z\t{serial}\tunknown\t/CN=peer-revoked\n"),
+        )
+        .expect("index");
+        std::fs::write(
+            d.join("ca.cnf"),
+            format!(
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = {}\ndefault_md = sha256\ndefault_crl_days = 30\n",
+                d.join("index.txt").display()
+            ),
+        )
+        .expect("ca.cnf");
+        openssl(&[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-gencrl",
+            "-keyfile",
+            &certs.join("intermediate-ca.key").to_string_lossy(),
+            "-cert",
+            &certs.join("intermediate-ca.pem").to_string_lossy(),
+            "-out",
+            "v1.crl.pem",
+        ]);
+        let text = openssl(&["crl", "-in", "v1.crl.pem", "-noout", "-text"]);
+        assert!(text.contains("Version 1"), "{text}");
+        // Checked against our CAs: under another root it is refused at load.
+        let err = mssante_gateway::trust::pki::TrustStore::load(
+            &[certs.join("foreign-root-ca.pem")],
+            &[],
+            &[d.join("v1.crl.pem")],
+        )
+        .expect_err("a v1 CRL signed by none of our CAs");
+        assert!(
+            err.to_string().contains("not signed by a configured CA"),
+            "{err}"
+        );
+        let file = d.join("v1.crl.pem").to_string_lossy().into_owned();
+        let gw = TestGateway::start_with(move |t| {
+            t["tls"]
+                .as_table_mut()
+                .expect("[tls]")
+                .insert("crls".into(), toml::Value::Array(vec![file.into()]));
+        })
+        .await;
+        let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
+        refused_at_mail(
+            &gw,
+            &mut c,
+            "x@peer-a.test.mssante.fr",
+            550,
+            "5.7.1",
+            "client_cert_revoked",
+        )
+        .await;
+        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
+        c.send_message(
+            "x@peer-a.test.mssante.fr",
+            &[&rcpt()],
+            b"Subject: ok\r\n\r\nok\r\n",
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn a_crl_past_its_next_update_defers_peers_of_that_ca() {
         let now = time::OffsetDateTime::now_utc();

@@ -87,8 +87,6 @@ pub enum PkiError {
         index: usize,
         detail: String,
     },
-    #[error("CRL #{index} of {path} is a version 1 CRL (no extensions), which cannot be used to check certificates here; have the CA publish a version 2 CRL (with openssl: `openssl ca -gencrl` with a crl_extensions section holding authorityKeyIdentifier and crlNumber)")]
-    CrlVersion1 { path: PathBuf, index: usize },
     #[error("no trust anchor configured; add the espace's IGC Santé root certificates (PEM)")]
     NoAnchors,
 }
@@ -97,9 +95,7 @@ impl PkiError {
     /// The file concerned, when there is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            PkiError::Read { path, .. }
-            | PkiError::BadCrl { path, .. }
-            | PkiError::CrlVersion1 { path, .. } => Some(path),
+            PkiError::Read { path, .. } | PkiError::BadCrl { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -179,34 +175,77 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         });
     }
     for (index, crl) in crls.iter().enumerate() {
-        parse_crl(path, index, crl)?;
+        // Version 1 and 2 both parse; which reader uses it is decided at load.
+        if let Err(e) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+        {
+            return Err(PkiError::BadCrl {
+                path: path.to_owned(),
+                index: index + 1,
+                detail: e.to_string(),
+            });
+        }
     }
     Ok(crls)
 }
 
-fn parse_crl(
-    path: &Path,
-    index: usize,
-    crl: &CertificateRevocationListDer<'_>,
-) -> Result<OwnedCertRevocationList, PkiError> {
-    OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
-        // webpki reads only v2 CRLs; say so rather than "bad DER" when that is the cause.
-        let version_1 =
-            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
-                .is_ok_and(|(_, parsed)| parsed.version().is_none());
-        if version_1 {
-            PkiError::CrlVersion1 {
-                path: path.to_owned(),
-                index: index + 1,
+/// A version 1 CRL, read here since webpki reads only version 2.
+#[derive(Debug)]
+pub(crate) struct V1Crl {
+    /// The issuer's DER name, SEQUENCE header included.
+    pub issuer: Vec<u8>,
+    /// Serial numbers revoked, as their DER content bytes.
+    pub revoked: std::collections::HashSet<Vec<u8>>,
+    /// nextUpdate, Unix seconds.
+    pub next_update: Option<i64>,
+}
+
+/// CRLs as parsed at load time.
+#[derive(Default)]
+struct Parsed {
+    v2: Vec<CertRevocationList<'static>>,
+    v1: Vec<V1Crl>,
+}
+
+impl Parsed {
+    /// Parses CRL #`index` of `path`: a version 2 CRL for webpki, else a version 1 CRL
+    /// whose signature by one of `cas` is checked here.
+    fn add(
+        &mut self,
+        path: &Path,
+        index: usize,
+        crl: &CertificateRevocationListDer<'_>,
+        cas: &[CertificateDer<'_>],
+    ) -> Result<(), PkiError> {
+        let webpki_error = match OwnedCertRevocationList::from_der(crl.as_ref()) {
+            Ok(parsed) => {
+                self.v2.push(parsed.into());
+                return Ok(());
             }
-        } else {
-            PkiError::BadCrl {
-                path: path.to_owned(),
-                index: index + 1,
-                detail: e.to_string(),
-            }
-        }
-    })
+            Err(e) => e,
+        };
+        let bad = |detail: String| PkiError::BadCrl {
+            path: path.to_owned(),
+            index: index + 1,
+            detail,
+        };
+        let v1 = x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+            .ok()
+            .filter(|(_, parsed)| parsed.version().is_none());
+        let Some((_, parsed)) = v1 else {
+            return Err(bad(webpki_error.to_string()));
+        };
+        super::crl::check(crl.as_ref(), cas).map_err(|e| bad(e.to_string()))?;
+        self.v1.push(V1Crl {
+            issuer: parsed.tbs_cert_list.issuer.as_raw().to_vec(),
+            revoked: parsed
+                .iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec())
+                .collect(),
+            next_update: parsed.next_update().map(|t| t.timestamp()),
+        });
+        Ok(())
+    }
 }
 
 /// Our connector's identity: the certificate chain we present (as a server after
@@ -378,12 +417,16 @@ pub struct TrustStore {
     /// The same CRLs parsed once at load time, so each verification does not re-parse
     /// lists that can hold many thousand entries.
     parsed_crls: Vec<CertRevocationList<'static>>,
+    /// Version 1 CRLs (no extensions), which webpki does not read: their signature was
+    /// checked against our CAs at load time, and `verify` consults them itself.
+    v1_crls: Vec<V1Crl>,
     /// The anchors' subjects, offered to TLS clients as "acceptable CA names" so that a
     /// peer holding several certificates picks its IGC Santé one.
     subjects: Vec<DistinguishedName>,
     /// The CAs that issue operators' certificates (the known intermediates, or the anchors
-    /// when none is configured): (RFC 4514 subject, DER subject as webpki compares it).
-    issuing: Vec<(String, Vec<u8>)>,
+    /// when none is configured): (RFC 4514 subject, DER subject as webpki compares it,
+    /// DER subject with its SEQUENCE header as x509-parser gives it).
+    issuing: Vec<(String, Vec<u8>, Vec<u8>)>,
 }
 
 /// Whether a CA that issues operators' certificates has a CRL loaded.
@@ -404,26 +447,29 @@ impl TrustStore {
         crl_files: &[P],
     ) -> Result<TrustStore, PkiError> {
         let mut anchors = Vec::new();
+        let mut cas = Vec::new();
         for path in anchor_files {
             let path = path.as_ref();
-            for (index, cert) in load_certificates(path)?.iter().enumerate() {
-                anchors.push(anchor(path, index, cert)?);
+            for (index, cert) in load_certificates(path)?.into_iter().enumerate() {
+                anchors.push(anchor(path, index, &cert)?);
+                cas.push(cert);
             }
         }
         let mut intermediates = Vec::new();
         for path in intermediate_files {
             intermediates.extend(load_certificates(path.as_ref())?);
         }
+        cas.extend(intermediates.iter().cloned());
         let mut crls = Vec::new();
-        let mut parsed_crls = Vec::new();
+        let mut parsed = Parsed::default();
         for path in crl_files {
             let path = path.as_ref();
             for (index, crl) in load_crls(path)?.into_iter().enumerate() {
-                parsed_crls.push(parse_crl(path, index, &crl)?.into());
+                parsed.add(path, index, &crl, &cas)?;
                 crls.push(crl);
             }
         }
-        Self::assemble(anchors, intermediates, crls, parsed_crls)
+        Self::assemble(anchors, intermediates, crls, parsed)
     }
 
     /// Builds the store from material already in memory (tests, or a CRL refresh that
@@ -439,20 +485,28 @@ impl TrustStore {
             .enumerate()
             .map(|(index, cert)| anchor(origin, index, cert))
             .collect::<Result<Vec<_>, _>>()?;
-        let parsed_crls = crls
+        let cas: Vec<CertificateDer<'static>> = anchor_certs
             .iter()
-            .enumerate()
-            .map(|(index, crl)| parse_crl(origin, index, crl).map(CertRevocationList::from))
-            .collect::<Result<Vec<_>, _>>()?;
-        Self::assemble(anchors, intermediates, crls, parsed_crls)
+            .map(|c| c.clone().into_owned())
+            .chain(intermediates.iter().cloned())
+            .collect();
+        let mut parsed = Parsed::default();
+        for (index, crl) in crls.iter().enumerate() {
+            parsed.add(origin, index, crl, &cas)?;
+        }
+        Self::assemble(anchors, intermediates, crls, parsed)
     }
 
     fn assemble(
         anchors: Vec<TrustAnchor<'static>>,
         intermediates: Vec<CertificateDer<'static>>,
         crls: Vec<CertificateRevocationListDer<'static>>,
-        parsed_crls: Vec<CertRevocationList<'static>>,
+        parsed: Parsed,
     ) -> Result<TrustStore, PkiError> {
+        let Parsed {
+            v2: parsed_crls,
+            v1: v1_crls,
+        } = parsed;
         if anchors.is_empty() {
             return Err(PkiError::NoAnchors);
         }
@@ -465,7 +519,11 @@ impl TrustStore {
                 .iter()
                 .map(|a| {
                     let named = DistinguishedName::in_sequence(a.subject.as_ref());
-                    (subject_text(named.as_ref()), a.subject.as_ref().to_vec())
+                    (
+                        subject_text(named.as_ref()),
+                        a.subject.as_ref().to_vec(),
+                        named.as_ref().to_vec(),
+                    )
                 })
                 .collect()
         } else {
@@ -474,7 +532,11 @@ impl TrustStore {
                 .filter_map(|der| {
                     let cert = webpki::EndEntityCert::try_from(der).ok()?;
                     let (_, x509) = X509Certificate::from_der(der.as_ref()).ok()?;
-                    Some((x509.subject().to_string(), cert.subject().to_vec()))
+                    Some((
+                        x509.subject().to_string(),
+                        cert.subject().to_vec(),
+                        x509.subject().as_raw().to_vec(),
+                    ))
                 })
                 .collect()
         };
@@ -484,6 +546,7 @@ impl TrustStore {
             intermediates,
             crls,
             parsed_crls,
+            v1_crls,
             subjects,
             issuing,
         })
@@ -510,9 +573,9 @@ impl TrustStore {
     pub fn crl_coverage(&self) -> Vec<CrlCoverage> {
         self.issuing
             .iter()
-            .map(|(issuer, subject)| CrlCoverage {
+            .map(|(issuer, subject, raw)| CrlCoverage {
                 issuer: issuer.clone(),
-                present: self.has_crl_from(subject),
+                present: self.has_crl_from(subject) || self.v1_crl_for(raw).is_some(),
             })
             .collect()
     }
@@ -532,6 +595,11 @@ impl TrustStore {
     /// What a missing CRL means for the certificates checked with this store.
     pub fn revocation(&self) -> Revocation {
         self.revocation
+    }
+
+    /// The version 1 CRL issued by `issuer` (DER name with its SEQUENCE header), if loaded.
+    pub(crate) fn v1_crl_for(&self, issuer: &[u8]) -> Option<&V1Crl> {
+        self.v1_crls.iter().find(|crl| crl.issuer == issuer)
     }
 
     /// Whether a CRL issued by `issuer` (a DER name as webpki gives it) is loaded.

@@ -331,7 +331,24 @@ pub fn verify_chain(
         )
         .map_err(|e| map_webpki_error(e, usage))?;
 
-    if store.revocation() == Revocation::Require && !store.has_crl_from(end_entity.issuer()) {
+    // A version 1 CRL of the leaf's issuer, which webpki cannot read, is consulted here.
+    let v1 = store.v1_crl_for(x509.issuer().as_raw());
+    if let Some(crl) = v1 {
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if let Some(next) = crl.next_update.filter(|next| *next < now_secs) {
+            return Err(CertError::CrlExpired {
+                next_update: OffsetDateTime::from_unix_timestamp(next)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            });
+        }
+        if crl.revoked.contains(x509.raw_serial()) {
+            return Err(CertError::Revoked);
+        }
+    }
+    if store.revocation() == Revocation::Require
+        && v1.is_none()
+        && !store.has_crl_from(end_entity.issuer())
+    {
         return Err(CertError::CrlUnavailable);
     }
 
