@@ -620,27 +620,56 @@ impl Config {
 
     /// Parses and validates `text`, read from `path` (used for messages and relative paths).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        // A wrong key or value stops serde at the first one: set that `key = value` line
+        // aside (blanked, so line numbers stay) and parse again, so that one run names
+        // every such problem, then the checks below run on what remains.
+        let mut early: Vec<ConfigError> = Vec::new();
+        let mut current = text.to_string();
+        let mut set_aside: Vec<String> = Vec::new();
+        let raw: RawConfig = loop {
+            let e = match toml::from_str::<RawConfig>(&current) {
+                Ok(raw) => break raw,
+                Err(e) => e,
+            };
+            let message = e.message().trim().to_string();
+            // A required key set aside for a wrong value is then "missing": said already.
+            if set_aside
+                .iter()
+                .any(|k| message.contains(&format!("missing field `{k}`")))
+            {
+                return Err(ConfigErrors(early));
+            }
             let key = match e.span() {
                 Some(span) => {
-                    let (line, col) = line_col(text, span.start);
-                    match key_at(text, span.start) {
+                    let (line, col) = line_col(&current, span.start);
+                    match key_at(&current, span.start) {
                         Some(key) => format!("{key} (line {line}, column {col})"),
                         None => format!("line {line}, column {col}"),
                     }
                 }
                 None => "(syntax)".into(),
             };
-            ConfigErrors(vec![ConfigError {
+            early.push(ConfigError {
                 file: path.to_path_buf(),
                 key,
-                message: e.message().trim().to_string(),
-            }])
-        })?;
+                message,
+            });
+            let aside = e
+                .span()
+                .and_then(|span| key_value_line(&current, span.start))
+                .filter(|_| early.len() < 32);
+            match aside {
+                Some((range, name)) => {
+                    current.replace_range(range, "");
+                    set_aside.push(name);
+                }
+                None => return Err(ConfigErrors(early)),
+            }
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut p = Problems {
             file: path,
-            list: Vec::new(),
+            list: early,
         };
         let resolve = |rel: &Path| base.join(rel);
 
@@ -1315,6 +1344,33 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         (None, Some(t), None) => Some(t.to_string()),
         (None, None, None) => None,
     }
+}
+
+/// The byte range of the line at `offset` (without its newline) and its key, when that
+/// line is a whole `key = value` whose value ends on it (brackets and quotes balanced):
+/// such a line can be set aside without breaking the rest of the file.
+fn key_value_line(text: &str, offset: usize) -> Option<(std::ops::Range<usize>, String)> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[start..end];
+    let (key, value) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let value = value.trim();
+    let balanced = value.matches('[').count() == value.matches(']').count()
+        && value.matches('{').count() == value.matches('}').count()
+        && value.matches('"').count() % 2 == 0
+        && !value.starts_with("\"\"\"")
+        && !value.starts_with("\'\'\'");
+    balanced.then(|| {
+        (
+            start..end,
+            key.rsplit('.').next().unwrap_or(key).to_string(),
+        )
+    })
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

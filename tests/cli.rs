@@ -554,3 +554,29 @@ async fn a_fixed_list_that_does_not_verify_stops_serve_and_fetch_leaves_it_alone
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pass --force"), "{stderr}");
 }
+
+/// An unknown key or a value of the wrong type no longer hides the file's other problems:
+/// each is named, and the checks run on the rest.
+#[tokio::test]
+async fn check_config_names_type_errors_unknown_keys_and_the_rest_in_one_run() {
+    let file = ConfigFile::new(|t| {
+        let inbound = t["inbound"].as_table_mut().expect("[inbound]");
+        inbound.insert("bogus".into(), 1.into());
+        inbound.insert("max_connections".into(), "many".into());
+        inbound.insert("listen".into(), "nowhere".into());
+        t["whitelist"]
+            .as_table_mut()
+            .expect("[whitelist]")
+            .insert("max_shrink".into(), 3.0.into());
+    });
+    assert_refused(
+        &file,
+        &[
+            &["inbound.bogus", "unknown field"],
+            &["inbound.max_connections", "invalid type"],
+            &["inbound.listen", "is not an address"],
+            &["whitelist.max_shrink", "not a fraction"],
+        ],
+    )
+    .await;
+}
