@@ -252,30 +252,8 @@ async fn routing_addresses_never_reach_another_domain_through_a_stock_postfix() 
         .port();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let script = format!(
-        "{}/tests/interop/postfix-internal.sh",
-        env!("CARGO_MANIFEST_DIR")
-    );
     let pf_dir = dir.path().join("postfix");
-    let started = std::process::Command::new("sh")
-        .arg(&script)
-        .arg("start")
-        .arg(&pf_dir)
-        .arg(port.to_string())
-        .status()
-        .expect("run the Postfix script");
-    assert!(started.success(), "Postfix starts");
-    struct Stop(String, std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("sh")
-                .arg(&self.0)
-                .arg("stop")
-                .arg(&self.1)
-                .status();
-        }
-    }
-    let _stop = Stop(script, pf_dir.clone());
+    let _postfix = common::Postfix::start("postfix-internal.sh", &pf_dir, port);
     let maillog = pf_dir.join("maillog");
     let log = || std::fs::read_to_string(&maillog).unwrap_or_default();
     let relaying_to_postfix = |refuse: bool| {

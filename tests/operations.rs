@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::{
     certs_dir, client_tls_config, http_get, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN,
 };
-use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncWriteExt;
 
 /// The value of the series `name{labels}` (labels as written by the exposition, sorted).
@@ -453,24 +452,10 @@ async fn control_characters_from_a_certificate_never_forge_a_log_line() {
     let (chain, key) =
         mssante_gateway::tools::test_pki::issue_peer_a_variant(&certs_dir(), &cn, &[])
             .expect("issue");
-    let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
-        rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
     let mut c = Client::connect(addr).await;
     c.expect_code(220).await;
-    c.send("EHLO evil.test").await;
-    c.expect_code(250).await;
-    c.send("STARTTLS").await;
-    c.expect(220, "2.0.0").await;
-    c.handshake_using(common::client_tls_config_with(
-        Some((chain, key)),
-        rustls::DEFAULT_VERSIONS,
-    ))
-    .await;
-    c.send("EHLO evil.test").await;
-    c.expect_code(250).await;
+    c.starttls_as("evil.test", common::identity_from_pem(&chain, &key))
+        .await;
     c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
     let reply = c.read_reply().await;
     assert_eq!(reply.code, 550, "{reply:?}");

@@ -698,27 +698,8 @@ async fn postfix_as_the_receiving_operator() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The postfix user delivers below it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let script = repo("tests/interop/postfix-peer.sh");
     let pf_dir = dir.path().join("postfix");
-    let started = std::process::Command::new("sh")
-        .arg(&script)
-        .arg("start")
-        .arg(&pf_dir)
-        .arg(port.to_string())
-        .status()
-        .expect("run the Postfix script");
-    assert!(started.success(), "Postfix starts");
-    struct Stop(String, std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("sh")
-                .arg(&self.0)
-                .arg("stop")
-                .arg(&self.1)
-                .status();
-        }
-    }
-    let _stop = Stop(script, pf_dir.clone());
+    let _postfix = common::Postfix::start("postfix-peer.sh", &pf_dir, port);
     let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
     let dns = DnsServer::start(&zone_a());
     let gw = gateway(internal.addr, &dns, port).await;

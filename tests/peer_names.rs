@@ -4,38 +4,13 @@
 
 mod common;
 
-use common::{certs_dir, client_tls_config_with, Client, TestGateway, LOCAL_DOMAIN};
+use common::{certs_dir, identity_from_pem, Client, TestGateway, LOCAL_DOMAIN};
 use mssante_gateway::tools::test_pki;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A client identity from PEM text.
-fn identity(chain: &str, key: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
-    (chain, key)
-}
-
-/// Connects, EHLO `helo`, STARTTLS presenting `identity`, EHLO `helo` again.
-async fn connect_as(
-    gw: &TestGateway,
-    helo: &str,
-    identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
-) -> Client {
+/// Connects, then EHLO `helo`, STARTTLS presenting the PEM identity, EHLO again.
+async fn connect_as(gw: &TestGateway, helo: &str, (chain, key): (&str, &str)) -> Client {
     let mut c = gw.connect().await;
-    c.send(&format!("EHLO {helo}")).await;
-    c.expect_code(250).await;
-    c.send("STARTTLS").await;
-    c.expect(220, "2.0.0").await;
-    c.handshake_using(client_tls_config_with(
-        Some(identity),
-        rustls::DEFAULT_VERSIONS,
-    ))
-    .await;
-    c.send(&format!("EHLO {helo}")).await;
-    c.expect_code(250).await;
+    c.starttls_as(helo, identity_from_pem(chain, key)).await;
     c
 }
 
@@ -55,13 +30,13 @@ async fn the_ehlo_name_must_be_the_cn_unless_sans_are_allowed() {
         test_pki::issue_peer_a_variant(&certs_dir(), cn, &[cn, alias]).expect("issue");
 
     let gw = TestGateway::start().await;
-    let mut c = connect_as(&gw, alias, identity(&chain, &key)).await;
+    let mut c = connect_as(&gw, alias, (&chain, &key)).await;
     let before = gw.rejections("mail", "ehlo_cn_mismatch");
     c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
     c.expect(550, "5.7.1").await;
     assert_eq!(gw.rejections("mail", "ehlo_cn_mismatch"), before + 1);
     // The same certificate with its CN as EHLO name is served.
-    let mut c = connect_as(&gw, cn, identity(&chain, &key)).await;
+    let mut c = connect_as(&gw, cn, (&chain, &key)).await;
     c.send_message(
         "a@peer-a.test.mssante.fr",
         &[&format!("bob@{LOCAL_DOMAIN}")],
@@ -70,7 +45,7 @@ async fn the_ehlo_name_must_be_the_cn_unless_sans_are_allowed() {
     .await;
 
     let gw = TestGateway::start_with(with_ehlo_names("cn_or_san")).await;
-    let mut c = connect_as(&gw, alias, identity(&chain, &key)).await;
+    let mut c = connect_as(&gw, alias, (&chain, &key)).await;
     c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
     c.expect(250, "2.1.0").await;
 }
@@ -140,7 +115,7 @@ async fn a_sha1_certificate_gets_a_short_ascii_reply() {
     let key = std::fs::read_to_string(dir.path().join("sha1.key")).expect("key");
 
     let gw = TestGateway::start().await;
-    let mut c = connect_as(&gw, "smtp.peer-a.test.mssante.fr", identity(&chain, &key)).await;
+    let mut c = connect_as(&gw, "smtp.peer-a.test.mssante.fr", (&chain, &key)).await;
     c.send("MAIL FROM:<a@peer-a.test.mssante.fr>").await;
     let reply = c.read_reply().await;
     assert_eq!((reply.code, reply.enhanced()), (550, Some("5.7.1")));

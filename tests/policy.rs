@@ -754,25 +754,13 @@ mod crl {
         wait_for(&gw, "updated").await;
 
         async fn as_other_peer(gw: &TestGateway, pki: &Path) -> Client {
-            use rustls::pki_types::pem::PemObject;
-            let chain = std::fs::read(pki.join("peer-a-chain.pem")).expect("chain");
-            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&chain)
-                .collect::<Result<Vec<_>, _>>()
-                .expect("chain");
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.join("peer-a.key"))
-                .expect("key");
+            let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect("PKI file");
             let mut c = gw.connect().await;
-            c.send("EHLO smtp.peer-a.test.mssante.fr").await;
-            c.expect_code(250).await;
-            c.send("STARTTLS").await;
-            c.expect(220, "2.0.0").await;
-            c.handshake_using(common::client_tls_config_with(
-                Some((chain, key)),
-                rustls::DEFAULT_VERSIONS,
-            ))
+            c.starttls_as(
+                "smtp.peer-a.test.mssante.fr",
+                common::identity_from_pem(&read("peer-a-chain.pem"), &read("peer-a.key")),
+            )
             .await;
-            c.send("EHLO smtp.peer-a.test.mssante.fr").await;
-            c.expect_code(250).await;
             c
         }
         let mut c = as_other_peer(&gw, &other).await;

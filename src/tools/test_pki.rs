@@ -424,28 +424,13 @@ pub fn intermediate_crl(
 /// intermediate CA of `dir`, as (chain PEM: leaf then intermediate, PKCS#8 key PEM). For
 /// test servers that must chain to the test anchors, like the liste blanche's web server.
 pub fn issue_server_certificate(dir: &Path, host: &str) -> Result<(String, String), TestPkiError> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read_to_string(&path).map_err(|source| TestPkiError::Write { path, source })
-    };
-    let ca_key = KeyPair::from_pem(&read("intermediate-ca.key")?)
-        .map_err(gen_err("the intermediate CA key"))?;
-    let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
-    let issuer = Issuer::new(params, &ca_key);
-    let key = generate_key(host)?;
-    let mut leaf = CertificateParams::new(vec![host.to_owned()]).map_err(gen_err(host))?;
-    leaf.distinguished_name =
-        leaf_dn(host, "3000000000000", "TEST SERVEUR", "Paris (75)").to_rcgen();
-    leaf.not_before = date((2025, Month::January, 1));
-    leaf.not_after = date(VALID_UNTIL);
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.key_identifier_method = KeyIdMethod::Sha256;
-    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(host))?;
-    Ok((
-        format!("{}{}", cert.pem(), read("intermediate-ca.pem")?),
-        key.serialize_pem(),
-    ))
+    issue_under_intermediate(
+        dir,
+        host,
+        vec![host.to_owned()],
+        leaf_dn(host, "3000000000000", "TEST SERVEUR", "Paris (75)"),
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+    )
 }
 
 /// Issues, under the intermediate CA of the PKI in `dir`, a peer certificate with peer A's
@@ -457,6 +442,27 @@ pub fn issue_peer_a_variant(
     cn: &str,
     extra_dns_names: &[&str],
 ) -> Result<(String, String), TestPkiError> {
+    issue_under_intermediate(
+        dir,
+        cn,
+        extra_dns_names.iter().map(|n| n.to_string()).collect(),
+        leaf_dn(cn, "398765432400001", "OPERATEUR PEER A", "Bas-Rhin (67)"),
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+/// A leaf with subject `dn`, dNSName SANs `names` and usages `ekus`, signed by the
+/// intermediate CA of `dir`: (chain PEM, key PEM).
+fn issue_under_intermediate(
+    dir: &Path,
+    label: &str,
+    names: Vec<String>,
+    dn: Dn,
+    ekus: Vec<ExtendedKeyUsagePurpose>,
+) -> Result<(String, String), TestPkiError> {
     let read = |name: &str| {
         let path = dir.join(name);
         fs::read_to_string(&path).map_err(|source| TestPkiError::Write { path, source })
@@ -465,20 +471,15 @@ pub fn issue_peer_a_variant(
         .map_err(gen_err("the intermediate CA key"))?;
     let params = ca_params(&ca_dn(INTERMEDIATE_CN), 2, Some(0), Some(ROOT_CRL_URL));
     let issuer = Issuer::new(params, &ca_key);
-    let key = generate_key(cn)?;
-    let names: Vec<String> = extra_dns_names.iter().map(|n| n.to_string()).collect();
-    let mut leaf = CertificateParams::new(names).map_err(gen_err(cn))?;
-    leaf.distinguished_name =
-        leaf_dn(cn, "398765432400001", "OPERATEUR PEER A", "Bas-Rhin (67)").to_rcgen();
+    let key = generate_key(label)?;
+    let mut leaf = CertificateParams::new(names).map_err(gen_err(label))?;
+    leaf.distinguished_name = dn.to_rcgen();
     leaf.not_before = date((2025, Month::January, 1));
     leaf.not_after = date(VALID_UNTIL);
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    leaf.extended_key_usages = ekus;
     leaf.use_authority_key_identifier_extension = true;
     leaf.key_identifier_method = KeyIdMethod::Sha256;
-    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(cn))?;
+    let cert = leaf.signed_by(&key, &issuer).map_err(gen_err(label))?;
     Ok((
         format!("{}{}", cert.pem(), read("intermediate-ca.pem")?),
         key.serialize_pem(),

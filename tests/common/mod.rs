@@ -513,6 +513,26 @@ impl Client {
         self.handshake(peer).await;
     }
 
+    /// On a greeted connection: EHLO `helo`, STARTTLS presenting `identity` (chain, key),
+    /// EHLO `helo` again; for certificates a test issues itself.
+    pub async fn starttls_as(
+        &mut self,
+        helo: &str,
+        identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    ) {
+        self.send(&format!("EHLO {helo}")).await;
+        self.expect_code(250).await;
+        self.send("STARTTLS").await;
+        self.expect(220, "2.0.0").await;
+        self.handshake_using(client_tls_config_with(
+            Some(identity),
+            rustls::DEFAULT_VERSIONS,
+        ))
+        .await;
+        self.send(&format!("EHLO {helo}")).await;
+        self.expect_code(250).await;
+    }
+
     /// The TLS handshake alone, on a connection whose STARTTLS was answered 220.
     pub async fn handshake(&mut self, peer: Option<&str>) {
         self.handshake_with(peer, rustls::DEFAULT_VERSIONS).await;
@@ -624,6 +644,18 @@ pub fn client_tls_config(
     client_tls_config_with(identity, versions)
 }
 
+/// A client identity (chain, key) from PEM text.
+pub fn identity_from_pem(
+    chain: &str,
+    key: &str,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("certificate chain PEM");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("private key PEM");
+    (chain, key)
+}
+
 /// A TLS client configuration trusting the test PKI's anchors and presenting `identity`
 /// (chain, key) when given: for certificates a test issues itself.
 pub fn client_tls_config_with(
@@ -677,4 +709,41 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
         head.lines().next().unwrap_or_default().to_string(),
         body.to_string(),
     )
+}
+
+/// A throw-away Postfix instance run by one of the scripts of tests/interop/ (as root,
+/// with Debian's postfix package), stopped when dropped.
+pub struct Postfix {
+    script: String,
+    /// The instance's directory (configuration, queue, log).
+    pub dir: PathBuf,
+}
+
+impl Postfix {
+    /// Runs `tests/interop/<script> start DIR PORT`.
+    pub fn start(script: &str, dir: &Path, port: u16) -> Postfix {
+        let script = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+        let started = std::process::Command::new("sh")
+            .arg(&script)
+            .arg("start")
+            .arg(dir)
+            .arg(port.to_string())
+            .status()
+            .expect("run the Postfix script");
+        assert!(started.success(), "Postfix starts ({script})");
+        Postfix {
+            script,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
 }
