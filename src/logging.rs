@@ -60,9 +60,15 @@ impl<W: Write> Write for Escaping<W> {
             Some((b'\n', body)) => (body, &b"\n"[..]),
             _ => (buf, &b""[..]),
         };
-        let mut out = Vec::with_capacity(buf.len() + 16);
         let ansi = self.ansi;
-        escape_into(body, |b| ansi && b == 0x1b, &mut out);
+        let keep = |b: u8| ansi && b == 0x1b;
+        // Nearly every record has nothing to escape: write it as it is, no copy.
+        if !body.iter().any(|&b| (b < 0x20 || b == 0x7f) && !keep(b)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        escape_into(body, keep, &mut out);
         out.extend_from_slice(end);
         self.inner.write_all(&out)?;
         Ok(buf.len())
