@@ -397,7 +397,7 @@ async fn start_whitelist(
 /// `crl_refresh_interval`; when one changed, rebuilds the trust store and swaps it in for
 /// new connections. A failed download keeps the last valid CRL.
 async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bool>) {
-    use crate::trust::{crl, pki};
+    use crate::trust::crl;
     let metrics = &ctx.metrics;
     let client = match crl::client(std::time::Duration::from_secs(60)) {
         Ok(c) => c,
@@ -409,16 +409,10 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
     loop {
         // The settings in force now: a reload may have changed the CAs or the sources.
         let tls = Arc::clone(&ctx.live.load().tls_settings);
-        let mut cas = Vec::new();
-        for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
-            match pki::load_certificates(file) {
-                Ok(certs) => cas.extend(certs),
-                Err(e) => tracing::error!(error = %e, "CA file unreadable for CRL checks"),
-            }
-        }
+        let cas = tls.trust.ca_certificates();
         let mut changed = false;
         for source in &tls.crl_sources {
-            match crl::refresh_source(&client, source, &cas, 64 * 1024 * 1024).await {
+            match crl::refresh_source(&client, source, cas, 64 * 1024 * 1024).await {
                 Ok(Some(info)) => {
                     changed = true;
                     metrics
@@ -478,7 +472,8 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
                         }
                         live
                     });
-                    ctx.metrics.set_crl_coverage(&store);
+                    // What is in force, installed above or kept by a reload.
+                    ctx.metrics.set_crl_coverage(&ctx.live.load().trust);
                     tracing::info!(crls, "trust store rebuilt with the new CRLs");
                 }
                 Ok(Err(e)) => {

@@ -253,27 +253,24 @@ pub enum EhloNames {
 pub fn ehlo_matches(helo: &str, id: &PeerIdentity, names: EhloNames) -> bool {
     match names {
         EhloNames::CnOrSan => names_match(helo, id),
-        EhloNames::Cn => {
-            let helo = helo.trim().trim_end_matches('.');
-            !helo.is_empty()
-                && id
-                    .cn
-                    .as_deref()
-                    .is_some_and(|cn| cn.trim_end_matches('.').eq_ignore_ascii_case(helo))
-        }
+        EhloNames::Cn => id.cn.as_deref().is_some_and(|cn| same_host(helo, cn)),
     }
 }
 
 /// Whether `helo` names the certificate: its CN or one of its dNSName SANs, compared
 /// case-insensitively with any trailing dot ignored.
 pub fn names_match(helo: &str, id: &PeerIdentity) -> bool {
-    let helo = helo.trim().trim_end_matches('.');
-    !helo.is_empty()
-        && id
-            .cn
-            .iter()
-            .chain(id.dns_names.iter())
-            .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(helo))
+    id.cn
+        .iter()
+        .chain(id.dns_names.iter())
+        .any(|name| same_host(helo, name))
+}
+
+/// Two host names are the same: case-insensitively, a trailing dot ignored; an empty
+/// name matches nothing.
+fn same_host(given: &str, name: &str) -> bool {
+    let given = given.trim().trim_end_matches('.');
+    !given.is_empty() && name.trim_end_matches('.').eq_ignore_ascii_case(given)
 }
 
 /// A recipient whose local part carries a route (`%` or `!`, or an `@` inside a quoted

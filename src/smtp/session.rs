@@ -1091,9 +1091,6 @@ impl<'a> Event<'a> {
     }
 }
 
-/// The first MAIL parameter that smtp-proto understands but whose extension we do not
-/// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
-/// silently would promise a handling the gateway does not give.
 /// A `SIZE=` parameter whose digits do not fit in 64 bits (smtp-proto saturates and then
 /// wraps such a number to a small one).
 fn declared_size_overflows(line: &[u8]) -> bool {
@@ -1190,6 +1187,9 @@ fn as_written(line: &[u8], parsed: Cow<'_, str>) -> String {
     }
 }
 
+/// The first MAIL parameter that smtp-proto understands but whose extension we do not
+/// advertise. RFC 5321 §4.1.1.11 asks for 555 then: accepting REQUIRETLS or HOLDFOR
+/// silently would promise a handling the gateway does not give.
 fn unadvertised_mail_parameter(from: &smtp_proto::MailFrom<Cow<'_, str>>) -> Option<&'static str> {
     let flags = [
         (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),

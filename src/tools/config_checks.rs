@@ -95,12 +95,7 @@ fn certificate(config: &Config, findings: &mut Vec<Finding>) {
 /// Each CRL file is signed by one of the configured CAs.
 fn crls(config: &Config, findings: &mut Vec<Finding>) {
     let tls = &config.tls;
-    let mut cas = Vec::new();
-    for file in tls.anchor_files.iter().chain(&tls.intermediate_files) {
-        if let Ok(certs) = pki::load_certificates(file) {
-            cas.extend(certs);
-        }
-    }
+    let cas = tls.trust.ca_certificates();
     for file in &tls.crl_files {
         let key = if tls.crl_sources.iter().any(|s| &s.file == file) {
             "tls.crl_sources"
@@ -111,7 +106,7 @@ fn crls(config: &Config, findings: &mut Vec<Finding>) {
             continue; // Reported when the configuration loaded.
         };
         for der in crls {
-            if let Err(e) = crl::check(der.as_ref(), &cas) {
+            if let Err(e) = crl::check(der.as_ref(), cas) {
                 findings.push(error(
                     key,
                     format!("{}: {e}; use the CRL published by one of the CAs in tls.anchors / tls.intermediates", file.display()),

@@ -412,6 +412,8 @@ pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     /// Known intermediates, so a peer that sends only its leaf still verifies.
     intermediates: Vec<CertificateDer<'static>>,
+    /// The anchors' and intermediates' certificates, for checking who signed a CRL.
+    ca_certificates: Vec<CertificateDer<'static>>,
     /// CRLs as loaded, kept to report and to persist.
     crls: Vec<CertificateRevocationListDer<'static>>,
     /// The same CRLs parsed once at load time, so each verification does not re-parse
@@ -469,7 +471,7 @@ impl TrustStore {
                 crls.push(crl);
             }
         }
-        Self::assemble(anchors, intermediates, crls, parsed)
+        Self::assemble(anchors, cas, intermediates, crls, parsed)
     }
 
     /// Builds the store from material already in memory (tests, or a CRL refresh that
@@ -494,11 +496,12 @@ impl TrustStore {
         for (index, crl) in crls.iter().enumerate() {
             parsed.add(origin, index, crl, &cas)?;
         }
-        Self::assemble(anchors, intermediates, crls, parsed)
+        Self::assemble(anchors, cas, intermediates, crls, parsed)
     }
 
     fn assemble(
         anchors: Vec<TrustAnchor<'static>>,
+        ca_certificates: Vec<CertificateDer<'static>>,
         intermediates: Vec<CertificateDer<'static>>,
         crls: Vec<CertificateRevocationListDer<'static>>,
         parsed: Parsed,
@@ -543,6 +546,7 @@ impl TrustStore {
         Ok(TrustStore {
             revocation: Revocation::Require,
             anchors,
+            ca_certificates,
             intermediates,
             crls,
             parsed_crls,
@@ -610,6 +614,11 @@ impl TrustStore {
     /// The trust anchors.
     pub fn anchors(&self) -> &[TrustAnchor<'static>] {
         &self.anchors
+    }
+
+    /// The certificates of the anchors and known intermediates: who may sign a CRL.
+    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.ca_certificates
     }
 
     /// The known intermediates.

@@ -293,7 +293,7 @@ fn only_attributes(
 fn children<'d, 'x>(
     element: &'d Element<'x>,
     path: &str,
-    expected: &[&str],
+    expected: &[&'static str],
 ) -> Result<Vec<&'d Element<'x>>, SignatureError> {
     let mut found = Vec::with_capacity(expected.len());
     for node in &element.children {
@@ -337,35 +337,19 @@ fn children<'d, 'x>(
         }
     }
     if let Some(missing) = expected.get(found.len()) {
-        return Err(SignatureError::MissingElement {
-            element: static_name(missing),
-        });
+        return Err(SignatureError::MissingElement { element: missing });
     }
     Ok(found)
 }
 
-/// The profile's element names, as `'static` for [`SignatureError::MissingElement`].
-fn static_name(name: &str) -> &'static str {
-    const NAMES: [&str; 12] = [
-        "SignedInfo",
-        "SignatureValue",
-        "KeyInfo",
-        "CanonicalizationMethod",
-        "SignatureMethod",
-        "Reference",
-        "Transforms",
-        "DigestMethod",
-        "DigestValue",
-        "Transform",
-        "X509Data",
-        "X509Certificate",
-    ];
-    NAMES.into_iter().find(|n| *n == name).unwrap_or("element")
-}
-
-/// The text of a leaf element: character data only (no element, comment or PI inside).
-fn leaf_text(element: &Element<'_>, path: &str) -> Result<String, SignatureError> {
-    only_attributes(element, path, &[])?;
+/// The text of a leaf element: character data only (no element, comment or PI inside),
+/// and no attribute but `allowed`.
+fn leaf_text(
+    element: &Element<'_>,
+    path: &str,
+    allowed: &[&str],
+) -> Result<String, SignatureError> {
+    only_attributes(element, path, allowed)?;
     let mut text = String::new();
     for node in &element.children {
         match node {
@@ -517,19 +501,9 @@ fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, Sign
         "Reference/DigestMethod",
         SHA256,
     )?;
-    let digest_value = leaf_text(digest_value, "Reference/DigestValue")?;
+    let digest_value = leaf_text(digest_value, "Reference/DigestValue", &[])?;
 
-    only_attributes(signature_value, "SignatureValue", &["Id"])?;
-    let signature_value = {
-        let mut text = String::new();
-        for node in &signature_value.children {
-            match node {
-                Node::Text(t) => text.push_str(&t.value),
-                _ => return Err(profile("SignatureValue", "only text is allowed here")),
-            }
-        }
-        text
-    };
+    let signature_value = leaf_text(signature_value, "SignatureValue", &["Id"])?;
     only_attributes(key_info, "KeyInfo", &["Id"])?;
     let [x509_data] = children(key_info, "KeyInfo", &["X509Data"])?[..] else {
         return Err(profile("KeyInfo", "unexpected children"));
@@ -549,7 +523,7 @@ fn locate<'d, 'x>(doc: &'d Document<'x>) -> Result<Option<Located<'d, 'x>>, Sign
     let [certificate] = children(x509_data, "X509Data", &["X509Certificate"])?[..] else {
         return Err(profile("X509Data", "unexpected children"));
     };
-    let certificate = leaf_text(certificate, "X509Data/X509Certificate")?;
+    let certificate = leaf_text(certificate, "X509Data/X509Certificate", &[])?;
     Ok(Some(Located {
         signature,
         signed_info,
