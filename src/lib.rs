@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod autoreply;
+pub mod client;
 pub mod config;
 pub mod dns;
 pub mod gateway;

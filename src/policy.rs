@@ -7,7 +7,10 @@
 use serde::Deserialize;
 
 use crate::smtp::{Enhanced, Reply};
-use crate::trust::verify::{CertError, PeerIdentity};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::trust::verify::{verify_chain, CertError, PeerIdentity, Usage};
+use crate::trust::TrustStore;
 use crate::whitelist::Whitelist;
 
 /// A refused step: the reply and the reason label.
@@ -264,6 +267,95 @@ pub fn names_match(helo: &str, id: &PeerIdentity) -> bool {
         .iter()
         .chain(id.dns_names.iter())
         .any(|name| same_host(helo, name))
+}
+
+/// What the checks of a peer operator's server certificate found, each on its own:
+/// outbound delivery wants the [`ServerJudgement::verdict`], `probe` reports every part.
+#[derive(Debug)]
+pub struct ServerJudgement {
+    /// The chain against the espace's anchors, as a TLS server certificate.
+    pub chain: Result<PeerIdentity, CertError>,
+    /// Its CN or a dNSName is the MX host we connected to (false when the chain failed).
+    pub names_host: bool,
+    /// The liste blanche lists its subject DN for the recipient domain; `None` when the
+    /// chain failed or there is no list.
+    pub listed: Option<bool>,
+}
+
+/// Why a server may not have a message: the reason label of logs and metrics, a text, and
+/// the server's DN when the chain verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRefusal {
+    /// `server_cert_*`, `mx_cn_mismatch`, `recipient_dn_mismatch` or `whitelist_unavailable`.
+    pub reason: &'static str,
+    /// What was found.
+    pub detail: String,
+    /// The server's subject DN, when known.
+    pub subject_dn: Option<String>,
+}
+
+/// Judges the chain a server presented at STARTTLS for a message to `domain` sent to MX
+/// host `mx_host`: it must chain to the espace's anchors as a server, name the MX host,
+/// and carry a DN the liste blanche lists for the domain.
+pub fn judge_server(
+    chain: &[CertificateDer<'_>],
+    mx_host: &str,
+    domain: &str,
+    trust: &TrustStore,
+    list: Option<&Whitelist>,
+    now: UnixTime,
+) -> ServerJudgement {
+    let chain = verify_chain(chain, trust, now, Usage::Server);
+    let (names_host, listed) = match &chain {
+        Ok(id) => (
+            names_match(mx_host, id),
+            list.map(|l| l.domain_served_by(domain, &id.subject)),
+        ),
+        Err(_) => (false, None),
+    };
+    ServerJudgement {
+        chain,
+        names_host,
+        listed,
+    }
+}
+
+impl ServerJudgement {
+    /// The server's identity when every check passed, else the first refusal.
+    pub fn verdict(self, mx_host: &str, domain: &str) -> Result<PeerIdentity, ServerRefusal> {
+        let identity = self.chain.map_err(|e| ServerRefusal {
+            reason: e.server_reason(),
+            detail: e.to_string(),
+            subject_dn: None,
+        })?;
+        if !self.names_host {
+            return Err(ServerRefusal {
+                reason: "mx_cn_mismatch",
+                detail: format!(
+                    "the certificate of {mx_host} names {} (CN) and {:?} (DNS names), not the MX host",
+                    identity.cn.as_deref().unwrap_or("no CN"),
+                    identity.dns_names
+                ),
+                subject_dn: Some(identity.subject_dn),
+            });
+        }
+        match self.listed {
+            Some(true) => Ok(identity),
+            Some(false) => Err(ServerRefusal {
+                reason: "recipient_dn_mismatch",
+                detail: format!(
+                    "the liste blanche does not list certificate {} for {domain}",
+                    identity.subject_dn
+                ),
+                subject_dn: Some(identity.subject_dn),
+            }),
+            None => Err(ServerRefusal {
+                reason: "whitelist_unavailable",
+                detail: "no liste blanche to check the server's DN against".into(),
+                subject_dn: Some(identity.subject_dn),
+            }),
+        }
+    }
 }
 
 /// Two host names are the same: case-insensitively, a trailing dot ignored; an empty

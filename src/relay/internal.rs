@@ -10,13 +10,15 @@ use time::OffsetDateTime;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::dsn::{self, Action, RecipientReport};
 use super::outbound::{DomainDelivery, Outbound};
 use super::Outcome;
 use crate::autoreply::{AutoReplier, Decision};
+use crate::client::{Client, ClientError, ClientOptions, Transaction};
 use crate::config::{RelayProtocol, RelaySettings};
 use crate::metrics::Metrics;
+use crate::smtp::client::Envelope as Sending;
+use crate::smtp::Enhanced;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
 
 /// How often the worker re-reads the spool directories (for `queue retry` / `queue
@@ -289,10 +291,12 @@ impl Relay {
                 Ok(mut client) => {
                     remote_mta = Some(client.caps.name.clone());
                     let t = Transaction {
-                        mail_from: &env.mail_from,
-                        eight_bit: env.body_8bitmime,
-                        smtputf8: env.smtputf8,
-                        recipients: &internal,
+                        envelope: Sending {
+                            mail_from: &env.mail_from,
+                            eight_bit: env.body_8bitmime,
+                            smtputf8: env.smtputf8,
+                            recipients: &internal,
+                        },
                         prefix: received.as_bytes(),
                         body: &message.body,
                     };
@@ -302,20 +306,13 @@ impl Relay {
                                 self.give_back(client);
                             }
                             for (r, reply) in internal.iter().zip(replies) {
-                                let o = if reply.is_positive() {
-                                    Outcome::Delivered
-                                } else if reply.is_permanent() {
-                                    Outcome::Permanent(reply)
-                                } else {
-                                    Outcome::Temporary(reply.to_string())
-                                };
-                                outcomes.push((r.clone(), o));
+                                outcomes.push((r.clone(), Outcome::of_reply(reply)));
                             }
                         }
                         Err(e) => {
                             tracing::warn!(queue_id = %id, error = %e, "session to the internal server broke during a transaction");
                             for r in &internal {
-                                outcomes.push((r.clone(), Outcome::Temporary(e.to_string())));
+                                outcomes.push((r.clone(), lost(&e)));
                             }
                         }
                     }
@@ -323,13 +320,13 @@ impl Relay {
                 Err(ClientError::Refused(reply)) if reply.is_permanent() => {
                     tracing::error!(queue_id = %id, reply = %reply, "the internal server refuses our session; check relay.auth_*");
                     for r in &internal {
-                        outcomes.push((r.clone(), Outcome::Temporary(reply.to_string())));
+                        outcomes.push((r.clone(), Outcome::Temporary(reply.clone())));
                     }
                 }
                 Err(e) => {
                     tracing::warn!(queue_id = %id, internal = %self.settings.internal, error = %e, "internal server unreachable");
                     for r in &internal {
-                        outcomes.push((r.clone(), Outcome::Temporary(e.to_string())));
+                        outcomes.push((r.clone(), lost(&e)));
                     }
                 }
             }
@@ -388,7 +385,7 @@ impl Relay {
             .map(|r| {
                 let o = match &result {
                     Ok(_) => Outcome::Delivered,
-                    Err(e) => Outcome::Temporary(e.clone()),
+                    Err(e) => Outcome::deferred(Enhanced(4, 4, 1), e.clone()),
                 };
                 (r, o)
             })
@@ -410,7 +407,7 @@ impl Relay {
                 .map(|r| {
                     (
                         r,
-                        Outcome::Temporary("waiting for the outbound relay".into()),
+                        Outcome::deferred(Enhanced(4, 4, 1), "waiting for the outbound relay"),
                     )
                 })
                 .collect();
@@ -438,10 +435,12 @@ impl Relay {
                     queue_id: &message.id,
                     domain,
                     transaction: Transaction {
-                        mail_from: &env.mail_from,
-                        eight_bit: env.body_8bitmime,
-                        smtputf8: env.smtputf8,
-                        recipients: rcpts,
+                        envelope: Sending {
+                            mail_from: &env.mail_from,
+                            eight_bit: env.body_8bitmime,
+                            smtputf8: env.smtputf8,
+                            recipients: rcpts,
+                        },
                         prefix: received.as_bytes(),
                         body: &message.body,
                     },
@@ -503,7 +502,7 @@ impl Relay {
                         RecipientReport {
                             recipient,
                             action: Action::Failed,
-                            status: reply.status(),
+                            status: reply.status().to_string(),
                             diagnostic: Some(reply.to_string()),
                         },
                         rcpt,
@@ -526,11 +525,11 @@ impl Relay {
                         delays.push(RecipientReport {
                             recipient,
                             action: Action::Delayed,
-                            status: status_of_text(&why),
-                            diagnostic: Some(why.clone()),
+                            status: why.status().to_string(),
+                            diagnostic: Some(why.to_string()),
                         });
                     }
-                    last_error = why;
+                    last_error = why.to_string();
                     still_pending.push(rcpt);
                 }
             }
@@ -665,17 +664,9 @@ fn recipient_of(env: &Envelope, address: &str) -> crate::spool::Recipient {
         })
 }
 
-fn status_of_text(reply_text: &str) -> String {
-    let mut words = reply_text.split_whitespace();
-    let code = words.next().and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(code) => Reply {
-            code,
-            text: words.collect::<Vec<_>>().join(" "),
-        }
-        .status(),
-        None => "4.4.1".into(),
-    }
+/// A session that failed or broke: its recipients wait for the next attempt.
+fn lost(e: &ClientError) -> Outcome {
+    Outcome::deferred(Enhanced(4, 4, 1), e.to_string())
 }
 
 /// The one header we add: where the message came from (EHLO name, IP, TLS, the peer

@@ -30,16 +30,17 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::{ServerName, UnixTime};
+
 use tokio::sync::Semaphore;
 
-use super::client::{Client, ClientError, ClientOptions, Reply, Transaction};
 use super::Outcome;
+use crate::client::{Client, ClientError, ClientOptions, Transaction};
 use crate::config::OutboundSettings;
 use crate::dns::{DnsError, Resolver};
 use crate::inbound::LiveSettings;
 use crate::metrics::Metrics;
-use crate::policy::names_match;
-use crate::trust::{verify_chain, Usage};
+use crate::policy::judge_server;
+use crate::smtp::{Enhanced, Reply};
 use crate::whitelist::live::WhitelistState;
 
 /// How long a session to a peer may wait unused for the next message. Short: a peer's
@@ -207,6 +208,7 @@ impl Outbound {
     pub async fn deliver(&self, d: DomainDelivery<'_>) -> DomainResult {
         let all = |o: Outcome| -> Vec<(String, Outcome)> {
             d.transaction
+                .envelope
                 .recipients
                 .iter()
                 .map(|r| (r.clone(), o.clone()))
@@ -214,14 +216,15 @@ impl Outbound {
         };
         let id = d.queue_id;
         let domain = d.domain;
-        let rcpts = d.transaction.recipients;
+        let rcpts = d.transaction.envelope.recipients;
 
         if self.whitelist.is_stale(SystemTime::now()) {
             self.fail("whitelist_stale");
             tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "whitelist_stale", "outbound delivery: our liste blanche is out of date");
             return DomainResult {
-                outcomes: all(Outcome::Temporary(
-                    "451 4.7.1 our copy of the liste blanche is out of date".into(),
+                outcomes: all(Outcome::deferred(
+                    Enhanced(4, 7, 1),
+                    "our copy of the liste blanche is out of date",
                 )),
                 remote_mta: None,
             };
@@ -229,10 +232,11 @@ impl Outbound {
         if !self.whitelist.snapshot().is_listed_domain(domain) {
             self.fail("recipient_domain_not_listed");
             tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "bounced", reason = "recipient_domain_not_listed", "outbound delivery: domain not on the liste blanche");
-            let reply = Reply {
-                code: 550,
-                text: format!("5.7.1 {domain} is not on the liste blanche: mail may not leave the espace de confiance"),
-            };
+            let reply = Reply::new(
+                550,
+                Enhanced(5, 7, 1),
+                format!("{domain} is not on the liste blanche: mail may not leave the espace de confiance"),
+            );
             return DomainResult {
                 outcomes: all(Outcome::Permanent(reply)),
                 remote_mta: None,
@@ -253,9 +257,10 @@ impl Outbound {
             self.fail("domain_busy");
             tracing::info!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "domain_busy", "outbound delivery: every slot for the domain stayed busy");
             return DomainResult {
-                outcomes: all(Outcome::Temporary(format!(
-                    "451 4.4.5 too many deliveries to {domain} in progress"
-                ))),
+                outcomes: all(Outcome::deferred(
+                    Enhanced(4, 4, 5),
+                    format!("too many deliveries to {domain} in progress"),
+                )),
                 remote_mta: None,
             };
         };
@@ -319,19 +324,22 @@ impl Outbound {
             .unwrap_or(("no_mx_host", "no MX host to try".to_string()));
         if only_permanent_dns {
             tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "bounced", reason, "outbound delivery: no MX host of the domain has an address");
-            let reply = Reply {
-                code: 550,
-                text: format!("5.4.4 no mail host of {domain} has an address: {detail}"),
-            };
+            let reply = Reply::new(
+                550,
+                Enhanced(5, 4, 4),
+                format!("no mail host of {domain} has an address: {detail}"),
+            );
             return DomainResult {
                 outcomes: all(Outcome::Permanent(reply)),
                 remote_mta: None,
             };
         }
         tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason, error = %detail, "outbound delivery: no MX host could take the message");
-        let text = format!("451 4.4.0 {reason}: {detail}");
         DomainResult {
-            outcomes: all(Outcome::Temporary(text)),
+            outcomes: all(Outcome::deferred(
+                Enhanced(4, 4, 0),
+                format!("{reason}: {detail}"),
+            )),
             remote_mta: None,
         }
     }
@@ -397,21 +405,43 @@ impl Outbound {
                     ClientError::Handshake(_) => ("tls_handshake_failed", true),
                     ClientError::Refused(_) => ("session_refused", false),
                     ClientError::Timeout(_) => ("timeout", false),
-                    ClientError::Io(_) | ClientError::Protocol(_) => ("connect_failed", false),
+                    ClientError::Io(_) | ClientError::Closed | ClientError::Protocol(_) => {
+                        ("connect_failed", false)
+                    }
                 };
                 let detail = e.to_string();
                 log_failure(reason, &detail, None, None);
                 return Err((HostFailure { reason, detail }, next_host));
             }
         };
-        let tls = client.tls.clone().unwrap_or_default();
-        let checked = self.check_server(&client, mx, d.domain);
-        let identity = match checked {
-            Ok(identity) => identity,
-            Err((reason, detail, dn)) => {
-                log_failure(reason, &detail, Some(&tls), dn.as_deref());
+        let tls = client.tls().map(|t| t.to_string()).unwrap_or_default();
+        let trust = Arc::clone(&self.live.load().trust);
+        let list = self.whitelist.snapshot();
+        let judged = judge_server(
+            client.peer_certificates(),
+            mx,
+            d.domain,
+            &trust,
+            Some(&list),
+            UnixTime::now(),
+        );
+        let identity = match judged.verdict(mx, d.domain) {
+            Ok(identity) => identity.subject_dn,
+            Err(refusal) => {
+                log_failure(
+                    refusal.reason,
+                    &refusal.detail,
+                    Some(&tls),
+                    refusal.subject_dn.as_deref(),
+                );
                 client.quit().await;
-                return Err((HostFailure { reason, detail }, true));
+                return Err((
+                    HostFailure {
+                        reason: refusal.reason,
+                        detail: refusal.detail,
+                    },
+                    true,
+                ));
             }
         };
         let result = client.send(&d.transaction).await;
@@ -426,18 +456,13 @@ impl Outbound {
                 let mut delivered = 0usize;
                 let outcomes: Vec<(String, Outcome)> = d
                     .transaction
+                    .envelope
                     .recipients
                     .iter()
                     .zip(replies)
                     .map(|(r, reply)| {
-                        let o = if reply.is_positive() {
-                            delivered += 1;
-                            Outcome::Delivered
-                        } else if reply.is_permanent() {
-                            Outcome::Permanent(reply)
-                        } else {
-                            Outcome::Temporary(reply.to_string())
-                        };
+                        let o = Outcome::of_reply(reply);
+                        delivered += usize::from(matches!(o, Outcome::Delivered));
                         (r.clone(), o)
                     })
                     .collect();
@@ -455,12 +480,14 @@ impl Outbound {
                 // whose reply was not read, so all are retried (a duplicate is better than a
                 // loss). Not tried on another host now, for the same reason.
                 self.fail("session_broken");
-                let text = format!("451 4.4.2 session with {mx} broke: {e}");
+                let broke =
+                    Outcome::deferred(Enhanced(4, 4, 2), format!("session with {mx} broke: {e}"));
                 let outcomes = d
                     .transaction
+                    .envelope
                     .recipients
                     .iter()
-                    .map(|r| (r.clone(), Outcome::Temporary(text.clone())))
+                    .map(|r| (r.clone(), broke.clone()))
                     .collect();
                 (outcomes, e.to_string(), "session_broken")
             }
@@ -473,56 +500,12 @@ impl Outbound {
             tls = %tls,
             remote_dn = %identity,
             reused,
-            rcpts = ?d.transaction.recipients,
+            rcpts = ?d.transaction.envelope.recipients,
             reply = %reply_text,
             outcome = verdict,
             "outbound delivery attempt"
         );
         Ok(outcomes)
-    }
-
-    /// The checks after the handshake. `Err((reason, detail, remote DN if known))`.
-    #[allow(clippy::type_complexity)]
-    fn check_server(
-        &self,
-        client: &Client,
-        mx: &str,
-        domain: &str,
-    ) -> Result<String, (&'static str, String, Option<String>)> {
-        let store = Arc::clone(&self.live.load().trust);
-        let identity = verify_chain(
-            &client.peer_certificates,
-            &store,
-            UnixTime::now(),
-            Usage::Server,
-        )
-        .map_err(|e| (e.server_reason(), e.to_string(), None))?;
-        if !names_match(mx, &identity) {
-            return Err((
-                "mx_cn_mismatch",
-                format!(
-                    "the certificate of {mx} names {} (CN) and {:?} (DNS names), not the MX host",
-                    identity.cn.as_deref().unwrap_or("no CN"),
-                    identity.dns_names
-                ),
-                Some(identity.subject_dn),
-            ));
-        }
-        if !self
-            .whitelist
-            .snapshot()
-            .domain_served_by(domain, &identity.subject)
-        {
-            return Err((
-                "recipient_dn_mismatch",
-                format!(
-                    "the liste blanche does not list certificate {} for {domain}",
-                    identity.subject_dn
-                ),
-                Some(identity.subject_dn),
-            ));
-        }
-        Ok(identity.subject_dn)
     }
 }
 
@@ -531,15 +514,12 @@ impl Outbound {
 /// (5.1.10, RFC 7505), a domain without any mail host cannot be routed (5.4.4).
 fn dns_outcome(e: &DnsError) -> Outcome {
     let status = match e {
-        DnsError::Temporary { .. } => return Outcome::Temporary(format!("451 4.4.3 {e}")),
-        DnsError::NoSuchDomain { .. } | DnsError::InvalidName { .. } => "5.1.2",
-        DnsError::NullMx { .. } => "5.1.10",
-        DnsError::NoMailHost { .. } | DnsError::NoAddress { .. } => "5.4.4",
+        DnsError::Temporary { .. } => return Outcome::deferred(Enhanced(4, 4, 3), e.to_string()),
+        DnsError::NoSuchDomain { .. } | DnsError::InvalidName { .. } => Enhanced(5, 1, 2),
+        DnsError::NullMx { .. } => Enhanced(5, 1, 10),
+        DnsError::NoMailHost { .. } | DnsError::NoAddress { .. } => Enhanced(5, 4, 4),
     };
-    Outcome::Permanent(Reply {
-        code: 550,
-        text: format!("{status} {e}"),
-    })
+    Outcome::Permanent(Reply::new(550, status, e.to_string()))
 }
 
 #[cfg(test)]
@@ -549,8 +529,8 @@ mod tests {
     #[test]
     fn dns_failures_map_to_bounce_statuses_or_a_retry() {
         let status = |e: DnsError| match dns_outcome(&e) {
-            Outcome::Permanent(r) => r.status(),
-            Outcome::Temporary(t) => format!("temporary {}", &t[..9]),
+            Outcome::Permanent(r) => r.status().to_string(),
+            Outcome::Temporary(r) => format!("temporary {} {}", r.code, r.status()),
             Outcome::Delivered => "delivered".into(),
         };
         assert_eq!(status(DnsError::NoSuchDomain { name: "x".into() }), "5.1.2");

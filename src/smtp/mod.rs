@@ -1,6 +1,8 @@
 //! The SMTP protocol without I/O: command parsing, DATA decoding, replies and the session
-//! state machine. Sockets and TLS live in `inbound`.
+//! state machine of the server side; reply reading and the transaction exchange of the
+//! client side. Sockets and TLS live in `inbound` (server) and `client` (client).
 
+pub mod client;
 pub mod data;
 pub mod reply;
 pub mod session;

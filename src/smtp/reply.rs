@@ -56,6 +56,23 @@ impl Reply {
         self.code >= 500
     }
 
+    /// Whether the reply is a positive completion (2xx).
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// The text of every line, joined by a space.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+
+    /// The enhanced status code, or the one the basic code implies (`4.0.0` for a 451
+    /// without one).
+    pub fn status(&self) -> Enhanced {
+        self.enhanced
+            .unwrap_or(Enhanced((self.code / 100) as u8, 0, 0))
+    }
+
     /// Appends the wire form (CRLF-terminated lines) to `out`.
     ///
     /// Text is sanitised: CR, LF and other control characters in a line (which could come
@@ -126,10 +143,17 @@ fn ascii_of(c: char) -> u8 {
     folded as u8
 }
 
+/// One line, as logs and DSN diagnostic codes want it: the lines of a multi-line reply
+/// joined by a space, sanitised as on the wire.
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let one = Reply {
+            code: self.code,
+            enhanced: self.enhanced,
+            lines: vec![Cow::Owned(self.text())],
+        };
         let mut out = Vec::new();
-        self.write_to(&mut out);
+        one.write_to(&mut out);
         f.write_str(String::from_utf8_lossy(&out).trim_end())
     }
 }

@@ -21,9 +21,12 @@ use rand::{Rng, SeedableRng};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::client::{ClientError, Connection};
+use crate::smtp::client::rcpt_command;
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +450,21 @@ impl Failure {
     }
 }
 
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Refused(reply) => Failure::Reply(reply.code),
+            ClientError::Timeout(_) => Failure::Timeout,
+            ClientError::Handshake(e) => Failure::Tls(e),
+            ClientError::Closed => Failure::Closed,
+            ClientError::Io(e) => Failure::Io(e),
+            e @ (ClientError::Protocol(_) | ClientError::StartTlsUnavailable) => {
+                Failure::Io(io::Error::other(e.to_string()))
+            }
+        }
+    }
+}
+
 impl Stats {
     fn error(&mut self, f: &Failure) {
         *self.errors.entry(f.label()).or_default() += 1;
@@ -594,62 +612,39 @@ async fn handshake_only(shared: &Shared) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One SMTP connection: greeting, EHLO, STARTTLS, EHLO, up to `messages_per_connection`
-/// messages (the first one already claimed by the caller), QUIT.
-async fn smtp_connection(shared: &Shared, rng: &mut impl Rng) -> Result<(), Failure> {
-    let tcp = match connect(shared).await {
-        Ok(t) => t,
-        Err(e) => {
-            shared.give_back();
-            return Err(e);
-        }
-    };
-    let mut plain = Wire::new(tcp);
-    let setup = async {
-        plain.expect(shared, 220).await?;
-        plain
-            .send(shared, format!("EHLO {}\r\n", shared.cfg.ehlo).as_bytes())
-            .await?;
-        plain.expect(shared, 250).await?;
-        plain.send(shared, b"STARTTLS\r\n").await?;
-        plain.expect(shared, 220).await?;
-        Ok::<_, Failure>(())
-    };
-    if let Err(e) = setup.await {
-        shared.give_back();
-        return Err(e);
-    }
-    let tls = match timed(shared, shared.tls.connect(shared.name.clone(), plain.io)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            shared.give_back();
-            return Err(Failure::Tls(e));
-        }
-        Err(e) => {
-            shared.give_back();
-            return Err(e);
-        }
-    };
+/// Greeting, EHLO, STARTTLS with the client certificate, EHLO: a session ready for
+/// messages.
+async fn open_session(shared: &Shared) -> Result<Connection, Failure> {
+    let mut c = Connection::over(connect(shared).await?, shared.cfg.io_timeout);
+    c.expect(220).await?;
+    c.hello(false, &shared.cfg.ehlo).await?;
+    c.write(&[b"STARTTLS\r\n"]).await?;
+    c.expect(220).await?;
+    c.upgrade(&shared.tls, shared.name.clone()).await?;
     shared
         .stats
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .handshakes += 1;
-    let mut w = Wire::new(tls);
-    let ehlo = async {
-        w.send(shared, format!("EHLO {}\r\n", shared.cfg.ehlo).as_bytes())
-            .await?;
-        w.expect(shared, 250).await
+    c.hello(false, &shared.cfg.ehlo).await?;
+    Ok(c)
+}
+
+/// One SMTP connection: a session, up to `messages_per_connection` messages (the first
+/// one already claimed by the caller), QUIT.
+async fn smtp_connection(shared: &Shared, rng: &mut impl Rng) -> Result<(), Failure> {
+    let mut c = match open_session(shared).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.give_back();
+            return Err(e);
+        }
     };
-    if let Err(e) = ehlo.await {
-        shared.give_back();
-        return Err(e);
-    }
     let mut sent = 0;
     loop {
         let choice = shared.cfg.sizes.pick(rng);
         let body = &shared.bodies[choice];
-        match transaction(shared, &mut w, body).await {
+        match transaction(shared, &mut c, body).await {
             Ok(latency) => {
                 let mut s = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
                 s.ok += 1;
@@ -670,110 +665,40 @@ async fn smtp_connection(shared: &Shared, rng: &mut impl Rng) -> Result<(), Fail
             break;
         }
     }
-    let _ = w.send(shared, b"QUIT\r\n").await;
-    let _ = w.expect(shared, 221).await;
-    let _ = timed(shared, w.io.shutdown()).await;
+    c.quit().await;
     Ok(())
 }
 
 /// MAIL, RCPT, DATA (one write when pipelining), the body, and the final reply; returns
 /// the time from the body's last byte written to the 250.
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+async fn transaction(
     shared: &Shared,
-    w: &mut Wire<S>,
+    c: &mut Connection,
     body: &[u8],
 ) -> Result<Duration, Failure> {
     let cfg = &shared.cfg;
     let mail = format!("MAIL FROM:<{}> SIZE={}\r\n", cfg.mail_from, body.len());
-    let rcpt = format!("RCPT TO:<{}>\r\n", cfg.rcpt_to);
+    let rcpt = rcpt_command(&cfg.rcpt_to);
     if cfg.pipelining {
-        let mut batch = Vec::with_capacity(mail.len() + rcpt.len() + 6);
-        batch.extend_from_slice(mail.as_bytes());
-        batch.extend_from_slice(rcpt.as_bytes());
-        batch.extend_from_slice(b"DATA\r\n");
-        w.send(shared, &batch).await?;
-        w.expect(shared, 250).await?;
-        w.expect(shared, 250).await?;
-        w.expect(shared, 354).await?;
+        c.write(&[mail.as_bytes(), rcpt.as_bytes(), b"DATA\r\n"])
+            .await?;
+        c.expect(250).await?;
+        c.expect(250).await?;
+        c.expect(354).await?;
     } else {
-        w.send(shared, mail.as_bytes()).await?;
-        w.expect(shared, 250).await?;
-        w.send(shared, rcpt.as_bytes()).await?;
-        w.expect(shared, 250).await?;
-        w.send(shared, b"DATA\r\n").await?;
-        w.expect(shared, 354).await?;
+        for (command, code) in [
+            (mail.as_bytes(), 250),
+            (rcpt.as_bytes(), 250),
+            (b"DATA\r\n".as_slice(), 354),
+        ] {
+            c.write(&[command]).await?;
+            c.expect(code).await?;
+        }
     }
-    w.send(shared, body).await?;
+    c.write(&[body]).await?;
     let sent = Instant::now();
-    w.expect(shared, 250).await?;
+    c.expect(250).await?;
     Ok(sent.elapsed())
-}
-
-/// A stream with a reply buffer.
-struct Wire<S> {
-    io: S,
-    buf: Vec<u8>,
-    chunk: Box<[u8]>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
-    fn new(io: S) -> Self {
-        Wire {
-            io,
-            buf: Vec::new(),
-            chunk: vec![0u8; 4096].into_boxed_slice(),
-        }
-    }
-
-    async fn send(&mut self, shared: &Shared, bytes: &[u8]) -> Result<(), Failure> {
-        let io = &mut self.io;
-        timed(shared, async {
-            io.write_all(bytes).await?;
-            io.flush().await
-        })
-        .await?
-        .map_err(Failure::Io)
-    }
-
-    /// Reads one complete (possibly multi-line) reply and fails unless its code is
-    /// `code`.
-    async fn expect(&mut self, shared: &Shared, code: u16) -> Result<(), Failure> {
-        let got = loop {
-            if let Some(c) = self.take_reply() {
-                break c;
-            }
-            let n = timed(shared, self.io.read(&mut self.chunk))
-                .await?
-                .map_err(Failure::Io)?;
-            if n == 0 {
-                return Err(Failure::Closed);
-            }
-            self.buf.extend_from_slice(&self.chunk[..n]);
-        };
-        if got == code {
-            Ok(())
-        } else {
-            Err(Failure::Reply(got))
-        }
-    }
-
-    /// The code of the first complete reply in the buffer, which is consumed.
-    fn take_reply(&mut self) -> Option<u16> {
-        let mut pos = 0;
-        loop {
-            let nl = memchr::memmem::find(&self.buf[pos..], b"\r\n")?;
-            let line = &self.buf[pos..pos + nl];
-            pos += nl + 2;
-            if line.get(3) != Some(&b'-') {
-                let code = std::str::from_utf8(line.get(..3).unwrap_or(b"000"))
-                    .ok()
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                self.buf.drain(..pos);
-                return Some(code);
-            }
-        }
-    }
 }
 
 /// Memory held by idle sessions: what [`idle_sessions`] measured.
@@ -866,23 +791,6 @@ pub async fn idle_sessions(cfg: LoadConfig, pid: u32) -> Result<IdleReport, Load
     })
 }
 
-async fn open_idle(
-    shared: &Shared,
-) -> Result<Wire<tokio_rustls::client::TlsStream<TcpStream>>, Failure> {
-    let mut plain = Wire::new(connect(shared).await?);
-    plain.expect(shared, 220).await?;
-    plain
-        .send(shared, format!("EHLO {}\r\n", shared.cfg.ehlo).as_bytes())
-        .await?;
-    plain.expect(shared, 250).await?;
-    plain.send(shared, b"STARTTLS\r\n").await?;
-    plain.expect(shared, 220).await?;
-    let tls = timed(shared, shared.tls.connect(shared.name.clone(), plain.io))
-        .await?
-        .map_err(Failure::Tls)?;
-    let mut w = Wire::new(tls);
-    w.send(shared, format!("EHLO {}\r\n", shared.cfg.ehlo).as_bytes())
-        .await?;
-    w.expect(shared, 250).await?;
-    Ok(w)
+async fn open_idle(shared: &Shared) -> Result<Connection, Failure> {
+    open_session(shared).await
 }

@@ -18,25 +18,21 @@ use rustls_pki_types::{ServerName, UnixTime};
 use serde::Serialize;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
 use super::annexe1;
 use super::identity_checks::Status;
+use crate::client::{ClientError, Connection};
 use crate::config::Config;
 use crate::dns::{DnsSettings, Resolver};
-use crate::policy::names_match;
-use crate::relay::client::dot_stuff;
+use crate::policy::judge_server;
+use crate::smtp::client::{data_payload, Capabilities};
+use crate::smtp::Reply;
 use crate::trust::tls::client_config;
-use crate::trust::verify::{verify_chain, PeerIdentity, Usage};
 use crate::whitelist::{refresh, store, Whitelist};
 
 /// The subject of the test message.
 pub const SUBJECT: &str = "Test mssante-gateway probe";
-
-/// Longest SMTP reply line and lines per reply we read.
-const MAX_LINE: u64 = 8192;
-const MAX_REPLY_LINES: usize = 200;
 
 /// What to probe and how.
 #[derive(Debug, Clone)]
@@ -383,83 +379,6 @@ async fn mx_step(
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// One SMTP session with its transcript.
-struct Session {
-    stream: BufStream<Box<dyn Io>>,
-    timeout: Duration,
-    transcript: Vec<String>,
-}
-
-/// A reply: code and lines.
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        format!("{} {}", self.code, self.lines.join(" "))
-    }
-}
-
-impl Session {
-    fn take_transcript(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.transcript)
-    }
-
-    async fn command(&mut self, line: &str) -> Result<Reply, String> {
-        self.transcript.push(format!("C: {line}"));
-        let write = async {
-            self.stream.write_all(line.as_bytes()).await?;
-            self.stream.write_all(b"\r\n").await?;
-            self.stream.flush().await
-        };
-        tokio::time::timeout(self.timeout, write)
-            .await
-            .map_err(|_| format!("could not write within {:?}", self.timeout))?
-            .map_err(|e| format!("connection lost: {e}"))?;
-        self.reply().await
-    }
-
-    async fn reply(&mut self) -> Result<Reply, String> {
-        tokio::time::timeout(self.timeout, self.read_reply())
-            .await
-            .map_err(|_| format!("no reply within {:?}", self.timeout))?
-    }
-
-    async fn read_reply(&mut self) -> Result<Reply, String> {
-        let mut lines = Vec::new();
-        for _ in 0..MAX_REPLY_LINES {
-            let mut raw = Vec::new();
-            let n = (&mut self.stream)
-                .take(MAX_LINE)
-                .read_until(b'\n', &mut raw)
-                .await
-                .map_err(|e| format!("connection lost: {e}"))?;
-            if n == 0 {
-                return Err("the server closed the connection".into());
-            }
-            let line = String::from_utf8_lossy(&raw)
-                .trim_end_matches(['\r', '\n'])
-                .to_string();
-            self.transcript.push(format!("S: {line}"));
-            let code = line
-                .get(..3)
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| format!("not an SMTP reply: {line:?}"))?;
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, lines });
-            }
-        }
-        Err("reply with too many lines".into())
-    }
-}
-
 /// What every step of one probe needs.
 struct Target<'a> {
     config: &'a Config,
@@ -529,17 +448,14 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
     }
     let Some(tcp) = tcp else { return false };
     let _ = tcp.set_nodelay(true);
-    let mut s = Session {
-        stream: BufStream::new(Box::new(tcp)),
-        timeout: options.timeout,
-        transcript: Vec::new(),
-    };
+    let mut s = Connection::over(tcp, options.timeout);
+    s.record();
 
     // Greeting, EHLO, STARTTLS.
-    match s.reply().await {
+    match s.read_reply().await {
         Ok(r) if r.code == 220 => {
             let t = s.take_transcript();
-            steps.push_smtp("greeting", host, Status::Pass, r.text(), t);
+            steps.push_smtp("greeting", host, Status::Pass, r.to_string(), t);
         }
         Ok(r) => {
             let t = s.take_transcript();
@@ -547,21 +463,21 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 "greeting",
                 host,
                 Status::Fail,
-                format!("expected 220, got {}", r.text()),
+                format!("expected 220, got {}", r),
                 t,
             );
             return false;
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("greeting", host, Status::Fail, e, t);
+            steps.push_smtp("greeting", host, Status::Fail, e.to_string(), t);
             return false;
         }
     }
     let ehlo = format!("EHLO {}", config.hostname);
     let extensions = match s.command(&ehlo).await {
         Ok(r) if r.code == 250 => {
-            let ext: Vec<String> = r.lines.iter().skip(1).cloned().collect();
+            let ext = Capabilities::of(&r).extensions;
             let t = s.take_transcript();
             steps.push_smtp(
                 "ehlo",
@@ -570,7 +486,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 format!("extensions: {}", ext.join(", ")),
                 t,
             );
-            ext
+            Capabilities::of(&r)
         }
         Ok(r) => {
             let t = s.take_transcript();
@@ -578,22 +494,18 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 "ehlo",
                 host,
                 Status::Fail,
-                format!("EHLO refused: {}", r.text()),
+                format!("EHLO refused: {}", r),
                 t,
             );
             return false;
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("ehlo", host, Status::Fail, e, t);
+            steps.push_smtp("ehlo", host, Status::Fail, e.to_string(), t);
             return false;
         }
     };
-    if !extensions.iter().any(|e| {
-        e.split_whitespace()
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
-    }) {
+    if !extensions.starttls {
         steps.push(
             "starttls",
             h,
@@ -614,14 +526,14 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 "starttls",
                 host,
                 Status::Fail,
-                format!("refused: {}", r.text()),
+                format!("refused: {}", r),
                 t,
             );
             return false;
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("starttls", host, Status::Fail, e, t);
+            steps.push_smtp("starttls", host, Status::Fail, e.to_string(), t);
             return false;
         }
     }
@@ -648,20 +560,10 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
         );
         return false;
     };
-    let plain = s.stream.into_inner();
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls_config));
-    let tls = match tokio::time::timeout(options.timeout, connector.connect(name, plain)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            steps.push(
-                "tls",
-                h,
-                Status::Fail,
-                format!("handshake failed: {e}: the server may refuse our certificate or our TLS versions ({:?})", config.tls.versions),
-            );
-            return false;
-        }
-        Err(_) => {
+    match s.upgrade(&connector, name).await {
+        Ok(()) => {}
+        Err(ClientError::Timeout(_)) => {
             steps.push(
                 "tls",
                 h,
@@ -670,57 +572,55 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
             );
             return false;
         }
-    };
-    let (_, conn) = tls.get_ref();
-    let version = conn
-        .protocol_version()
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown");
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .and_then(|c| c.suite().as_str())
-        .unwrap_or("unknown");
-    let chain: Vec<_> = conn
-        .peer_certificates()
-        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-        .unwrap_or_default();
+        Err(e) => {
+            steps.push(
+                "tls",
+                h,
+                Status::Fail,
+                format!(
+                    "{e}: the server may refuse our certificate or our TLS versions ({:?})",
+                    config.tls.versions
+                ),
+            );
+            return false;
+        }
+    }
+    let tls = s.tls.map(|t| t.to_string()).unwrap_or_default();
     let ours = config.tls.identity.info();
     steps.push(
         "tls",
         h,
         Status::Pass,
         format!(
-            "{version} with {cipher}, presenting our certificate {}",
+            "{tls}, presenting our certificate {}",
             annexe1::form_dn(&ours.subject)
         ),
     );
-    let mut s = Session {
-        stream: BufStream::new(Box::new(tls)),
-        timeout: options.timeout,
-        transcript: Vec::new(),
-    };
 
-    // The server's certificate.
-    let mut trusted = true;
-    let identity: Option<PeerIdentity> = match verify_chain(
-        &chain,
+    // The server's certificate: the same judgement outbound delivery makes.
+    let judged = judge_server(
+        &s.peer_certificates,
+        host,
+        domain,
         &config.tls.trust,
+        list,
         UnixTime::now(),
-        Usage::Server,
-    ) {
+    );
+    let mut trusted = true;
+    let identity = match &judged.chain {
         Ok(id) => {
             steps.push(
-                    "chain",
-                    h,
-                    Status::Pass,
-                    format!(
-                        "{} chains to the {} espace's anchors as a TLS server (issuer {}, valid until {})",
-                        id.subject_dn,
-                        config.espace.as_str(),
-                        id.issuer_dn,
-                        id.not_after.date()
-                    ),
-                );
+                "chain",
+                h,
+                Status::Pass,
+                format!(
+                    "{} chains to the {} espace's anchors as a TLS server (issuer {}, valid until {})",
+                    id.subject_dn,
+                    config.espace.as_str(),
+                    id.issuer_dn,
+                    id.not_after.date()
+                ),
+            );
             Some(id)
         }
         Err(e) => {
@@ -734,8 +634,8 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
             None
         }
     };
-    match &identity {
-        Some(id) if names_match(host, id) => steps.push(
+    match identity {
+        Some(id) if judged.names_host => steps.push(
             "mx_cn",
             h,
             Status::Pass,
@@ -764,14 +664,14 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
             "not checked: the chain was refused",
         ),
     }
-    match (&identity, list) {
-        (Some(id), Some(list)) if list.domain_served_by(domain, &id.subject) => steps.push(
+    match (identity, judged.listed, list) {
+        (Some(_), Some(true), _) => steps.push(
             "whitelist_dn",
             h,
             Status::Pass,
             format!("the server's DN is listed for {domain}"),
         ),
-        (Some(id), Some(list)) => {
+        (Some(id), Some(false), Some(list)) => {
             trusted = false;
             let listed: Vec<&str> = list
                 .entries_for_domain(domain)
@@ -789,7 +689,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 ),
             );
         }
-        (_, None) => {
+        (Some(_), _, _) => {
             trusted = false;
             steps.push(
                 "whitelist_dn",
@@ -798,7 +698,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 "not checked: no liste blanche",
             );
         }
-        (None, _) => steps.push(
+        (None, _, _) => steps.push(
             "whitelist_dn",
             h,
             Status::Fail,
@@ -809,7 +709,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
     // The SMTP transaction over TLS.
     match s.command(&ehlo).await {
         Ok(r) if r.code == 250 => {
-            let ext: Vec<String> = r.lines.iter().skip(1).cloned().collect();
+            let ext = Capabilities::of(&r).extensions;
             let t = s.take_transcript();
             steps.push_smtp(
                 "ehlo_tls",
@@ -825,14 +725,14 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
                 "ehlo_tls",
                 host,
                 Status::Fail,
-                format!("EHLO refused after TLS: {}", r.text()),
+                format!("EHLO refused after TLS: {}", r),
                 t,
             );
             return true;
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("ehlo_tls", host, Status::Fail, e, t);
+            steps.push_smtp("ehlo_tls", host, Status::Fail, e.to_string(), t);
             return true;
         }
     }
@@ -844,7 +744,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
 /// QUIT.
 async fn transaction(
     t: &Target<'_>,
-    s: &mut Session,
+    s: &mut Connection,
     host: &str,
     trusted: bool,
     steps: &mut Steps,
@@ -866,7 +766,7 @@ async fn transaction(
             } else {
                 format!(
                     "sender {from} refused: {}: is our domain listed with our DN? (run `doctor`)",
-                    r.text()
+                    r
                 )
             };
             steps.push_smtp("mail", host, st, msg, t);
@@ -874,7 +774,7 @@ async fn transaction(
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("mail", host, Status::Fail, e, t);
+            steps.push_smtp("mail", host, Status::Fail, e.to_string(), t);
             return;
         }
     };
@@ -886,14 +786,14 @@ async fn transaction(
                 let msg = if st == Status::Pass {
                     format!("recipient {to} accepted")
                 } else {
-                    format!("recipient {to} refused: {}", r.text())
+                    format!("recipient {to} refused: {}", r)
                 };
                 steps.push_smtp("rcpt", host, st, msg, t);
                 st == Status::Pass
             }
             Err(e) => {
                 let t = s.take_transcript();
-                steps.push_smtp("rcpt", host, Status::Fail, e, t);
+                steps.push_smtp("rcpt", host, Status::Fail, e.to_string(), t);
                 return;
             }
         }
@@ -922,7 +822,7 @@ async fn transaction(
             }
             Err(e) => {
                 let t = s.take_transcript();
-                steps.push_smtp("rset", host, Status::Warn, e, t);
+                steps.push_smtp("rset", host, Status::Warn, e.to_string(), t);
                 return;
             }
         }
@@ -930,19 +830,19 @@ async fn transaction(
     let quit = s.command("QUIT").await;
     let t = s.take_transcript();
     match quit {
-        Ok(r) if r.code == 221 => steps.push_smtp("quit", host, Status::Pass, r.text(), t),
+        Ok(r) if r.code == 221 => steps.push_smtp("quit", host, Status::Pass, r.to_string(), t),
         Ok(r) => steps.push_smtp(
             "quit",
             host,
             Status::Warn,
-            format!("expected 221, got {}", r.text()),
+            format!("expected 221, got {}", r),
             t,
         ),
-        Err(e) => steps.push_smtp("quit", host, Status::Warn, e, t),
+        Err(e) => steps.push_smtp("quit", host, Status::Warn, e.to_string(), t),
     }
 }
 
-async fn data(t: &Target<'_>, s: &mut Session, host: &str, steps: &mut Steps) {
+async fn data(t: &Target<'_>, s: &mut Connection, host: &str, steps: &mut Steps) {
     let (to, from, config) = (t.to, t.from, t.config);
     match s.command("DATA").await {
         Ok(r) if r.code == 354 => {}
@@ -952,34 +852,27 @@ async fn data(t: &Target<'_>, s: &mut Session, host: &str, steps: &mut Steps) {
                 "data",
                 host,
                 Status::Fail,
-                format!("DATA refused: {}", r.text()),
+                format!("DATA refused: {}", r),
                 t,
             );
             return;
         }
         Err(e) => {
             let t = s.take_transcript();
-            steps.push_smtp("data", host, Status::Fail, e, t);
+            steps.push_smtp("data", host, Status::Fail, e.to_string(), t);
             return;
         }
     }
     let now = OffsetDateTime::now_utc();
     let message_id = format!("<{:016x}.probe@{}>", rand::random::<u64>(), config.hostname);
     let message = test_message(from, to, &message_id, &config.hostname, now);
-    let mut wire = Vec::with_capacity(message.len() + 8);
-    let mut bol = true;
-    dot_stuff(&mut wire, message.as_bytes(), &mut bol);
-    wire.extend_from_slice(b".\r\n");
-    s.transcript.push(format!(
+    let wire = data_payload(&[message.as_bytes()]);
+    s.note(format!(
         "C: <test message, {} bytes, Message-ID {message_id}>",
         message.len()
     ));
-    s.transcript.push("C: .".into());
-    let sent = async {
-        s.stream.write_all(&wire).await?;
-        s.stream.flush().await
-    };
-    if let Err(e) = sent.await {
+    s.note("C: .");
+    if let Err(e) = s.write(&[&wire]).await {
         let t = s.take_transcript();
         steps.push_smtp(
             "data",
@@ -990,31 +883,31 @@ async fn data(t: &Target<'_>, s: &mut Session, host: &str, steps: &mut Steps) {
         );
         return;
     }
-    let reply = s.reply().await;
+    let reply = s.read_reply().await;
     let t = s.take_transcript();
     match reply {
         Ok(r) if (200..300).contains(&r.code) => steps.push_smtp(
             "data",
             host,
             Status::Pass,
-            format!("test message {message_id} accepted: {}", r.text()),
+            format!("test message {message_id} accepted: {}", r),
             t,
         ),
         Ok(r) if (400..500).contains(&r.code) => steps.push_smtp(
             "data",
             host,
             Status::Warn,
-            format!("test message deferred: {}", r.text()),
+            format!("test message deferred: {}", r),
             t,
         ),
         Ok(r) => steps.push_smtp(
             "data",
             host,
             Status::Fail,
-            format!("test message refused: {}", r.text()),
+            format!("test message refused: {}", r),
             t,
         ),
-        Err(e) => steps.push_smtp("data", host, Status::Fail, e, t),
+        Err(e) => steps.push_smtp("data", host, Status::Fail, e.to_string(), t),
     }
 }
 

@@ -10,5 +10,5 @@ pub mod tls;
 pub mod verify;
 
 pub use pki::{ExtKeyUsage, OurIdentity, PkiError, TrustStore};
-pub use tls::{client_config, server_config, TlsConfigError, TlsVersion, TlsVersions};
+pub use tls::{client_config, server_config, TlsConfigError, TlsInfo, TlsVersion, TlsVersions};
 pub use verify::{parse_identity, verify_chain, CertError, PeerIdentity, Usage};

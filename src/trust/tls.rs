@@ -113,6 +113,37 @@ fn provider() -> CryptoProvider {
     provider
 }
 
+/// What a TLS session negotiated, as logs, metrics and `Received:` headers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1_3`, `TLSv1_2` (rustls' names), or `unknown`.
+    pub version: &'static str,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`, or `unknown`.
+    pub cipher: &'static str,
+}
+
+impl TlsInfo {
+    /// Reads them off an established session (client or server side).
+    pub fn of(conn: &rustls::CommonState) -> TlsInfo {
+        TlsInfo {
+            version: conn
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown"),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .unwrap_or("unknown"),
+        }
+    }
+}
+
+impl fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.version, self.cipher)
+    }
+}
+
 /// Server side (after STARTTLS): presents our certificate and requests, without
 /// requiring, a client certificate.
 pub fn server_config(
