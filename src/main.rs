@@ -514,7 +514,10 @@ fn print_entry(
             env.received_at, env.helo, env.peer_addr
         );
         println!("peer DN:    {}", env.peer_dn.as_deref().unwrap_or("-"));
-        println!("TLS:        {}", env.tls.as_deref().unwrap_or("-"));
+        match &env.tls {
+            Some(tls) => println!("TLS:        {} {}", tls.version, tls.cipher),
+            None => println!("TLS:        -"),
+        }
         println!("envid:      {}", env.envid.as_deref().unwrap_or("-"));
         for r in &env.recipients {
             println!(

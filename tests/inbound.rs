@@ -85,10 +85,13 @@ async fn delivers_a_message_from_a_valid_peer_to_the_spool() {
     let dn = env.peer_dn.as_deref().expect("peer DN recorded");
     assert!(dn.starts_with("CN=smtp.peer-a.test.mssante.fr,"), "{dn}");
     assert!(
-        env.tls.as_deref().is_some_and(|t| t.starts_with("TLSv1")),
+        env.tls
+            .as_ref()
+            .is_some_and(|t| t.version.starts_with("TLSv1")),
         "{:?}",
         env.tls
     );
+    assert_eq!(env.peer_cn.as_deref(), Some("smtp.peer-a.test.mssante.fr"));
     assert!(gw.tmp_files().is_empty());
     assert_eq!(
         gw.metrics
@@ -727,8 +730,9 @@ async fn accepts_a_peer_limited_to_tls_1_2() {
     c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
         .await;
     let stored = gw.spooled_messages();
-    let tls = stored[0].envelope.tls.as_deref().unwrap_or_default();
-    assert!(tls.starts_with("TLSv1_2 TLS_ECDHE_RSA_WITH_AES_"), "{tls}");
+    let tls = stored[0].envelope.tls.as_ref().expect("TLS recorded");
+    assert_eq!(tls.version, "TLSv1_2");
+    assert!(tls.cipher.starts_with("TLS_ECDHE_RSA_WITH_AES_"), "{tls:?}");
     assert!(stored[0].envelope.peer_dn.is_some());
 }
 

@@ -776,6 +776,7 @@ async fn nothing_leaves_while_our_liste_blanche_is_stale() {
         peer_addr: "127.0.0.1:40000".into(),
         helo: "mail.internal.example".into(),
         peer_dn: None,
+        peer_cn: None,
         tls: None,
         mail_from: format!("dr.house@{LOCAL_DOMAIN}"),
         envid: None,

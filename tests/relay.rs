@@ -359,7 +359,11 @@ fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
         peer_addr: "127.0.0.9:40001".into(),
         helo: "smtp.peer-a.test.mssante.fr".into(),
         peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=1750000020,O=CH PEER A,C=FR".into()),
-        tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384".into()),
+        peer_cn: Some("smtp.peer-a.test.mssante.fr".into()),
+        tls: Some(mssante_gateway::spool::SessionTls {
+            version: "TLSv1_3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        }),
         mail_from: from.into(),
         envid: Some("ENVID-7".into()),
         ret_full: None,

@@ -16,8 +16,9 @@ use tracing::Instrument;
 use super::{InboundContext, LiveSettings, Role};
 use crate::policy::{self, PeerCertificate};
 use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
-use crate::spool::{Envelope, Incoming, Recipient};
+use crate::spool::{Envelope, Incoming, Recipient, SessionTls};
 use crate::trust::verify::{verify_chain, Usage};
+use crate::trust::TlsInfo;
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 16 * 1024;
@@ -84,7 +85,7 @@ struct Connection {
     /// EHLO/HELO name.
     helo: String,
     /// TLS version and cipher, once TLS is up.
-    tls: Option<String>,
+    tls: Option<TlsInfo>,
     /// The client certificate as verified after the handshake.
     peer_cert: PeerCertificate,
     /// The accepted MAIL FROM of the transaction in progress.
@@ -188,20 +189,14 @@ impl Connection {
             }
         };
         let (_, conn) = tls.get_ref();
-        let version = conn
-            .protocol_version()
-            .and_then(|v| v.as_str())
-            .unwrap_or("unknown");
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .and_then(|c| c.suite().as_str())
-            .unwrap_or("unknown");
+        let info = TlsInfo::of(conn);
+        let (version, cipher) = (info.version, info.cipher);
         self.ctx
             .metrics
             .tls_handshakes_total
             .with_label_values(&[version, cipher])
             .inc();
-        self.tls = Some(format!("{version} {cipher}"));
+        self.tls = Some(info);
         let chain = conn.peer_certificates().unwrap_or(&[]);
         let checked = verify_chain(chain, &self.live.trust, UnixTime::now(), Usage::Client);
         match &checked {
@@ -485,7 +480,11 @@ impl Connection {
             peer_addr: self.peer.to_string(),
             helo: self.helo.clone(),
             peer_dn: self.peer_dn(),
-            tls: self.tls.clone(),
+            peer_cn: match &self.peer_cert {
+                Some(Ok(id)) => id.cn.clone(),
+                _ => None,
+            },
+            tls: self.tls.map(SessionTls::from),
             mail_from: mail.address.clone(),
             envid: mail.envid.clone(),
             ret_full: mail.ret_full,

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::smtp::client::Envelope as Sending;
 use crate::smtp::Enhanced;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
+use crate::trust::dn::SubjectDn;
 
 /// How often the worker re-reads the spool directories (for `queue retry` / `queue
 /// delete` run from another process) and closes idle sessions.
@@ -686,13 +687,17 @@ pub fn received_header(message: &StoredMessage, hostname: &str) -> String {
     let helo = clean(&env.helo);
     let mut h = format!("Received: from {helo} ({helo} [{ip}])\r\n");
     if let Some(tls) = &env.tls {
-        let mut parts = tls.split_whitespace();
-        let version = clean(parts.next().unwrap_or("unknown"));
-        let cipher = clean(parts.next().unwrap_or("unknown"));
+        let version = clean(&tls.version);
+        let cipher = clean(&tls.cipher);
+        // Messages spooled before the CN was recorded: read it off the DN with the DN
+        // parser.
         let cn = env
-            .peer_dn
-            .as_deref()
-            .and_then(common_name)
+            .peer_cn
+            .clone()
+            .or_else(|| {
+                let dn = env.peer_dn.as_deref()?;
+                SubjectDn::parse(dn).ok()?.cn
+            })
             .map(|cn| format!("; peer CN={}", clean(&cn)))
             .unwrap_or_default();
         h.push_str(&format!("\t(using {version} with cipher {cipher}{cn})\r\n"));
@@ -707,16 +712,6 @@ pub fn received_header(message: &StoredMessage, hostname: &str) -> String {
         message.id
     ));
     h
-}
-
-/// The CN of a subject DN written `CN=...,OU=...` (either order, optional spaces).
-fn common_name(dn: &str) -> Option<String> {
-    dn.split([',', '/']).map(str::trim).find_map(|rdn| {
-        let (k, v) = rdn.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("CN")
-            .then(|| v.trim().to_string())
-    })
 }
 
 fn tls_connector(
@@ -769,7 +764,11 @@ mod tests {
                 peer_addr: "192.0.2.7:40000".into(),
                 helo: "smtp.peer-a.test.mssante.fr".into(),
                 peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=123,O=PEER A,C=FR".into()),
-                tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384".into()),
+                peer_cn: Some("smtp.peer-a.test.mssante.fr".into()),
+                tls: Some(crate::spool::SessionTls {
+                    version: "TLSv1_3".into(),
+                    cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                }),
                 mail_from: "a@peer-a.test.mssante.fr".into(),
                 envid: None,
                 ret_full: None,

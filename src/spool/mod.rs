@@ -72,8 +72,12 @@ pub struct Envelope {
     pub helo: String,
     /// The peer certificate's subject DN, when TLS with a client certificate was used.
     pub peer_dn: Option<String>,
-    /// TLS protocol version and cipher suite.
-    pub tls: Option<String>,
+    /// The CN of that certificate, as the certificate parser read it (absent in messages
+    /// spooled by versions before it was recorded).
+    #[serde(default)]
+    pub peer_cn: Option<String>,
+    /// What the session's TLS negotiated.
+    pub tls: Option<SessionTls>,
     /// The reverse path (empty for `<>`).
     pub mail_from: String,
     /// ENVID (RFC 3461).
@@ -86,6 +90,49 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// The accepted recipients.
     pub recipients: Vec<Recipient>,
+}
+
+/// The TLS of the session a message came in by.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "TlsRecord")]
+pub struct SessionTls {
+    /// Protocol version, e.g. `TLSv1_3`.
+    pub version: String,
+    /// Cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+impl From<crate::trust::TlsInfo> for SessionTls {
+    fn from(info: crate::trust::TlsInfo) -> SessionTls {
+        SessionTls {
+            version: info.version.to_string(),
+            cipher: info.cipher.to_string(),
+        }
+    }
+}
+
+/// How [`SessionTls`] is stored: two fields, or, in messages spooled by earlier versions,
+/// one `"version cipher"` string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TlsRecord {
+    Fields { version: String, cipher: String },
+    Text(String),
+}
+
+impl From<TlsRecord> for SessionTls {
+    fn from(record: TlsRecord) -> SessionTls {
+        match record {
+            TlsRecord::Fields { version, cipher } => SessionTls { version, cipher },
+            TlsRecord::Text(text) => {
+                let (version, cipher) = text.split_once(' ').unwrap_or((&text, "unknown"));
+                SessionTls {
+                    version: version.to_string(),
+                    cipher: cipher.trim().to_string(),
+                }
+            }
+        }
+    }
 }
 
 /// One accepted recipient and its DSN parameters.
@@ -430,7 +477,11 @@ mod tests {
             peer_addr: "127.0.0.1:1234".into(),
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: Some("CN=smtp.peer-a.test.mssante.fr".into()),
-            tls: Some("TLSv1.3 TLS13_AES_256_GCM_SHA384".into()),
+            peer_cn: Some("smtp.peer-a.test.mssante.fr".into()),
+            tls: Some(SessionTls {
+                version: "TLSv1_3".into(),
+                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            }),
             mail_from: "a@peer-a.test.mssante.fr".into(),
             envid: None,
             ret_full: None,
@@ -460,6 +511,20 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn envelopes_spooled_before_typed_tls_still_read() {
+        let mut json = serde_json::to_value(envelope()).unwrap();
+        json["tls"] = "TLSv1_2 TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into();
+        json.as_object_mut().unwrap().remove("peer_cn");
+        let old: Envelope = serde_json::from_value(json).unwrap();
+        let tls = old.tls.expect("tls kept");
+        assert_eq!(tls.version, "TLSv1_2");
+        assert_eq!(tls.cipher, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+        assert_eq!(old.peer_cn, None);
+        let typed = serde_json::to_value(envelope()).unwrap();
+        assert_eq!(typed["tls"]["version"], "TLSv1_3");
     }
 
     #[tokio::test]

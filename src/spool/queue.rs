@@ -516,6 +516,7 @@ mod tests {
             peer_addr: "127.0.0.1:1234".into(),
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: None,
+            peer_cn: None,
             tls: None,
             mail_from: "a@peer-a.test.mssante.fr".into(),
             envid: None,

@@ -522,13 +522,7 @@ async fn probe_host(t: &Target<'_>, resolver: &Resolver, host: &str, steps: &mut
         }
         Ok(r) => {
             let t = s.take_transcript();
-            steps.push_smtp(
-                "starttls",
-                host,
-                Status::Fail,
-                format!("refused: {}", r),
-                t,
-            );
+            steps.push_smtp("starttls", host, Status::Fail, format!("refused: {}", r), t);
             return false;
         }
         Err(e) => {
