@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{inbound, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use common::{inbound, Client, ReplyCheck, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
 
 const SENDER: &str = "alice@peer-a.test.mssante.fr";
 
@@ -407,7 +407,7 @@ async fn ignores_plaintext_pipelined_after_starttls() {
     // injected commands.
     c.send("NOOP").await;
     let r = c.expect(250, "2.0.0").await;
-    assert_eq!(r.lines, ["2.0.0 OK"]);
+    assert_eq!(r.to_string(), "250 2.0.0 OK");
     // The injected EHLO did not count: TLS starts the session over.
     c.send(&format!("MAIL FROM:<{SENDER}>")).await;
     c.expect(503, "5.5.1").await;

@@ -75,6 +75,16 @@ impl ReplyReader {
         self.buf.len()
     }
 
+    /// The bytes received but not yet taken as a reply.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the bytes received but not yet taken as a reply.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Drops what is buffered: at a STARTTLS upgrade point, bytes the server sent in
     /// plaintext after its 220 must not be read as if they came through TLS.
     pub fn discard(&mut self) -> usize {

@@ -18,6 +18,8 @@ pub mod forge;
 use mssante_gateway::config::Config;
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::metrics::Metrics;
+use mssante_gateway::smtp::client::ReplyReader;
+pub use mssante_gateway::smtp::Reply;
 use mssante_gateway::spool::{parse_file, StoredMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -282,35 +284,25 @@ fn sum_counter(exposition: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// One SMTP reply as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The text of each line, after the code and its separator.
-    pub lines: Vec<String>,
+/// Checks on a reply received from the gateway.
+pub trait ReplyCheck {
+    /// Fails the test unless the reply is `code` with the enhanced code `enhanced`.
+    fn assert_is(&self, code: u16, enhanced: &str);
+    /// Whether a line of a multi-line reply (EHLO) is exactly `keyword` or starts with
+    /// it followed by a space.
+    fn has_keyword(&self, keyword: &str) -> bool;
 }
 
-impl Reply {
-    /// The enhanced status code (`5.7.1`) at the start of the last line, if any.
-    pub fn enhanced(&self) -> Option<&str> {
-        let first = self.lines.last()?.split(' ').next()?;
-        let parts: Vec<&str> = first.split('.').collect();
-        (parts.len() == 3 && parts.iter().all(|p| p.parse::<u16>().is_ok())).then_some(first)
-    }
-
-    /// Fails the test unless the reply is `code` with the enhanced code `enhanced`.
-    pub fn assert_is(&self, code: u16, enhanced: &str) {
+impl ReplyCheck for Reply {
+    fn assert_is(&self, code: u16, enhanced: &str) {
         assert_eq!(
-            (self.code, self.enhanced()),
-            (code, Some(enhanced)),
+            (self.code, self.enhanced.map(|e| e.to_string())),
+            (code, Some(enhanced.to_string())),
             "unexpected reply {self:?}"
         );
     }
 
-    /// Whether a line of a multi-line reply (EHLO) is exactly `keyword` or starts with
-    /// it followed by a space.
-    pub fn has_keyword(&self, keyword: &str) -> bool {
+    fn has_keyword(&self, keyword: &str) -> bool {
         self.lines.iter().any(|l| {
             l.eq_ignore_ascii_case(keyword)
                 || l.to_ascii_uppercase()
@@ -343,8 +335,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 /// An SMTP client over a real loopback socket.
 pub struct Client {
     transport: Transport,
-    /// Received bytes not yet consumed as replies.
-    buf: Vec<u8>,
+    /// Received bytes, read strictly (CRLF only, one code per reply): the gateway's
+    /// replies are under test.
+    reader: ReplyReader,
     /// Socket reads done so far, to see whether pipelined replies came in one read.
     pub reads: usize,
 }
@@ -377,7 +370,7 @@ impl Client {
         let _ = stream.set_nodelay(true);
         Client {
             transport: Transport::Plain(stream),
-            buf: Vec::new(),
+            reader: ReplyReader::strict(),
             reads: 0,
         }
     }
@@ -416,36 +409,18 @@ impl Client {
             Err(e) => panic!("read: {e}"),
         };
         self.reads += 1;
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.reader.feed(&chunk[..n]);
         n > 0
     }
 
     /// A complete reply from the buffer, if one is there.
     fn take_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        let mut pos = 0;
-        loop {
-            let nl = self.buf[pos..].windows(2).position(|w| w == b"\r\n")?;
-            let line = String::from_utf8_lossy(&self.buf[pos..pos + nl]).into_owned();
-            pos += nl + 2;
-            assert!(
-                line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit),
-                "malformed reply line {line:?}"
-            );
-            let code: u16 = line[..3].parse().expect("three digits");
-            let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
-            lines.push((code, line.get(4..).unwrap_or("").to_string()));
-            if sep != b'-' {
-                self.buf.drain(..pos);
-                assert!(
-                    lines.iter().all(|(c, _)| *c == code),
-                    "multi-line reply with mixed codes: {lines:?}"
-                );
-                return Some(Reply {
-                    code,
-                    lines: lines.into_iter().map(|(_, l)| l).collect(),
-                });
-            }
+        match self.reader.next_reply() {
+            Ok(reply) => reply,
+            Err(e) => panic!(
+                "malformed reply from the gateway: {e}; received {:?}",
+                String::from_utf8_lossy(self.reader.pending())
+            ),
         }
     }
 
@@ -458,7 +433,7 @@ impl Client {
             if !self.fill().await {
                 panic!(
                     "connection closed before a complete reply; received {:?}",
-                    String::from_utf8_lossy(&self.buf)
+                    String::from_utf8_lossy(self.reader.pending())
                 );
             }
         }
@@ -481,22 +456,22 @@ impl Client {
     /// Fails unless the gateway closes the connection with nothing more to say.
     pub async fn expect_eof(&mut self) {
         assert!(
-            self.buf.is_empty(),
+            self.reader.pending().is_empty(),
             "unread data before close: {:?}",
-            String::from_utf8_lossy(&self.buf)
+            String::from_utf8_lossy(self.reader.pending())
         );
         let more = self.fill().await;
         assert!(
             !more,
             "expected the connection to be closed, received {:?}",
-            String::from_utf8_lossy(&self.buf)
+            String::from_utf8_lossy(self.reader.pending())
         );
     }
 
     /// Everything the gateway sends until it closes the connection.
     pub async fn read_until_eof(&mut self) -> Vec<u8> {
         while self.fill().await {}
-        std::mem::take(&mut self.buf)
+        self.reader.take_pending()
     }
 
     /// EHLO, expecting 250; returns the reply (its lines are the extensions).
@@ -551,7 +526,10 @@ impl Client {
     /// The TLS handshake with a given client configuration (whose session cache lets a
     /// later connection resume).
     pub async fn handshake_using(&mut self, config: Arc<rustls::ClientConfig>) {
-        assert!(self.buf.is_empty(), "unread plaintext before TLS");
+        assert!(
+            self.reader.pending().is_empty(),
+            "unread plaintext before TLS"
+        );
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
         else {
             panic!("STARTTLS on a connection that is not plaintext");
@@ -595,7 +573,7 @@ impl Client {
     /// The plaintext socket, to run a TLS handshake of the test's own (after a 220 to
     /// STARTTLS, with nothing left unread).
     pub fn into_plain(self) -> TcpStream {
-        assert!(self.buf.is_empty(), "unread bytes before TLS");
+        assert!(self.reader.pending().is_empty(), "unread bytes before TLS");
         match self.transport {
             Transport::Plain(tcp) => tcp,
             _ => panic!("not a plaintext connection"),
