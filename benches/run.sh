@@ -29,7 +29,7 @@ CONNS=${CONNS:-16}
 POSTFIX=${POSTFIX:-1}
 
 echo "== building (release)" >&2
-cargo build --release --quiet --bins
+cargo build --release --quiet --workspace --bins
 LOADGEN=$ROOT/target/release/mssante-loadgen
 GATEWAY=$ROOT/target/release/mssante-gateway
 

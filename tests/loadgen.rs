@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{certs_dir, TestGateway};
-use mssante_gateway::tools::loadgen::{self, LoadConfig, Report, Sizes};
+use mssante_loadgen::run::{self as loadgen, LoadConfig, Report, Sizes};
 
 fn config(gw: &TestGateway) -> LoadConfig {
     let mut cfg = LoadConfig::test_peer(gw.addr, &certs_dir());

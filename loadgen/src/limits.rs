@@ -4,7 +4,7 @@
 //!   [`server_config`] and identity, checking each client chain with [`verify_chain`] as
 //!   a session does: the handshake rate no SMTP server with this PKI can beat;
 //! - the spool's durability sequence alone (write 1 KiB, `fdatasync`, rename, `fsync` of
-//!   the directory, as [`crate::spool::Incoming::commit`] does): the commit rate no
+//!   the directory, as `mssante_gateway::spool::Incoming::commit` does): the commit rate no
 //!   one-file-per-message spool on this file system can beat.
 
 use std::io::Write;
@@ -21,9 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
-use crate::trust::tls::{server_config, TlsConfigError};
-use crate::trust::verify::{verify_chain, Usage};
+use mssante_gateway::config::Config;
+use mssante_gateway::trust::tls::{server_config, TlsConfigError};
+use mssante_gateway::trust::verify::{verify_chain, Usage};
 
 /// A running bare TLS server.
 pub struct BareTlsServer {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mssante_gateway::config::Config;
-use mssante_gateway::tools::limits::{fsync_loop, BareTlsServer};
-use mssante_gateway::tools::loadgen::{self, LoadConfig, Mode, Sizes};
+use mssante_loadgen::limits::{fsync_loop, BareTlsServer};
+use mssante_loadgen::run::{self as loadgen, LoadConfig, Mode, Sizes};
 
 /// Load generator for mssante-gateway: ESMTP + STARTTLS + client certificate.
 ///

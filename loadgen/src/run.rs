@@ -25,8 +25,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::client::{ClientError, Connection};
-use crate::smtp::client::rcpt_command;
+use mssante_gateway::client::{ClientError, Connection};
+use mssante_gateway::smtp::client::rcpt_command;
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
