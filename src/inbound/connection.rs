@@ -88,10 +88,6 @@ struct Connection {
     tls: Option<TlsInfo>,
     /// The client certificate as verified after the handshake.
     peer_cert: PeerCertificate,
-    /// The accepted MAIL FROM of the transaction in progress.
-    mail: Option<MailFrom>,
-    /// Its accepted recipients.
-    rcpts: Vec<RcptTo>,
     /// The message being written to the spool.
     incoming: Option<Incoming>,
     /// A spool write failed during the body: the message is answered 451 at its end.
@@ -140,8 +136,6 @@ impl Connection {
             helo: String::new(),
             tls: None,
             peer_cert: None,
-            mail: None,
-            rcpts: Vec::new(),
             incoming: None,
             spool_failed: false,
         }
@@ -331,7 +325,7 @@ impl Connection {
             Event::Helo { host, extended } => {
                 tracing::debug!(helo = %host, extended, "greeting");
                 self.helo = host;
-                self.reset_transaction().await;
+                self.abandon_message().await;
                 self.session.accept();
             }
             Event::StartTls => return true,
@@ -342,10 +336,8 @@ impl Connection {
             Event::MessageEnd => self.on_message_end().await,
             Event::MessageAborted { reason } => {
                 self.ctx.metrics.reject("data", reason);
-                tracing::info!(stage = "data", reason, mail_from = ?self.mail.as_ref().map(|m| &m.address), "message refused");
+                tracing::info!(stage = "data", reason, mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address), "message refused");
                 self.abandon_message().await;
-                self.mail = None;
-                self.rcpts.clear();
             }
             Event::Refused { stage, reason } => {
                 self.ctx.metrics.reject(stage, reason);
@@ -426,8 +418,6 @@ impl Connection {
                     self.ctx.metrics.reject("mail_logged", reason);
                 }
                 tracing::info!(stage = "mail", verdict = "accept", noted = ?accepted.noted, helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, "sender accepted");
-                self.mail = Some(m);
-                self.rcpts.clear();
                 self.session.accept();
             }
             Err(r) => {
@@ -456,7 +446,6 @@ impl Connection {
         match verdict {
             Ok(()) => {
                 tracing::info!(stage = "rcpt", verdict = "accept", rcpt = %r.address, "recipient accepted");
-                self.rcpts.push(r);
                 self.session.accept();
             }
             Err(refusal) => {
@@ -469,7 +458,8 @@ impl Connection {
 
     async fn on_message_start(&mut self) {
         self.abandon_message().await;
-        let Some(mail) = &self.mail else {
+        let transaction = self.session.transaction();
+        let Some(mail) = &transaction.mail else {
             // The session only starts a body after an accepted MAIL and RCPT.
             self.session.reject(local_error());
             return;
@@ -490,7 +480,7 @@ impl Connection {
             ret_full: mail.ret_full,
             body_8bitmime: mail.body_8bitmime,
             smtputf8: mail.smtputf8,
-            recipients: self
+            recipients: transaction
                 .rcpts
                 .iter()
                 .map(|r| Recipient {
@@ -543,8 +533,8 @@ impl Connection {
                     verdict = "accept",
                     queue_id = %queue_id,
                     size,
-                    mail_from = ?self.mail.as_ref().map(|m| &m.address),
-                    rcpts = ?self.rcpts.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+                    mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address),
+                    rcpts = ?self.session.transaction().rcpts.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
                     peer_dn = ?self.peer_dn(),
                     "message accepted and spooled"
                 );
@@ -556,14 +546,6 @@ impl Connection {
                 self.session.reject(local_error());
             }
         }
-        self.mail = None;
-        self.rcpts.clear();
-    }
-
-    async fn reset_transaction(&mut self) {
-        self.abandon_message().await;
-        self.mail = None;
-        self.rcpts.clear();
     }
 
     /// Drops a message that was being stored and will not be acknowledged.

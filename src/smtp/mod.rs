@@ -8,4 +8,6 @@ pub mod reply;
 pub mod session;
 
 pub use reply::{Enhanced, Reply};
-pub use session::{BodyError, Event, MailFrom, RcptTo, Session, SessionConfig, MAX_LINE};
+pub use session::{
+    BodyError, Event, MailFrom, RcptTo, Session, SessionConfig, Transaction, MAX_LINE,
+};

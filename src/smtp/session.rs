@@ -58,6 +58,16 @@ pub struct MailFrom {
     pub envid: Option<String>,
 }
 
+/// The transaction in progress: the accepted MAIL and the accepted recipients, owned by
+/// the session so that RSET, EHLO, STARTTLS and the end of a message clear it in one place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// The accepted reverse path, once MAIL was accepted.
+    pub mail: Option<MailFrom>,
+    /// The accepted recipients, in order.
+    pub rcpts: Vec<RcptTo>,
+}
+
 /// A forward path and its RFC 3461 parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RcptTo {
@@ -183,8 +193,11 @@ pub struct Session {
     tls_active: bool,
     /// Consecutive refused commands.
     errors: u32,
-    /// Recipients accepted in the current transaction.
-    recipients: usize,
+    /// The transaction in progress.
+    transaction: Transaction,
+    /// The MAIL or RCPT of the last event, until the driver accepts or rejects it.
+    offered_mail: Option<MailFrom>,
+    offered_rcpt: Option<RcptTo>,
     /// Body bytes of the message in progress.
     body_len: usize,
     body: Body,
@@ -254,7 +267,9 @@ impl Session {
             out: Vec::new(),
             tls_active: false,
             errors: 0,
-            recipients: 0,
+            transaction: Transaction::default(),
+            offered_mail: None,
+            offered_rcpt: None,
             body_len: 0,
             body: Body::Accepted,
             decoder: DataDecoder::new(),
@@ -345,6 +360,12 @@ impl Session {
         ));
     }
 
+    /// The transaction in progress (accepted MAIL and recipients); empty between
+    /// transactions.
+    pub fn transaction(&self) -> &Transaction {
+        &self.transaction
+    }
+
     /// Accepts what the last event asked for.
     pub fn accept(&mut self) {
         match std::mem::replace(&mut self.pending, Pending::None) {
@@ -363,6 +384,10 @@ impl Session {
                 self.count_idle();
             }
             Pending::Mail => {
+                self.transaction = Transaction {
+                    mail: self.offered_mail.take(),
+                    rcpts: Vec::new(),
+                };
                 self.phase = Phase::Mail;
                 self.errors = 0;
                 self.idle_commands = 0;
@@ -370,7 +395,7 @@ impl Session {
             }
             Pending::Rcpt => {
                 self.phase = Phase::Rcpt;
-                self.recipients += 1;
+                self.transaction.rcpts.extend(self.offered_rcpt.take());
                 self.errors = 0;
                 self.push(&reply(250, (2, 1, 5), "Recipient OK"));
             }
@@ -405,6 +430,8 @@ impl Session {
     /// Refuses what the last event asked for with `r`.
     pub fn reject(&mut self, r: Reply) {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
+        self.offered_mail = None;
+        self.offered_rcpt = None;
         self.push(&r);
         match pending {
             Pending::None => {}
@@ -684,21 +711,23 @@ impl Session {
         };
         self.pending = Pending::Mail;
         self.smtputf8 = smtputf8;
-        Progress::Event(Event::MailFrom(MailFrom {
+        let mail = MailFrom {
             address: as_written(line, from.address),
             size: from.size,
             body_8bitmime: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
             smtputf8,
             ret_full,
             envid: from.env_id.map(Cow::into_owned),
-        }))
+        };
+        self.offered_mail = Some(mail.clone());
+        Progress::Event(Event::MailFrom(mail))
     }
 
     fn rcpt(&mut self, to: smtp_proto::RcptTo<Cow<'_, str>>, line: &[u8]) -> Progress {
         if !matches!(self.phase, Phase::Mail | Phase::Rcpt) {
             return self.command_error(reply(503, (5, 5, 1), "Send MAIL first"), "bad_sequence");
         }
-        if self.recipients >= self.cfg.max_recipients {
+        if self.transaction.rcpts.len() >= self.cfg.max_recipients {
             // Not a client error: RFC 5321 §4.5.3.1.10 lets a client send more recipients
             // than the server takes and retry the rest later, so this 452 must not count
             // towards the error limit that closes the session.
@@ -718,7 +747,7 @@ impl Session {
             return self.command_error(r, reason);
         }
         self.pending = Pending::Rcpt;
-        Progress::Event(Event::Rcpt(RcptTo {
+        let rcpt = RcptTo {
             address: as_written(line, to.address),
             notify: to.flags
                 & (smtp_proto::RCPT_NOTIFY_SUCCESS
@@ -726,7 +755,9 @@ impl Session {
                     | smtp_proto::RCPT_NOTIFY_DELAY
                     | smtp_proto::RCPT_NOTIFY_NEVER),
             orcpt: to.orcpt.map(Cow::into_owned),
-        }))
+        };
+        self.offered_rcpt = Some(rcpt.clone());
+        Progress::Event(Event::Rcpt(rcpt))
     }
 
     fn data(&mut self) -> Progress {
@@ -997,7 +1028,7 @@ impl Session {
     }
 
     fn reset_transaction(&mut self) {
-        self.recipients = 0;
+        self.transaction = Transaction::default();
         self.body_len = 0;
         self.body = Body::Accepted;
     }

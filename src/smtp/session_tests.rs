@@ -1234,3 +1234,45 @@ fn closes_on_a_bdat_size_beyond_64_bits() {
     assert!(out.starts_with("501 5.5.4"), "{out}");
     assert!(d.session.is_closed());
 }
+
+#[test]
+fn the_session_owns_its_transaction_and_every_reset_clears_it() {
+    let mut d = Driver::with_policy(config(), |seen| match seen {
+        Seen::Rcpt(r) if r.address == "no@gateway.test" => Some(policy_reply()),
+        _ => None,
+    });
+    d.send("EHLO mx.peer.test\r\n");
+    d.send("MAIL FROM:<a@peer.test>\r\nRCPT TO:<b@gateway.test>\r\nRCPT TO:<no@gateway.test>\r\n");
+    let t = d.session.transaction();
+    assert_eq!(t.mail, Some(mail_from("a@peer.test")));
+    assert_eq!(
+        t.rcpts,
+        [rcpt_to("b@gateway.test")],
+        "a refused RCPT is not kept"
+    );
+    d.send("RSET\r\n");
+    assert_eq!(d.session.transaction(), &Transaction::default());
+
+    d.send("MAIL FROM:<a@peer.test>\r\nRCPT TO:<b@gateway.test>\r\nEHLO again.peer.test\r\n");
+    assert_eq!(
+        d.session.transaction(),
+        &Transaction::default(),
+        "EHLO resets"
+    );
+
+    d.send("MAIL FROM:<a@peer.test>\r\nRCPT TO:<b@gateway.test>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(d.stored.len(), 1);
+    assert_eq!(
+        d.session.transaction(),
+        &Transaction::default(),
+        "a stored message ends it"
+    );
+
+    // A refused MAIL leaves no transaction behind.
+    let mut d = Driver::with_policy(config(), |seen| match seen {
+        Seen::MailFrom(_) => Some(policy_reply()),
+        _ => None,
+    });
+    d.send("EHLO mx.peer.test\r\nMAIL FROM:<a@peer.test>\r\n");
+    assert_eq!(d.session.transaction(), &Transaction::default());
+}
