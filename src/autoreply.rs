@@ -4,7 +4,7 @@
 //! answer proves the whole chain (DNS, TLS, liste blanche, spool, outbound relay) works.
 //!
 //! [`reply_for`] decides, without I/O, whether a message gets an answer and builds it; the
-//! relay (`relay::internal`) spools the answer and records it in the [`ReplyState`].
+//! relay (`relay::auto_reply`) spools the answer and records it in the [`ReplyState`].
 //!
 //! Loop protection follows RFC 3834: no answer to `<>`, to a message whose
 //! `Auto-Submitted:` is anything but `no`, to `Precedence: bulk|list|junk`, to mailing

@@ -1,32 +1,16 @@
-//! Delivery to the internal mail server: the worker that takes due messages from the
-//! spool, a small pool of reused sessions, per-recipient outcomes and DSNs.
+//! Delivery to the internal mail server: a small pool of reused sessions (SMTP or LMTP,
+//! STARTTLS and AUTH as configured) and one transaction per message with a reply per
+//! recipient.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use time::format_description::well_known::{Rfc2822, Rfc3339};
-use time::OffsetDateTime;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::Semaphore;
 
-use super::dsn::{self, Action, RecipientReport};
-use super::outbound::{DomainDelivery, Outbound};
 use super::Outcome;
-use crate::autoreply::{AutoReplier, Decision};
 use crate::client::{Client, ClientError, ClientOptions, Transaction};
 use crate::config::{RelayProtocol, RelaySettings};
-use crate::metrics::Metrics;
-use crate::smtp::client::Envelope as Sending;
 use crate::smtp::Enhanced;
-use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
-use crate::trust::dn::SubjectDn;
-
-/// How often the worker re-reads the spool directories (for `queue retry` / `queue
-/// delete` run from another process) and closes idle sessions.
-const REFRESH_EVERY: Duration = Duration::from_secs(15);
-/// How long in-flight deliveries may run after shutdown is asked.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the relay could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -36,152 +20,87 @@ pub enum RelayError {
     Tls(String),
 }
 
-/// Everything a delivery needs; shared by the worker and its delivery tasks.
-pub struct Relay {
-    spool: Arc<Spool>,
-    settings: RelaySettings,
+/// The internal server's sessions.
+pub struct Internal {
     options: ClientOptions,
+    idle_timeout: Duration,
     /// Idle sessions, most recently used last. Locked only to push or pop.
     pool: Mutex<Vec<Client>>,
     /// Bounds simultaneous transactions (and so sessions) with the internal server to
     /// `internal_concurrency`.
     slots: Arc<Semaphore>,
-    /// Bounds messages in delivery: room for every internal slot plus every outbound one,
-    /// so that slow peer operators do not hold the slots that our users' incoming mail
-    /// needs.
-    workers: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    hostname: String,
-    local_domains: Vec<String>,
-    /// The auto-reply mailbox, answered here rather than delivered (see `autoreply`).
-    auto_reply: Option<AutoReplier>,
-    /// Delivery to other operators, for recipients outside `local_domains`; `None` leaves
-    /// them queued.
-    outbound: Option<Arc<Outbound>>,
 }
 
-impl Relay {
-    /// Builds the relay (and its TLS client configuration when STARTTLS is asked).
-    pub fn new(
-        spool: Arc<Spool>,
-        settings: RelaySettings,
-        metrics: Arc<Metrics>,
-        hostname: String,
-        local_domains: Vec<String>,
-        outbound: Option<Arc<Outbound>>,
-    ) -> Result<Relay, RelayError> {
+impl Internal {
+    /// The client settings (and TLS client configuration when STARTTLS is asked).
+    pub fn new(settings: &RelaySettings, hostname: &str) -> Result<Internal, RelayError> {
         let tls = if settings.starttls {
-            Some(tls_connector(&settings)?)
+            Some(tls_connector(settings)?)
         } else {
             None
         };
-        let options = ClientOptions {
-            addr: settings.internal,
-            lmtp: settings.protocol == RelayProtocol::Lmtp,
-            helo: hostname.clone(),
-            tls,
-            auth: settings.auth.clone(),
-            timeout: settings.timeout,
-            connect_timeout: settings.timeout,
-        };
-        Ok(Relay {
-            slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
-            workers: Arc::new(Semaphore::new(
-                settings.internal_concurrency + outbound.as_ref().map_or(0, |o| o.concurrency()),
-            )),
-            spool,
-            settings,
-            options,
+        Ok(Internal {
+            options: ClientOptions {
+                addr: settings.internal,
+                lmtp: settings.protocol == RelayProtocol::Lmtp,
+                helo: hostname.to_string(),
+                tls,
+                auth: settings.auth.clone(),
+                timeout: settings.timeout,
+                connect_timeout: settings.timeout,
+            },
+            idle_timeout: settings.idle_timeout,
             pool: Mutex::new(Vec::new()),
-            metrics,
-            hostname,
-            local_domains,
-            auto_reply: None,
-            outbound,
+            slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
         })
     }
 
-    /// Answers the auto-reply mailbox itself instead of delivering it.
-    pub fn with_auto_reply(mut self, auto_reply: Option<AutoReplier>) -> Relay {
-        self.auto_reply = auto_reply;
-        self
+    /// Whether the internal server speaks LMTP (its acceptance is final delivery).
+    pub fn lmtp(&self) -> bool {
+        self.options.lmtp
     }
 
-    /// Starts the worker; it stops when `shutdown` turns true.
-    pub fn spawn(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(self.run(shutdown))
-    }
-
-    async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let notify = self.spool.notifier();
-        let mut tasks = JoinSet::new();
-        let mut last_refresh = tokio::time::Instant::now();
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            if last_refresh.elapsed() >= REFRESH_EVERY {
-                last_refresh = tokio::time::Instant::now();
-                let spool = Arc::clone(&self.spool);
-                match tokio::task::spawn_blocking(move || spool.refresh()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-read the spool"),
-                    Err(e) => tracing::warn!(error = %e, "spool refresh task failed"),
-                }
-                self.close_idle_sessions();
-            }
-            let now = SystemTime::now();
-            for id in self.spool.next_due(now) {
-                let me = Arc::clone(&self);
-                let mut stop = shutdown.clone();
-                tasks.spawn(async move {
-                    let permit = tokio::select! {
-                        p = Arc::clone(&me.workers).acquire_owned() => p,
-                        _ = stop.wait_for(|s| *s) => {
-                            me.spool.release(&id);
-                            return;
+    /// Delivers one message to `recipients` (all in our domains); returns each one's
+    /// outcome and the server's name when a session was had.
+    pub async fn deliver(
+        &self,
+        queue_id: &str,
+        transaction: &Transaction<'_>,
+    ) -> (Vec<(String, Outcome)>, Option<String>) {
+        let recipients = transaction.envelope.recipients;
+        let all = |o: Outcome| recipients.iter().map(|r| (r.clone(), o.clone())).collect();
+        // The semaphore is never closed; if it were, going on unbounded is harmless.
+        let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
+        match self.session().await {
+            Ok(mut client) => {
+                let name = Some(client.caps.name.clone());
+                match client.send(transaction).await {
+                    Ok(replies) => {
+                        if !client.is_broken() {
+                            self.give_back(client);
                         }
-                    };
-                    let Ok(_permit) = permit else {
-                        me.spool.release(&id);
-                        return;
-                    };
-                    me.deliver(&id).await;
-                });
+                        let outcomes = recipients
+                            .iter()
+                            .zip(replies)
+                            .map(|(r, reply)| (r.clone(), Outcome::of_reply(reply)))
+                            .collect();
+                        (outcomes, name)
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue_id = %queue_id, error = %e, "session to the internal server broke during a transaction");
+                        (all(lost(&e)), name)
+                    }
+                }
             }
-            let summary = self.spool.summary(now);
-            self.metrics
-                .queue_messages
-                .set(i64::try_from(summary.messages).unwrap_or(i64::MAX));
-            self.metrics
-                .queue_oldest_age_seconds
-                .set(i64::try_from(summary.oldest_age.as_secs()).unwrap_or(i64::MAX));
-            let wait = self
-                .spool
-                .time_to_next(SystemTime::now())
-                .unwrap_or(REFRESH_EVERY)
-                .min(REFRESH_EVERY)
-                .max(Duration::from_millis(5));
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Err(ClientError::Refused(reply)) if reply.is_permanent() => {
+                tracing::error!(queue_id = %queue_id, reply = %reply, "the internal server refuses our session; check relay.auth_*");
+                (all(Outcome::Temporary(reply)), None)
+            }
+            Err(e) => {
+                tracing::warn!(queue_id = %queue_id, internal = %self.options.addr, error = %e, "internal server unreachable");
+                (all(lost(&e)), None)
             }
         }
-        let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-            tracing::warn!("deliveries still running at shutdown were cut; they will be retried at the next start");
-            tasks.shutdown().await;
-        }
-        let sessions: Vec<Client> = std::mem::take(&mut *self.lock_pool());
-        for s in sessions {
-            s.quit().await;
-        }
-        if let Some(outbound) = &self.outbound {
-            outbound.close_all().await;
-        }
-        tracing::info!("relay stopped");
     }
 
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
@@ -191,8 +110,9 @@ impl Relay {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn close_idle_sessions(&self) {
-        let idle = self.settings.idle_timeout;
+    /// Says QUIT to the sessions idle for longer than `idle_timeout`.
+    pub fn close_idle_sessions(&self) {
+        let idle = self.idle_timeout;
         let expired: Vec<Client> = {
             let mut pool = self.lock_pool();
             let (old, keep): (Vec<Client>, Vec<Client>) =
@@ -203,8 +123,13 @@ impl Relay {
         for c in expired {
             tokio::spawn(c.quit());
         }
-        if let Some(outbound) = &self.outbound {
-            outbound.close_idle_sessions();
+    }
+
+    /// Says QUIT to every idle session (shutdown).
+    pub async fn close_all(&self) {
+        let sessions: Vec<Client> = std::mem::take(&mut *self.lock_pool());
+        for s in sessions {
+            s.quit().await;
         }
     }
 
@@ -215,7 +140,7 @@ impl Relay {
             let Some(mut c) = pooled else {
                 return Client::connect(&self.options).await;
             };
-            if c.last_used.elapsed() >= self.settings.idle_timeout {
+            if c.last_used.elapsed() >= self.idle_timeout {
                 tokio::spawn(c.quit());
                 continue;
             }
@@ -228,490 +153,11 @@ impl Relay {
     fn give_back(&self, c: Client) {
         self.lock_pool().push(c);
     }
-
-    fn is_local(&self, address: &str) -> bool {
-        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-        let d = domain.trim_end_matches('.');
-        self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
-    }
-
-    /// One delivery attempt of message `id`; the message ends completed, bounced or
-    /// deferred (or released untouched if the spool itself fails).
-    async fn deliver(&self, id: &str) {
-        let message = match self.spool.load(id).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(torn)) => {
-                // Files reach queue/ only complete; this is a disk fault. Keep it for an
-                // operator and retry later rather than lose or deliver garbage.
-                tracing::error!(queue_id = %id, error = %torn, "queued file unreadable; kept and retried later");
-                let state = self.spool.state(id).await.unwrap_or_default();
-                let due = SystemTime::now() + self.settings.retry.max;
-                let _ = self.spool.defer(id, state, &torn.to_string(), due).await;
-                return;
-            }
-            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                // Deleted by `queue delete` meanwhile.
-                let _ = self.spool.complete(id).await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "cannot read a queued message; retried in 30 s");
-                self.spool.release_after(id, Duration::from_secs(30));
-                return;
-            }
-        };
-        let mut state = match self.spool.state(id).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "cannot read a message's state; retried in 30 s");
-                self.spool.release_after(id, Duration::from_secs(30));
-                return;
-            }
-        };
-        let env = &message.envelope;
-        let direction = if env.mail_from.is_empty() {
-            "dsn"
-        } else {
-            env.direction.as_str()
-        };
-        let pending = state.pending_recipients(env);
-        let (answered, pending): (Vec<String>, Vec<String>) = pending.into_iter().partition(|r| {
-            self.auto_reply
-                .as_ref()
-                .is_some_and(|a| a.settings.is_auto_reply(r))
-        });
-        let mut outcomes = self.answer_auto_reply(&message, answered).await;
-        let (internal, elsewhere): (Vec<String>, Vec<String>) =
-            pending.into_iter().partition(|r| self.is_local(r));
-        let mut remote_mta = None;
-        if !internal.is_empty() {
-            let received = received_header(&message, &self.hostname);
-            // The semaphore is never closed; if it were, going on unbounded is harmless.
-            let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
-            match self.session().await {
-                Ok(mut client) => {
-                    remote_mta = Some(client.caps.name.clone());
-                    let t = Transaction {
-                        envelope: Sending {
-                            mail_from: &env.mail_from,
-                            eight_bit: env.body_8bitmime,
-                            smtputf8: env.smtputf8,
-                            recipients: &internal,
-                        },
-                        prefix: received.as_bytes(),
-                        body: &message.body,
-                    };
-                    match client.send(&t).await {
-                        Ok(replies) => {
-                            if !client.is_broken() {
-                                self.give_back(client);
-                            }
-                            for (r, reply) in internal.iter().zip(replies) {
-                                outcomes.push((r.clone(), Outcome::of_reply(reply)));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(queue_id = %id, error = %e, "session to the internal server broke during a transaction");
-                            for r in &internal {
-                                outcomes.push((r.clone(), lost(&e)));
-                            }
-                        }
-                    }
-                }
-                Err(ClientError::Refused(reply)) if reply.is_permanent() => {
-                    tracing::error!(queue_id = %id, reply = %reply, "the internal server refuses our session; check relay.auth_*");
-                    for r in &internal {
-                        outcomes.push((r.clone(), Outcome::Temporary(reply.clone())));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue_id = %id, internal = %self.settings.internal, error = %e, "internal server unreachable");
-                    for r in &internal {
-                        outcomes.push((r.clone(), lost(&e)));
-                    }
-                }
-            }
-        }
-        if !elsewhere.is_empty() {
-            let (o, mta) = self.deliver_outbound(&message, elsewhere).await;
-            outcomes.extend(o);
-            remote_mta = remote_mta.or(mta);
-        }
-        self.settle(message, &mut state, outcomes, remote_mta, direction)
-            .await;
-    }
-
-    /// Consumes the recipients that are the auto-reply mailbox: the answer, if one is due,
-    /// is spooled (from `<>`, outbound) and they count as delivered; if it cannot be
-    /// spooled they stay pending, so the sender is answered at a later attempt.
-    async fn answer_auto_reply(
-        &self,
-        message: &StoredMessage,
-        answered: Vec<String>,
-    ) -> Vec<(String, Outcome)> {
-        let Some(responder) = self.auto_reply.as_ref().filter(|_| !answered.is_empty()) else {
-            return Vec::new();
-        };
-        let now = SystemTime::now();
-        let sender = &message.envelope.mail_from;
-        let result = match responder.decide(message, now) {
-            Decision::Suppress(why) => {
-                tracing::info!(queue_id = %message.id, from = %sender, reason = why.as_str(), "auto-reply mailbox: no answer (loop protection)");
-                Ok(why.as_str())
-            }
-            Decision::Reply {
-                envelope,
-                message: bytes,
-            } => match self.store(&envelope, &bytes).await {
-                Ok(reply_id) => {
-                    tracing::info!(queue_id = %message.id, reply_id = %reply_id, to = %sender, "auto-reply mailbox: answer queued for the outbound relay");
-                    responder.save().await;
-                    Ok("sent")
-                }
-                Err(e) => {
-                    responder.forget(sender, now);
-                    tracing::error!(queue_id = %message.id, error = %e, "cannot spool the automatic answer; retried later");
-                    Err(format!("cannot spool the automatic answer: {e}"))
-                }
-            },
-        };
-        if let Ok(outcome) = result {
-            self.metrics
-                .autoreplies_total
-                .with_label_values(&[outcome])
-                .inc();
-        }
-        answered
-            .into_iter()
-            .map(|r| {
-                let o = match &result {
-                    Ok(_) => Outcome::Delivered,
-                    Err(e) => Outcome::deferred(Enhanced(4, 4, 1), e.clone()),
-                };
-                (r, o)
-            })
-            .collect()
-    }
-
-    /// Hands recipients outside our domains to the outbound relay: one transaction per
-    /// recipient domain. Domains are tried one after the other: most messages go to one or
-    /// two domains, and other messages are delivered meanwhile by other tasks.
-    async fn deliver_outbound(
-        &self,
-        message: &StoredMessage,
-        recipients: Vec<String>,
-    ) -> (Vec<(String, Outcome)>, Option<String>) {
-        let Some(outbound) = &self.outbound else {
-            tracing::info!(queue_id = %message.id, rcpts = ?recipients, "recipients outside our domains wait for the outbound relay, which is not configured; left queued");
-            let outcomes = recipients
-                .into_iter()
-                .map(|r| {
-                    (
-                        r,
-                        Outcome::deferred(Enhanced(4, 4, 1), "waiting for the outbound relay"),
-                    )
-                })
-                .collect();
-            return (outcomes, None);
-        };
-        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
-        for r in recipients {
-            let domain = r
-                .rsplit_once('@')
-                .map_or("", |(_, d)| d)
-                .trim_end_matches('.')
-                .to_ascii_lowercase();
-            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
-                Some((_, list)) => list.push(r),
-                None => by_domain.push((domain, vec![r])),
-            }
-        }
-        let env = &message.envelope;
-        let received = received_header(message, &self.hostname);
-        let mut outcomes = Vec::new();
-        let mut remote_mta = None;
-        for (domain, rcpts) in &by_domain {
-            let result = outbound
-                .deliver(DomainDelivery {
-                    queue_id: &message.id,
-                    domain,
-                    transaction: Transaction {
-                        envelope: Sending {
-                            mail_from: &env.mail_from,
-                            eight_bit: env.body_8bitmime,
-                            smtputf8: env.smtputf8,
-                            recipients: rcpts,
-                        },
-                        prefix: received.as_bytes(),
-                        body: &message.body,
-                    },
-                })
-                .await;
-            outcomes.extend(result.outcomes);
-            remote_mta = remote_mta.or(result.remote_mta);
-        }
-        (outcomes, remote_mta)
-    }
-
-    /// Applies one attempt's outcomes: DSNs, then complete, bounce or defer.
-    async fn settle(
-        &self,
-        message: StoredMessage,
-        state: &mut crate::spool::MessageState,
-        outcomes: Vec<(String, Outcome)>,
-        remote_mta: Option<String>,
-        direction: &str,
-    ) {
-        let id = message.id.as_str();
-        let env = &message.envelope;
-        let now = SystemTime::now();
-        let received_ms = id_time_ms(id).unwrap_or_else(|| unix_ms(now));
-        let age = Duration::from_millis(unix_ms(now).saturating_sub(received_ms));
-        let expired = self.settings.retry.expired(age);
-        let lmtp = self.settings.protocol == RelayProtocol::Lmtp;
-        let mut successes = Vec::new();
-        let mut failures = Vec::new();
-        let mut delays = Vec::new();
-        let mut still_pending = Vec::new();
-        let mut last_error = String::new();
-        let mut delivered = 0usize;
-        for (rcpt, outcome) in outcomes {
-            let recipient = recipient_of(env, &rcpt);
-            match outcome {
-                Outcome::Delivered => {
-                    delivered += 1;
-                    tracing::info!(queue_id = %id, rcpt = %rcpt, "delivered to the next hop");
-                    // LMTP's final delivery is ours only for local recipients; a peer
-                    // operator's acceptance is a relay.
-                    let action = if lmtp && self.is_local(&rcpt) {
-                        Action::Delivered
-                    } else {
-                        Action::Relayed
-                    };
-                    if dsn::wanted(recipient.notify, action) {
-                        successes.push(RecipientReport {
-                            recipient,
-                            action,
-                            status: "2.0.0".into(),
-                            diagnostic: None,
-                        });
-                    }
-                }
-                Outcome::Permanent(reply) => {
-                    tracing::warn!(queue_id = %id, rcpt = %rcpt, reply = %reply, "recipient refused for good");
-                    failures.push((
-                        RecipientReport {
-                            recipient,
-                            action: Action::Failed,
-                            status: reply.status().to_string(),
-                            diagnostic: Some(reply.to_string()),
-                        },
-                        rcpt,
-                    ));
-                }
-                Outcome::Temporary(why) if expired => {
-                    tracing::warn!(queue_id = %id, rcpt = %rcpt, last_error = %why, "message expired undelivered");
-                    failures.push((
-                        RecipientReport {
-                            recipient,
-                            action: Action::Failed,
-                            status: "4.4.7".into(),
-                            diagnostic: Some(format!("delivery time expired; last error: {why}")),
-                        },
-                        rcpt,
-                    ));
-                }
-                Outcome::Temporary(why) => {
-                    if dsn::wanted(recipient.notify, Action::Delayed) && !state.delay_notified {
-                        delays.push(RecipientReport {
-                            recipient,
-                            action: Action::Delayed,
-                            status: why.status().to_string(),
-                            diagnostic: Some(why.to_string()),
-                        });
-                    }
-                    last_error = why.to_string();
-                    still_pending.push(rcpt);
-                }
-            }
-        }
-        if delivered > 0 {
-            self.metrics
-                .messages_relayed_total
-                .with_label_values(&[direction])
-                .inc();
-        }
-        let now_dt = OffsetDateTime::now_utc();
-        let remote = remote_mta.as_deref().filter(|n| !n.is_empty());
-        if !successes.is_empty() {
-            self.notify(&message, successes, remote, None, now_dt).await;
-        }
-        let failed_reports: Vec<RecipientReport> = failures
-            .iter()
-            .filter(|(r, _)| dsn::wanted(r.recipient.notify, Action::Failed))
-            .map(|(r, _)| r.clone())
-            .collect();
-        let bounced = !failures.is_empty();
-        if !failed_reports.is_empty()
-            && !self
-                .notify(&message, failed_reports, remote, None, now_dt)
-                .await
-        {
-            // The bounce could not be stored: keep those recipients and try again later,
-            // so the sender is told eventually.
-            still_pending.extend(failures.iter().map(|(_, r)| r.clone()));
-        }
-        if bounced {
-            self.metrics
-                .messages_bounced_total
-                .with_label_values(&[direction])
-                .inc();
-        }
-        if !delays.is_empty() {
-            let until = OffsetDateTime::from_unix_timestamp(
-                i64::try_from((received_ms + self.settings.retry.expiry.as_millis() as u64) / 1000)
-                    .unwrap_or(0),
-            )
-            .ok();
-            if self.notify(&message, delays, remote, until, now_dt).await {
-                state.delay_notified = true;
-            }
-        }
-        let result = if still_pending.is_empty() {
-            if delivered > 0 || !bounced {
-                let latency = Duration::from_millis(unix_ms(now).saturating_sub(received_ms));
-                self.metrics
-                    .delivery_latency_seconds
-                    .observe(latency.as_secs_f64());
-            }
-            if bounced {
-                self.spool.bounce(id, "permanent failure or expiry").await
-            } else {
-                self.spool.complete(id).await
-            }
-        } else {
-            self.metrics
-                .messages_deferred_total
-                .with_label_values(&[direction])
-                .inc();
-            let attempt = state.attempts.saturating_add(1);
-            let delay = self.settings.retry.next_delay_random(attempt);
-            tracing::info!(queue_id = %id, attempt, retry_in = ?delay, rcpts = ?still_pending, error = %last_error, "delivery deferred");
-            state.pending = Some(still_pending);
-            self.spool
-                .defer(id, state.clone(), &last_error, now + delay)
-                .await
-        };
-        if let Err(e) = result {
-            tracing::error!(queue_id = %id, error = %e, "cannot record the delivery outcome in the spool");
-        }
-    }
-
-    /// Spools a DSN about `message`; false when it could not be stored.
-    async fn notify(
-        &self,
-        message: &StoredMessage,
-        recipients: Vec<RecipientReport>,
-        remote_mta: Option<&str>,
-        will_retry_until: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> bool {
-        let action = recipients[0].action;
-        let report = dsn::Report {
-            reporting_mta: &self.hostname,
-            remote_mta,
-            original: message,
-            recipients,
-            will_retry_until,
-            now,
-        };
-        let Some((envelope, bytes)) = dsn::build(&report) else {
-            return true;
-        };
-        let sender = &message.envelope.mail_from;
-        match self.store(&envelope, &bytes).await {
-            Ok(dsn_id) => {
-                if self.is_local(sender) {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
-                } else {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the outbound relay (its sender is outside our domains)");
-                }
-                true
-            }
-            Err(e) => {
-                tracing::error!(queue_id = %message.id, error = %e, "cannot spool a DSN");
-                false
-            }
-        }
-    }
-
-    async fn store(&self, envelope: &Envelope, bytes: &[u8]) -> Result<String, SpoolError> {
-        let mut incoming = self.spool.create(envelope).await?;
-        incoming.write(bytes).await?;
-        incoming.commit().await
-    }
-}
-
-/// The envelope's entry for `address` (NOTIFY, ORCPT), or a bare one.
-fn recipient_of(env: &Envelope, address: &str) -> crate::spool::Recipient {
-    env.recipients
-        .iter()
-        .find(|r| r.address == address)
-        .cloned()
-        .unwrap_or(crate::spool::Recipient {
-            address: address.to_string(),
-            notify: 0,
-            orcpt: None,
-        })
 }
 
 /// A session that failed or broke: its recipients wait for the next attempt.
 fn lost(e: &ClientError) -> Outcome {
     Outcome::deferred(Enhanced(4, 4, 1), e.to_string())
-}
-
-/// The one header we add: where the message came from (EHLO name, IP, TLS, the peer
-/// certificate's CN), who took it, its queue id and when.
-pub fn received_header(message: &StoredMessage, hostname: &str) -> String {
-    let env = &message.envelope;
-    let clean = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_control() && *c != '(' && *c != ')' && *c != ';')
-            .collect()
-    };
-    let ip = env
-        .peer_addr
-        .parse::<SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| clean(&env.peer_addr));
-    let helo = clean(&env.helo);
-    let mut h = format!("Received: from {helo} ({helo} [{ip}])\r\n");
-    if let Some(tls) = &env.tls {
-        let version = clean(&tls.version);
-        let cipher = clean(&tls.cipher);
-        // Messages spooled before the CN was recorded: read it off the DN with the DN
-        // parser.
-        let cn = env
-            .peer_cn
-            .clone()
-            .or_else(|| {
-                let dn = env.peer_dn.as_deref()?;
-                SubjectDn::parse(dn).ok()?.cn
-            })
-            .map(|cn| format!("; peer CN={}", clean(&cn)))
-            .unwrap_or_default();
-        h.push_str(&format!("\t(using {version} with cipher {cipher}{cn})\r\n"));
-    }
-    let with = if env.tls.is_some() { "ESMTPS" } else { "ESMTP" };
-    let date = OffsetDateTime::parse(&env.received_at, &Rfc3339)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc())
-        .format(&Rfc2822)
-        .unwrap_or_default();
-    h.push_str(&format!(
-        "\tby {hostname} (mssante-gateway) with {with} id {};\r\n\t{date}\r\n",
-        message.id
-    ));
-    h
 }
 
 fn tls_connector(
@@ -747,48 +193,4 @@ fn tls_connector(
     let name = rustls_pki_types::ServerName::try_from(settings.tls_server_name.clone())
         .map_err(|e| RelayError::Tls(format!("relay.tls_server_name: {e}")))?;
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spool::Recipient;
-
-    #[test]
-    fn received_header_names_peer_tls_cn_and_queue_id() {
-        let m = StoredMessage {
-            id: "0000000000100000001".into(),
-            envelope: Envelope {
-                direction: Default::default(),
-                received_at: "2026-01-02T03:04:05Z".into(),
-                peer_addr: "192.0.2.7:40000".into(),
-                helo: "smtp.peer-a.test.mssante.fr".into(),
-                peer_dn: Some("CN=smtp.peer-a.test.mssante.fr,OU=123,O=PEER A,C=FR".into()),
-                peer_cn: Some("smtp.peer-a.test.mssante.fr".into()),
-                tls: Some(crate::spool::SessionTls {
-                    version: "TLSv1_3".into(),
-                    cipher: "TLS13_AES_256_GCM_SHA384".into(),
-                }),
-                mail_from: "a@peer-a.test.mssante.fr".into(),
-                envid: None,
-                ret_full: None,
-                body_8bitmime: false,
-                smtputf8: false,
-                recipients: vec![Recipient {
-                    address: "b@gateway.test.mssante.fr".into(),
-                    notify: 0,
-                    orcpt: None,
-                }],
-            },
-            body: Vec::new(),
-        };
-        let h = received_header(&m, "smtp.gateway.test.mssante.fr");
-        assert_eq!(
-            h,
-            "Received: from smtp.peer-a.test.mssante.fr (smtp.peer-a.test.mssante.fr [192.0.2.7])\r\n\
-             \t(using TLSv1_3 with cipher TLS13_AES_256_GCM_SHA384; peer CN=smtp.peer-a.test.mssante.fr)\r\n\
-             \tby smtp.gateway.test.mssante.fr (mssante-gateway) with ESMTPS id 0000000000100000001;\r\n\
-             \tFri, 02 Jan 2026 03:04:05 +0000\r\n"
-        );
-    }
 }

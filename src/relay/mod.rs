@@ -1,15 +1,24 @@
-//! Delivery workers: messages leave the spool for the internal mail server or for other
-//! operators.
+//! Delivery: messages leave the spool for the internal mail server or for other
+//! operators. One module per route:
 //!
-//! `retry` is the backoff schedule (sessions come from [`crate::client`]), `internal` the session pool and the worker loop (which hands recipients outside
-//! our domains to `outbound`), `outbound` the delivery to peer operators (MX, STARTTLS,
-//! IGC Santé checks), `dsn` the delivery status notifications (RFC 3464) sent back to
-//! senders.
+//! - `worker`: takes due messages from the spool, sends each recipient on its route and
+//!   settles the outcomes (completed, bounced with a DSN, deferred on the `retry`
+//!   schedule);
+//! - `internal`: our own domains, to the internal server (a pool of sessions);
+//! - `outbound`: other operators' domains (liste blanche, MX, STARTTLS, IGC Santé checks);
+//! - `auto_reply`: the auto-reply mailbox, answered instead of delivered;
+//! - `dsn`: the delivery status notifications (RFC 3464) sent back to senders;
+//! - `received`: the `Received:` header added on every route.
+//!
+//! Sessions come from [`crate::client`].
 
+pub mod auto_reply;
 pub mod dsn;
 pub mod internal;
 pub mod outbound;
+pub mod received;
 pub mod retry;
+pub mod worker;
 
 use crate::smtp::{Enhanced, Reply};
 

@@ -227,6 +227,14 @@ impl Spool {
         format!("{ms:011X}{n:08X}")
     }
 
+    /// Stores a whole message we wrote ourselves (a DSN, an automatic answer): create,
+    /// write, commit; its queue id.
+    pub async fn store(&self, envelope: &Envelope, bytes: &[u8]) -> Result<String, SpoolError> {
+        let mut incoming = self.create(envelope).await?;
+        incoming.write(bytes).await?;
+        incoming.commit().await
+    }
+
     /// Starts storing a message with `envelope`; its body follows with
     /// [`Incoming::write`].
     pub async fn create(&self, envelope: &Envelope) -> Result<Incoming, SpoolError> {
