@@ -9,6 +9,7 @@ pub mod config;
 pub mod dns;
 pub mod gateway;
 pub mod inbound;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod operator;

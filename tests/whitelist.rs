@@ -532,20 +532,24 @@ mod fetch {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = dir.path().join("liste.xml");
         let mut fetcher = fetcher(port, &pki().root, Some(cache.clone()));
-        let live = Whitelist::empty().into_live();
         let anchors = [anchor(&pki().root)];
         let intermediates = [pki().intermediate.clone()];
         let opts = opts(&anchors, &intermediates);
 
-        let outcome = fetcher.refresh(&live, &opts).await.expect("refresh");
-        assert!(matches!(outcome, FetchOutcome::Updated(_)));
-        assert_eq!(live.load().entry_count(), 6_494);
+        let outcome = fetcher
+            .refresh(&Whitelist::empty(), &opts)
+            .await
+            .expect("refresh");
+        let FetchOutcome::Updated(list) = outcome else {
+            panic!("expected a new list, got {outcome:?}");
+        };
+        assert_eq!(list.entry_count(), 6_494);
         assert_eq!(
             std::fs::read(&cache).expect("cached"),
             signed_sample().as_bytes()
         );
 
-        let outcome = fetcher.refresh(&live, &opts).await.expect("refresh");
+        let outcome = fetcher.refresh(&list, &opts).await.expect("refresh");
         assert!(matches!(outcome, FetchOutcome::Unchanged));
         assert_eq!(full.load(Ordering::SeqCst), 1);
     }
@@ -554,14 +558,12 @@ mod fetch {
     async fn a_tampered_download_leaves_the_current_list_in_place() {
         let (port, _) = serve(TRUNCATED.as_bytes().to_vec()).await;
         let mut fetcher = fetcher(port, &pki().root, None);
-        let live = Whitelist::empty().into_live();
         let anchors = [anchor(&pki().root)];
         let intermediates = [pki().intermediate.clone()];
         let result = fetcher
-            .refresh(&live, &opts(&anchors, &intermediates))
+            .refresh(&Whitelist::empty(), &opts(&anchors, &intermediates))
             .await;
         assert!(matches!(result, Err(FetchError::Invalid(_))), "{result:?}");
-        assert_eq!(live.load().entry_count(), 0);
     }
 
     #[tokio::test]
@@ -578,8 +580,7 @@ mod fetch {
         let intermediates = [pki().intermediate.clone()];
         let opts = opts(&anchors, &intermediates);
         let current = load_and_verify(signed_sample().as_bytes(), &opts).expect("current");
-        let live = current.into_live();
-        let result = fetcher.refresh(&live, &opts).await;
+        let result = fetcher.refresh(&current, &opts).await;
         assert!(
             matches!(result, Err(FetchError::Older { .. })),
             "{result:?}"
@@ -590,11 +591,10 @@ mod fetch {
     async fn a_server_outside_the_espace_anchors_is_refused() {
         let (port, full) = serve(signed_sample().as_bytes().to_vec()).await;
         let mut fetcher = fetcher(port, &pki().other_root, None);
-        let live = Whitelist::empty().into_live();
         let anchors = [anchor(&pki().root)];
         let intermediates = [pki().intermediate.clone()];
         let result = fetcher
-            .refresh(&live, &opts(&anchors, &intermediates))
+            .refresh(&Whitelist::empty(), &opts(&anchors, &intermediates))
             .await;
         assert!(
             matches!(result, Err(FetchError::Transport { .. })),

@@ -13,7 +13,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::{InboundContext, LiveSettings, Role};
+use super::{InboundContext, Role};
+use crate::live::LiveSettings;
 use crate::policy::{self, PeerCertificate};
 use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
 use crate::spool::{Envelope, Incoming, Recipient, SessionTls};

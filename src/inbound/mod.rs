@@ -13,39 +13,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::InboundSettings;
+use crate::live::LiveSettings;
 use crate::metrics::Metrics;
-use crate::policy::{EhloCheck, EhloNames, FcrdnsCheck};
 use crate::spool::{Direction, Spool};
-use crate::trust::pki::TrustStore;
 use crate::whitelist::live::WhitelistState;
-
-/// What a reload may change, swapped as one value so a connection never sees half of an
-/// old configuration and half of a new one. Each connection takes the version current when
-/// it is accepted and keeps it to its end: a reload never disturbs an open session.
-#[derive(Clone)]
-pub struct LiveSettings {
-    /// Our host name, for the greeting and EHLO.
-    pub hostname: String,
-    /// The domains we accept mail for.
-    pub local_domains: Vec<String>,
-    /// The rustls server configuration used at STARTTLS (our certificate).
-    pub tls: Arc<rustls::ServerConfig>,
-    /// The rustls client configuration presenting our certificate to other operators.
-    pub client_tls: Arc<rustls::ClientConfig>,
-    /// Anchors, intermediates and CRLs used to check client certificates.
-    pub trust: Arc<TrustStore>,
-    /// The `[tls]` settings `trust` was built from: the CRL refresher rebuilds the store
-    /// from these (the current ones, so a reload is never undone by a CRL update).
-    pub tls_settings: Arc<crate::config::TlsSettings>,
-    /// Hostname/CN coherence mode.
-    pub ehlo_check: EhloCheck,
-    /// Which certificate names the EHLO name may equal.
-    pub ehlo_names: EhloNames,
-    /// Forward-confirmed reverse DNS mode.
-    pub fcrdns: FcrdnsCheck,
-    /// Recipients with routing in their local part are refused (`policy.refuse_routing_addresses`).
-    pub refuse_routing_addresses: bool,
-}
 
 /// Who connects to a listener, and so which rules apply.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use super::Outcome;
 use crate::client::{Client, ClientError, ClientOptions, Transaction};
 use crate::config::OutboundSettings;
 use crate::dns::{DnsError, Resolver};
-use crate::inbound::LiveSettings;
+use crate::live::LiveSettings;
 use crate::metrics::Metrics;
 use crate::policy::judge_server;
 use crate::smtp::{Enhanced, Reply};

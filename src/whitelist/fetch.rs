@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls_pki_types::TrustAnchor;
 
 use super::store::{self, StoreError};
-use super::{load_and_verify, LiveWhitelist, VerifyOptions, Whitelist, WhitelistError};
+use super::{load_and_verify, VerifyOptions, Whitelist, WhitelistError};
 
 /// Where and how to download.
 #[derive(Clone, Debug)]
@@ -239,19 +239,20 @@ impl Fetcher {
         Ok(Some(body))
     }
 
-    /// Downloads, verifies, caches and swaps in a newer list.
+    /// Downloads, verifies and caches a list newer than `current`, and returns it: the
+    /// caller installs it (the refresher is the one place that does).
     ///
     /// Verification runs on the calling task (tens of milliseconds for the 2025 list): run
     /// the fetcher on its own task, never on a session's.
     pub async fn refresh(
         &mut self,
-        live: &LiveWhitelist,
+        current: &Whitelist,
         opts: &VerifyOptions<'_>,
     ) -> Result<FetchOutcome, FetchError> {
         let Some(bytes) = self.download().await? else {
             return Ok(FetchOutcome::Unchanged);
         };
-        let result = self.accept(&bytes, live, opts);
+        let result = self.accept(&bytes, current, opts);
         if result.is_err() {
             // Do not let a validator for a refused body suppress the next full download.
             self.etag = None;
@@ -263,7 +264,7 @@ impl Fetcher {
     fn accept(
         &self,
         bytes: &[u8],
-        live: &LiveWhitelist,
+        current: &Whitelist,
         opts: &VerifyOptions<'_>,
     ) -> Result<FetchOutcome, FetchError> {
         let list = if self.config.verify_signature {
@@ -271,7 +272,6 @@ impl Fetcher {
         } else {
             super::load_unverified(bytes)?
         };
-        let current = live.load();
         let floor = (1.0 - self.config.max_shrink) * current.entry_count() as f64;
         if (list.entry_count() as f64) < floor {
             return Err(FetchError::Shrunk {
@@ -295,7 +295,6 @@ impl Fetcher {
             None => None,
         };
         let list = Arc::new(list);
-        live.store(Arc::clone(&list));
         if let Some(error) = cache_error {
             tracing::error!(url = %self.config.url, %error, "whitelist updated but NOT cached: fix whitelist.cache (directory missing or not writable)");
             return Ok(FetchOutcome::UpdatedNotCached(list, error));

@@ -164,7 +164,8 @@ impl Refresher {
     pub async fn refresh_once(&mut self) -> Result<FetchOutcome, FetchError> {
         let trust = (self.trust)();
         let opts = verify_options(&trust, &self.settings, UnixTime::now());
-        let result = self.fetcher.refresh(self.state.live(), &opts).await;
+        let current = self.state.live().load_full();
+        let result = self.fetcher.refresh(&current, &opts).await;
         let now = SystemTime::now();
         match &result {
             Ok(FetchOutcome::Unchanged) => {
