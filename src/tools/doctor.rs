@@ -11,10 +11,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
-use hickory_resolver::Resolver;
 use rustls_pki_types::UnixTime;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -22,6 +18,7 @@ use time::OffsetDateTime;
 use super::annexe1;
 use super::identity_checks::{self, Check, Status};
 use crate::config::Config;
+use crate::dns::{DnsError, Resolver};
 use crate::trust::dn::SubjectDn;
 use crate::trust::verify::{verify_chain, CertError, Usage};
 use crate::whitelist::{refresh, store, Whitelist};
@@ -164,7 +161,7 @@ pub async fn run(config: &Config, options: &Options) -> Report {
 
     // Each local domain: listed with our DN, MX at our CN.
     let resolver = if options.dns {
-        Some(resolver(options))
+        Some(resolver(config, options))
     } else {
         None
     };
@@ -180,9 +177,9 @@ pub async fn run(config: &Config, options: &Options) -> Report {
             ),
             Some(Err(e)) => Check::warn(
                 format!("domain.{domain}.mx"),
-                format!("not checked: no DNS resolver ({e}); pass --nameserver IP"),
+                format!("not checked: no DNS resolver ({e}){}", dns_advice(options)),
             ),
-            Some(Ok(r)) => mx_check(r, domain, cn, options.timeout).await,
+            Some(Ok(r)) => mx_check(r, domain, cn, options).await,
         };
         checks.push(mx);
     }
@@ -354,74 +351,60 @@ pub fn domain_listed(list: &Whitelist, domain: &str, ours: &SubjectDn) -> Check 
     }
 }
 
-fn resolver(options: &Options) -> Result<Resolver<TokioRuntimeProvider>, String> {
-    let mut builder = if options.nameservers.is_empty() {
-        Resolver::builder(TokioRuntimeProvider::default()).map_err(|e| e.to_string())?
+/// The gateway's own resolver, on `--nameserver` when given, each query sent once with
+/// the doctor's timeout.
+fn resolver(config: &Config, options: &Options) -> Result<Resolver, String> {
+    let mut dns = config.dns.clone();
+    if !options.nameservers.is_empty() {
+        dns.name_servers = options.nameservers.clone();
+    }
+    dns.timeout = options.timeout;
+    dns.attempts = 1;
+    Resolver::new(&dns).map_err(|e| e.to_string())
+}
+
+/// What to try when the DNS did not answer.
+fn dns_advice(options: &Options) -> String {
+    if options.nameservers.is_empty() {
+        "; pass --nameserver IP".into()
     } else {
-        let servers = options
+        let servers: Vec<String> = options
             .nameservers
             .iter()
-            .map(|a| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = a.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = a.port();
-                NameServerConfig::new(a.ip(), true, vec![udp, tcp])
-            })
+            .map(ToString::to_string)
             .collect();
-        Resolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        )
-    };
-    let opts = builder.options_mut();
-    opts.timeout = options.timeout;
-    opts.attempts = 1;
-    builder.build().map_err(|e| e.to_string())
+        format!("; check that {} answers", servers.join(", "))
+    }
 }
 
 /// Every MX target of `domain` must be our CN (hostname/CN coherence).
-async fn mx_check(
-    resolver: &Resolver<TokioRuntimeProvider>,
-    domain: &str,
-    cn: &str,
-    timeout: Duration,
-) -> Check {
+async fn mx_check(resolver: &Resolver, domain: &str, cn: &str, options: &Options) -> Check {
     let name = format!("domain.{domain}.mx");
-    let fqdn = format!("{}.", domain.trim_end_matches('.'));
-    let lookup = tokio::time::timeout(timeout * 3, resolver.mx_lookup(fqdn.as_str())).await;
-    let answers = match lookup {
-        Err(_) => {
-            return Check::warn(
-                name,
-                "not checked: the DNS did not answer in time; pass --nameserver IP",
-            )
+    match resolver.mx_hosts(domain).await {
+        Ok(hosts) => {
+            // A domain without MX but with an address (implicit MX) has no MX record.
+            let targets: Vec<String> = hosts
+                .into_iter()
+                .filter(|h| !h.implicit)
+                .map(|h| h.exchange)
+                .collect();
+            mx_verdict(domain, &targets, cn)
         }
-        Ok(Err(e)) if e.is_no_records_found() || e.is_nx_domain() => {
-            return Check::fail(name, format!("no MX record: peers cannot deliver to {domain}; publish an MX pointing at our CN {cn} (or ask ANS, with the redirection method)"));
-        }
-        Ok(Err(e)) => {
-            return Check::warn(
-                name,
-                format!("not checked: DNS lookup failed ({e}); pass --nameserver IP"),
-            )
-        }
-        Ok(Ok(lookup)) => lookup,
-    };
-    let targets: Vec<String> = answers
-        .answers()
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::MX(mx) => Some(
-                mx.exchange
-                    .to_ascii()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase(),
-            ),
-            _ => None,
-        })
-        .collect();
-    mx_verdict(domain, &targets, cn)
+        Err(
+            DnsError::NoSuchDomain { .. }
+            | DnsError::NoMailHost { .. }
+            | DnsError::InvalidName { .. }
+            | DnsError::NoAddress { .. },
+        ) => Check::fail(name, format!("no MX record: peers cannot deliver to {domain}; publish an MX pointing at our CN {cn} (or ask ANS, with the redirection method)")),
+        Err(e @ DnsError::NullMx { .. }) => Check::fail(
+            name,
+            format!("{e}: peers cannot deliver to {domain}; publish an MX pointing at our CN {cn}"),
+        ),
+        Err(e) => Check::warn(
+            name,
+            format!("not checked: DNS lookup failed ({e}){}", dns_advice(options)),
+        ),
+    }
 }
 
 /// The MX verdict from the targets found (pure, for tests).
