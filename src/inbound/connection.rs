@@ -475,7 +475,10 @@ impl Connection {
                 Some(Ok(id)) => id.cn.clone(),
                 _ => None,
             },
-            tls: self.tls.map(SessionTls::from),
+            tls: self.tls.map(|info| SessionTls {
+                version: info.version.to_string(),
+                cipher: info.cipher.to_string(),
+            }),
             mail_from: mail.address.clone(),
             envid: mail.envid.clone(),
             ret_full: mail.ret_full,

@@ -102,15 +102,6 @@ pub struct SessionTls {
     pub cipher: String,
 }
 
-impl From<crate::trust::TlsInfo> for SessionTls {
-    fn from(info: crate::trust::TlsInfo) -> SessionTls {
-        SessionTls {
-            version: info.version.to_string(),
-            cipher: info.cipher.to_string(),
-        }
-    }
-}
-
 /// How [`SessionTls`] is stored: two fields, or, in messages spooled by earlier versions,
 /// one `"version cipher"` string.
 #[derive(Deserialize)]
