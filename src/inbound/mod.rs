@@ -4,8 +4,8 @@
 //! `connection` drives one [`crate::smtp::Session`] over the socket, upgrades it to TLS on
 //! STARTTLS, asks `policy` at each step and streams bodies into the spool.
 
-pub mod connection;
-pub mod listener;
+pub(crate) mod connection;
+pub(crate) mod listener;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -12,13 +12,13 @@
 //!
 //! Sessions come from [`crate::client`].
 
-pub mod auto_reply;
+pub(crate) mod auto_reply;
 pub mod dsn;
-pub mod internal;
-pub mod outbound;
-pub mod received;
-pub mod retry;
-pub mod worker;
+pub(crate) mod internal;
+pub(crate) mod outbound;
+pub(crate) mod received;
+pub(crate) mod retry;
+pub(crate) mod worker;
 
 use crate::smtp::{Enhanced, Reply};
 

@@ -4,8 +4,8 @@
 
 pub mod client;
 pub mod data;
-pub mod reply;
-pub mod session;
+pub(crate) mod reply;
+pub(crate) mod session;
 
 pub use reply::{Enhanced, Reply};
 pub use session::{

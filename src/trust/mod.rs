@@ -3,7 +3,7 @@
 //! way the liste blanche writes them (`dn`), and the rustls configurations for both
 //! directions (`tls`).
 
-pub mod crl;
+pub(crate) mod crl;
 pub mod dn;
 pub mod pki;
 pub mod tls;

@@ -6,16 +6,16 @@
 //! that same tree by [`parse`]; then [`index`]) → an immutable
 //! [`Whitelist`] shared as `ArcSwap<Whitelist>` ([`LiveWhitelist`]).
 
-pub mod c14n;
+pub(crate) mod c14n;
 pub mod fetch;
-pub mod index;
-pub mod live;
-pub mod model;
+pub(crate) mod index;
+pub(crate) mod live;
+pub(crate) mod model;
 pub mod parse;
-pub mod refresh;
+pub(crate) mod refresh;
 pub mod signature;
 pub mod store;
-pub mod xml;
+pub(crate) mod xml;
 
 pub use index::{LiveWhitelist, Whitelist};
 pub use model::{Entry, ParseWarning, ParsedList, WarningKind};
