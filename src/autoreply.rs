@@ -260,17 +260,14 @@ impl AutoReplier {
         }
     }
 
-    /// Saves the state (temporary file, then rename); a failure is logged, not fatal.
+    /// Saves the state durably ([`crate::durable::replace`]); a failure is logged, not
+    /// fatal.
     pub async fn save(&self) {
         let Some(file) = &self.file else { return };
         let _one_at_a_time = self.saving.lock().await;
         let bytes = self.lock().to_json();
-        let tmp = file.with_extension("json.tmp");
-        let written = async {
-            tokio::fs::write(&tmp, &bytes).await?;
-            tokio::fs::rename(&tmp, file).await
-        };
-        if let Err(e) = written.await {
+        let written = crate::durable::replace_async(file.clone(), bytes).await;
+        if let Err(e) = written {
             tracing::warn!(file = %file.display(), error = %e, "cannot save the auto-reply state; a restart may answer a sender twice");
         }
     }

@@ -7,6 +7,7 @@ pub mod autoreply;
 pub mod client;
 pub mod config;
 pub mod dns;
+pub mod durable;
 pub mod gateway;
 pub(crate) mod inbound;
 pub(crate) mod live;

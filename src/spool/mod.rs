@@ -269,10 +269,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(io_err(path))
 }
 
-/// Makes a rename in `dir` durable.
+/// Makes a rename in `dir` durable ([`crate::durable::sync_dir`]).
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     let d = dir.to_path_buf();
-    blocking(dir, move || std::fs::File::open(&d)?.sync_all()).await
+    blocking(dir, move || {
+        crate::durable::sync_dir(&d).map_err(|e| e.source)
+    })
+    .await
 }
 
 /// A message being written to the spool.
@@ -360,9 +363,9 @@ impl Incoming {
             }
             // Makes the rename durable; if that fails the client is told to try again,
             // so this copy must not be delivered later as well.
-            if let Err(e) = File::open(&queue_dir).and_then(|d| d.sync_all()) {
+            if let Err(e) = crate::durable::sync_dir(&queue_dir) {
                 let _ = std::fs::remove_file(&dest);
-                return Err(e);
+                return Err(e.source);
             }
             Ok(())
         })

@@ -328,28 +328,13 @@ impl Spool {
 
     /// Replaces the state of `id` atomically and durably.
     pub async fn save_state(&self, id: &str, state: &MessageState) -> Result<(), SpoolError> {
-        let path = self.state_path(id);
-        // A name of its own: `queue retry` in another process may write the same state.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self
-            .state
-            .join(format!("{id}.json.{}.{n}.tmp", std::process::id()));
         let bytes = serde_json::to_vec(state)?;
-        let file_tmp = tmp.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&file_tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_data()
-        })
-        .await
-        .map_err(|e| io_err(&tmp)(io::Error::other(e)))?
-        .map_err(io_err(&tmp))?;
-        tokio::fs::rename(&tmp, &path)
+        crate::durable::replace_async(self.state_path(id), bytes)
             .await
-            .map_err(io_err(&path))?;
-        sync_dir(&self.state).await
+            .map_err(|e| SpoolError::Io {
+                path: e.path,
+                source: e.source,
+            })
     }
 
     /// Records a failed attempt: `state` (with its pending recipients) gets one more
@@ -499,9 +484,10 @@ impl Spool {
 }
 
 fn sync_dir_blocking(dir: &Path) -> Result<(), SpoolError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    crate::durable::sync_dir(dir).map_err(|e| SpoolError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ fn install(
             }
         }
     }
-    crate::whitelist::store::save(file, &der).map_err(|e| CrlError::Write {
+    crate::durable::replace(file, &der).map_err(|e| CrlError::Write {
         path: file.to_path_buf(),
         message: e.to_string(),
     })?;

@@ -5,10 +5,9 @@
 //! replaced atomically: a crash leaves either the old or the new list, never a torn one.
 //! Keeping the signed bytes (rather than a parsed form) means the cache is re-verified
 //! with the same code and cannot be trusted more than the network.
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{load_and_verify, VerifyOptions, Whitelist, WhitelistError};
 
@@ -51,54 +50,14 @@ fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) 
     }
 }
 
-/// Writes `xml` to `path` atomically: temporary file in the same directory, write, fsync,
-/// rename over `path`, fsync the directory. Call it only with bytes that passed
-/// [`load_and_verify`].
+/// Writes `xml` to `path` atomically and durably ([`crate::durable::replace`]). Call it
+/// only with bytes that passed [`load_and_verify`].
 pub fn save(path: &Path, xml: &[u8]) -> Result<(), StoreError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "whitelist.xml".to_string());
-    let temp = dir.join(format!(
-        ".{file_name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write_then_rename(&temp, path, xml);
-    if result.is_err() {
-        // Best effort: the temporary file is garbage whatever happened.
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    sync_dir(&dir)
-}
-
-fn write_then_rename(temp: &Path, path: &Path, xml: &[u8]) -> Result<(), StoreError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(io_error("create", temp))?;
-    file.write_all(xml).map_err(io_error("write", temp))?;
-    file.sync_all().map_err(io_error("fsync", temp))?;
-    drop(file);
-    fs::rename(temp, path).map_err(io_error("rename", path))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    // Makes the rename durable; directories can be opened read-only and fsynced on Unix.
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync directory", dir))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    crate::durable::replace(path, xml).map_err(|e| StoreError::Io {
+        action: e.step,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// The default bound on a list's size, wherever it comes from (download, cache, a file
@@ -165,7 +124,7 @@ mod tests {
             load(&path, DEFAULT_MAX_BYTES).expect("load").as_deref(),
             Some(&b"second"[..])
         );
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("dir")
             .filter_map(Result::ok)
             .map(|e| e.file_name())
