@@ -5,86 +5,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sink::{Sink, SinkOpts};
 use common::{TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
 use mssante_gateway::spool::{Direction, StoredMessage};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufStream};
-use tokio::net::{TcpListener, TcpStream};
 
 const AUTO_REPLY: &str = "reponse-automatique@gateway.test.mssante.fr";
 const ALICE: &str = "alice@peer-a.test.mssante.fr";
 
-/// The internal server: accepts everything and records the recipients of each message.
-struct Sink {
-    addr: SocketAddr,
-    rcpts: Arc<Mutex<Vec<Vec<String>>>>,
-}
-
-impl Sink {
-    async fn start() -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-        let addr = listener.local_addr().expect("sink address");
-        let rcpts = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&rcpts);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&seen)));
-            }
-        });
-        Sink { addr, rcpts }
-    }
-
-    fn delivered(&self) -> Vec<Vec<String>> {
-        self.rcpts.lock().expect("sink state").clone()
-    }
-}
-
-async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Vec<String>>>>) -> std::io::Result<()> {
-    let mut s = BufStream::new(stream);
-    s.write_all(b"220 sink ESMTP\r\n").await?;
-    s.flush().await?;
-    let mut rcpts = Vec::new();
-    loop {
-        let mut line = String::new();
-        if s.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let upper = line.trim_end().to_ascii_uppercase();
-        let reply = if upper.starts_with("EHLO") {
-            "250-sink\r\n250 8BITMIME\r\n"
-        } else if upper.starts_with("RCPT TO:<") {
-            rcpts.push(line.trim_end()[9..].trim_end_matches('>').to_string());
-            "250 2.1.5 ok\r\n"
-        } else if upper == "DATA" {
-            s.write_all(b"354 go ahead\r\n").await?;
-            s.flush().await?;
-            loop {
-                let mut l = String::new();
-                if s.read_line(&mut l).await? == 0 {
-                    return Ok(());
-                }
-                if l == ".\r\n" {
-                    break;
-                }
-            }
-            seen.lock()
-                .expect("sink state")
-                .push(std::mem::take(&mut rcpts));
-            "250 2.0.0 stored\r\n"
-        } else if upper == "QUIT" {
-            s.write_all(b"221 2.0.0 bye\r\n").await?;
-            s.flush().await?;
-            return Ok(());
-        } else {
-            "250 2.0.0 ok\r\n"
-        };
-        s.write_all(reply.as_bytes()).await?;
-        s.flush().await?;
-    }
+/// The recipients of each message the internal server got.
+fn internal_rcpts(sink: &Sink) -> Vec<Vec<String>> {
+    sink.delivered().into_iter().map(|d| d.rcpts).collect()
 }
 
 /// The test gateway relaying to `sink`, with the `[operator]` section of
@@ -180,7 +113,7 @@ fn answers(gw: &TestGateway) -> Vec<StoredMessage> {
 
 #[tokio::test]
 async fn answers_the_sender_once_and_never_delivers_the_mailbox() {
-    let sink = Sink::start().await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let gw = gateway(&sink).await;
     let bob = format!("bob@{LOCAL_DOMAIN}");
     send(&gw, ALICE, &[AUTO_REPLY, &bob], "").await;
@@ -225,14 +158,14 @@ async fn answers_the_sender_once_and_never_delivers_the_mailbox() {
 
     // bob reaches the internal server, the auto-reply mailbox does not.
     let deadline = Instant::now() + IO_TIMEOUT;
-    while sink.delivered().is_empty() {
+    while internal_rcpts(&sink).is_empty() {
         assert!(
             Instant::now() < deadline,
             "bob's copy never reached the sink"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sink.delivered(), vec![vec![bob.clone()]]);
+    assert_eq!(internal_rcpts(&sink), vec![vec![bob.clone()]]);
 
     // A second message within the window: no second answer.
     send(&gw, ALICE, &[AUTO_REPLY], "").await;
@@ -246,12 +179,12 @@ async fn answers_the_sender_once_and_never_delivers_the_mailbox() {
         assert!(Instant::now() < deadline, "original messages left queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sink.delivered(), vec![vec![bob]]);
+    assert_eq!(internal_rcpts(&sink), vec![vec![bob]]);
 }
 
 #[tokio::test]
 async fn never_answers_bounces_or_automatic_mail() {
-    let sink = Sink::start().await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let gw = gateway(&sink).await;
     send(&gw, "", &[AUTO_REPLY], "").await;
     send(
@@ -279,5 +212,9 @@ async fn never_answers_bounces_or_automatic_mail() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(answers(&gw).is_empty());
-    assert!(sink.delivered().is_empty(), "{:?}", sink.delivered());
+    assert!(
+        internal_rcpts(&sink).is_empty(),
+        "{:?}",
+        internal_rcpts(&sink)
+    );
 }

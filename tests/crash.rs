@@ -5,7 +5,9 @@
 //! The CI run is short (3 kills, 300 acknowledged messages). `CRASH_TEST_FULL=1` runs
 //! 25 kills and 5000 messages (`CRASH_TEST_KILLS` / `CRASH_TEST_MESSAGES` override).
 
-use std::collections::{HashMap, HashSet};
+mod common;
+
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,14 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use common::sink::{Sink, SinkOpts};
+use common::{client_tls_config, Reply, IO_TIMEOUT, SERVER_NAME};
+use mssante_gateway::client::{ClientError, Connection};
+use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
-
-fn repo(p: &str) -> String {
-    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -30,122 +29,15 @@ fn env_num(name: &str, default: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// The internal server: counts every Message-ID it is given.
+// Peers: mTLS clients with peer-a's certificate, on the library's SMTP client.
 
-type Seen = Arc<Mutex<HashMap<String, usize>>>;
-
-async fn sink(listener: TcpListener, seen: Seen) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let seen = Arc::clone(&seen);
-        tokio::spawn(async move {
-            let _ = sink_session(stream, seen).await;
-        });
+/// Fails unless `reply` has `code`.
+fn want(reply: Reply, code: u16) -> Result<(), ClientError> {
+    if reply.code == code {
+        Ok(())
+    } else {
+        Err(ClientError::Refused(reply))
     }
-}
-
-async fn sink_session(stream: TcpStream, seen: Seen) -> std::io::Result<()> {
-    let mut s = BufStream::new(stream);
-    s.write_all(b"220 sink ESMTP\r\n").await?;
-    s.flush().await?;
-    loop {
-        let mut line = Vec::new();
-        if s.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
-        }
-        let upper = String::from_utf8_lossy(&line)
-            .trim_end()
-            .to_ascii_uppercase();
-        let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-        } else if upper == "DATA" {
-            s.write_all(b"354 go\r\n").await?;
-            s.flush().await?;
-            let mut id = None;
-            loop {
-                let mut l = Vec::new();
-                if s.read_until(b'\n', &mut l).await? == 0 {
-                    // Cut mid-message: nothing was delivered.
-                    return Ok(());
-                }
-                if l == b".\r\n" {
-                    break;
-                }
-                if id.is_none() && l.starts_with(b"Message-ID: ") {
-                    id = Some(String::from_utf8_lossy(&l[12..]).trim().to_string());
-                }
-            }
-            if let Some(id) = id {
-                *seen.lock().unwrap().entry(id).or_default() += 1;
-            }
-            b"250 2.0.0 ok\r\n"
-        } else if upper == "QUIT" {
-            s.write_all(b"221 bye\r\n").await?;
-            s.flush().await?;
-            return Ok(());
-        } else {
-            b"250 ok\r\n"
-        };
-        s.write_all(reply).await?;
-        s.flush().await?;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Peers: mTLS clients with peer-a's certificate.
-
-fn client_tls() -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(repo("certs-test/anchors.pem")).expect("anchors") {
-        roots.add(c.expect("anchor")).expect("add anchor");
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(repo("certs-test/peer-a-chain.pem"))
-            .expect("chain")
-            .map(|c| c.expect("cert"))
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(repo("certs-test/peer-a.key")).expect("key");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("client cert");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-async fn reply<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufStream<S>) -> std::io::Result<u16> {
-    loop {
-        let mut l = Vec::new();
-        if s.read_until(b'\n', &mut l).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if l.len() < 4 {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-        if l[3] != b'-' {
-            return String::from_utf8_lossy(&l[..3])
-                .parse()
-                .map_err(|_| std::io::ErrorKind::InvalidData.into());
-        }
-    }
-}
-
-async fn cmd<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufStream<S>,
-    line: &[u8],
-) -> std::io::Result<u16> {
-    s.write_all(line).await?;
-    s.flush().await?;
-    reply(s).await
-}
-
-fn bad(code: u16) -> std::io::Error {
-    std::io::Error::other(format!("unexpected reply {code}"))
 }
 
 /// One session: sends messages until the connection breaks or `stop`; pushes the
@@ -157,41 +49,26 @@ async fn peer_session(
     counter: &AtomicUsize,
     acked: &Mutex<Vec<String>>,
     stop: &AtomicBool,
-) -> std::io::Result<()> {
-    let tcp = TcpStream::connect(addr).await?;
-    let mut s = BufStream::new(tcp);
-    if reply(&mut s).await? != 220 {
-        return Err(bad(0));
-    }
-    if cmd(&mut s, b"EHLO smtp.peer-a.test.mssante.fr\r\n").await? != 250 {
-        return Err(bad(1));
-    }
-    if cmd(&mut s, b"STARTTLS\r\n").await? != 220 {
-        return Err(bad(2));
-    }
-    let name = ServerName::try_from("smtp.gateway.test.mssante.fr").expect("name");
-    let t = tls.connect(name, s.into_inner()).await?;
-    let mut s = BufStream::new(t);
-    if cmd(&mut s, b"EHLO smtp.peer-a.test.mssante.fr\r\n").await? != 250 {
-        return Err(bad(3));
-    }
+) -> Result<(), ClientError> {
+    let mut c = Connection::open(addr, IO_TIMEOUT, IO_TIMEOUT).await?;
+    c.expect(220).await?;
+    c.hello(false, "smtp.peer-a.test.mssante.fr").await?;
+    want(c.command("STARTTLS").await?, 220)?;
+    let name = ServerName::try_from(SERVER_NAME).expect("name");
+    c.upgrade(tls, name).await?;
+    c.hello(false, "smtp.peer-a.test.mssante.fr").await?;
     while !stop.load(Ordering::Relaxed) {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let id = format!(
             "<crash-{client}-{n}-{:08x}@peer-a.test.mssante.fr>",
             rand_u32()
         );
-        let code = cmd(&mut s, b"MAIL FROM:<x@peer-a.test.mssante.fr>\r\n").await?;
-        if code != 250 {
-            return Err(bad(code));
-        }
-        let code = cmd(&mut s, b"RCPT TO:<y@gateway.test.mssante.fr>\r\n").await?;
-        if code != 250 {
-            return Err(bad(code));
-        }
-        if cmd(&mut s, b"DATA\r\n").await? != 354 {
-            return Err(bad(354));
-        }
+        want(
+            c.command("MAIL FROM:<x@peer-a.test.mssante.fr>").await?,
+            250,
+        )?;
+        want(c.command("RCPT TO:<y@gateway.test.mssante.fr>").await?, 250)?;
+        want(c.command("DATA").await?, 354)?;
         let mut body = format!("Message-ID: {id}\r\nSubject: crash test {n}\r\n\r\n");
         for i in 0..(n % 50) {
             body.push_str(&format!(
@@ -199,14 +76,11 @@ async fn peer_session(
             ));
         }
         body.push_str(".\r\n");
-        let code = cmd(&mut s, body.as_bytes()).await?;
-        if code == 250 {
-            acked.lock().unwrap().push(id);
-        } else {
-            return Err(bad(code));
-        }
+        c.write(&[body.as_bytes()]).await?;
+        want(c.read_reply().await?, 250)?;
+        acked.lock().unwrap().push(id);
     }
-    let _ = cmd(&mut s, b"QUIT\r\n").await;
+    c.quit().await;
     Ok(())
 }
 
@@ -217,28 +91,11 @@ fn rand_u32() -> u32 {
 // ---------------------------------------------------------------------------------------
 
 fn write_config(dir: &Path, inbound: SocketAddr, internal: SocketAddr) -> std::path::PathBuf {
-    let text = format!(
+    let mut config = common::base_config(&dir.join("spool"));
+    let extra: toml::Table = toml::from_str(&format!(
         r#"
-espace = "test"
-local_domains = ["gateway.test.mssante.fr"]
-[tls]
-certificate = "{cert}"
-key = "{key}"
-anchors = ["{anchors}"]
-intermediates = ["{inter}"]
-crls = ["{crl}"]
-[inbound]
-listen = "{inbound}"
-max_connections_per_ip = 100
-[spool]
-dir = "{spool}"
 [log]
 level = "warn"
-[whitelist]
-cache = "{wl}"
-fetch = false
-signer_cn = "alb.test.mssante.fr"
-signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
 [policy]
 ehlo_check = "enforce"
 [relay]
@@ -246,17 +103,15 @@ internal = "{internal}"
 internal_concurrency = 4
 retry_first = "200ms"
 retry_max = "1s"
-"#,
-        cert = repo("certs-test/gateway-chain.pem"),
-        key = repo("certs-test/gateway.key"),
-        anchors = repo("certs-test/anchors.pem"),
-        inter = repo("certs-test/intermediate-ca.pem"),
-        crl = repo("certs-test/intermediate-ca.crl.pem"),
-        wl = repo("certs-test/whitelist.xml"),
-        spool = dir.join("spool").display(),
-    );
+"#
+    ))
+    .expect("valid TOML");
+    config.extend(extra);
+    let section = config["inbound"].as_table_mut().expect("[inbound]");
+    section.insert("listen".into(), inbound.to_string().into());
+    section.insert("max_connections_per_ip".into(), 100.into());
     let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).expect("config");
+    std::fs::write(&path, toml::to_string(&config).expect("TOML")).expect("config");
     path
 }
 
@@ -300,10 +155,8 @@ async fn message_survives_kill_after_250() {
     let clients = 8;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink_listener = TcpListener::bind("127.0.0.1:0").await.expect("sink");
-    let internal = sink_listener.local_addr().expect("addr");
-    let seen: Seen = Arc::default();
-    tokio::spawn(sink(sink_listener, Arc::clone(&seen)));
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let internal = sink.addr;
     let inbound = free_port().await;
     let config = write_config(dir.path(), inbound, internal);
     let log = dir.path().join("gateway.log");
@@ -313,7 +166,10 @@ async fn message_survives_kill_after_250() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicUsize::new(0));
-    let tls = client_tls();
+    let tls = tokio_rustls::TlsConnector::from(client_tls_config(
+        Some("peer-a"),
+        rustls::DEFAULT_VERSIONS,
+    ));
     let mut peers = Vec::new();
     for client in 0..clients {
         let (acked, stop, counter, tls) = (
@@ -371,7 +227,7 @@ async fn message_survives_kill_after_250() {
     let drain_start = Instant::now();
     loop {
         let missing = {
-            let seen = seen.lock().unwrap();
+            let seen = sink.message_ids();
             acked.iter().filter(|id| !seen.contains_key(*id)).count()
         };
         if missing == 0 || drain_start.elapsed() > Duration::from_secs(60) {
@@ -382,7 +238,7 @@ async fn message_survives_kill_after_250() {
     let _ = gateway.kill();
     let _ = gateway.wait();
 
-    let seen = seen.lock().unwrap();
+    let seen = sink.message_ids();
     let lost: Vec<&String> = acked.iter().filter(|id| !seen.contains_key(*id)).collect();
     let duplicates = seen.values().filter(|n| **n > 1).count();
     let extra_copies: usize = seen.values().map(|n| n.saturating_sub(1)).sum();

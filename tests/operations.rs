@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::sink::{Sink, SinkOpts};
 use common::{
     certs_dir, client_tls_config, http_get, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN,
 };
-use tokio::io::AsyncWriteExt;
 
 /// The value of the series `name{labels}` (labels as written by the exposition, sorted).
 fn value(exposition: &str, series: &str) -> f64 {
@@ -32,63 +32,14 @@ async fn tls_peer(gw: &TestGateway) -> Client {
     gw.established(Some("peer-a")).await
 }
 
-/// A minimal internal mail server: accepts every message and counts them.
-async fn counting_sink() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let count = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = std::sync::Arc::clone(&count);
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let seen = std::sync::Arc::clone(&seen);
-            tokio::spawn(async move {
-                let (r, mut w) = s.into_split();
-                let mut lines = tokio::io::BufReader::new(r);
-                let _ = w.write_all(b"220 sink\r\n").await;
-                let mut in_data = false;
-                let mut line = String::new();
-                use tokio::io::AsyncBufReadExt;
-                while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                    let reply: &[u8] = if in_data {
-                        if line == ".\r\n" {
-                            in_data = false;
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            b"250 2.0.0 stored\r\n"
-                        } else {
-                            b""
-                        }
-                    } else {
-                        match line.get(..4).map(str::to_ascii_uppercase).as_deref() {
-                            Some("DATA") => {
-                                in_data = true;
-                                b"354 go\r\n"
-                            }
-                            Some("QUIT") => b"221 bye\r\n",
-                            Some("EHLO") => b"250-sink\r\n250 PIPELINING\r\n",
-                            _ => b"250 2.0.0 ok\r\n",
-                        }
-                    };
-                    if w.write_all(reply).await.is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    (addr, count)
-}
-
 #[tokio::test]
 async fn counters_move_by_exactly_what_happened() {
-    let (sink, delivered) = counting_sink().await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let internal = sink.addr;
     let gw = TestGateway::start_with(move |t| {
         with_metrics(t);
         let mut relay = toml::Table::new();
-        relay.insert("internal".into(), sink.to_string().into());
+        relay.insert("internal".into(), internal.to_string().into());
         t.insert("relay".into(), relay.into());
     })
     .await;
@@ -135,7 +86,7 @@ async fn counters_move_by_exactly_what_happened() {
 
     // The 3 accepted messages are relayed to the internal server.
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    while delivered.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+    while sink.delivered().len() < 3 {
         assert!(std::time::Instant::now() < deadline, "messages not relayed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

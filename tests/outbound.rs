@@ -7,261 +7,12 @@ mod common;
 #[path = "common/dns_server.rs"]
 mod dns_server;
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sink::{Sink, SinkOpts};
 use common::{Client, TestGateway, LOCAL_DOMAIN};
 use dns_server::{DnsServer, RecordSpec};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-// ---------------------------------------------------------------------------------------
-// A peer operator's SMTP server (and, without TLS, the internal server).
-
-#[derive(Debug, Clone)]
-struct Delivered {
-    mail_from: String,
-    rcpts: Vec<String>,
-    data: Vec<u8>,
-    /// CN of the client certificate the sender presented, as the peer saw it.
-    client_cn: Option<String>,
-}
-
-#[derive(Default)]
-struct PeerState {
-    delivered: Vec<Delivered>,
-    /// RCPT replies instead of 250, used `n` times when set.
-    rcpt_replies: HashMap<String, (String, Option<usize>)>,
-    /// MAIL commands received, under TLS or not: a peer that must not get the message
-    /// must see none.
-    mail_commands: usize,
-    sessions: usize,
-}
-
-struct Peer {
-    addr: SocketAddr,
-    state: Arc<Mutex<PeerState>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn repo(p: &str) -> String {
-    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A server configuration presenting `<name>-chain.pem`, asking (not requiring) a client
-/// certificate chained to the test anchors.
-fn peer_tls(name: &str) -> tokio_rustls::TlsAcceptor {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(repo(&format!("certs-test/{name}-chain.pem")))
-            .expect("chain")
-            .map(|c| c.expect("cert"))
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(repo(&format!("certs-test/{name}.key"))).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(repo("certs-test/anchors.pem")).expect("anchors") {
-        roots.add(c.expect("anchor")).expect("add anchor");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .expect("client verifier");
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .expect("server cert");
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-impl Peer {
-    /// Listens on `addr`, offering STARTTLS with `tls` when given.
-    async fn start(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Peer {
-        let listener = TcpListener::bind(addr).await.expect("bind peer");
-        let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new(PeerState::default()));
-        let st = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                st.lock().unwrap().sessions += 1;
-                conns.spawn(serve(stream, Arc::clone(&st), tls.clone()));
-            }
-        });
-        Peer { addr, state, task }
-    }
-
-    fn refuse(&self, rcpt: &str, reply: &str, times: Option<usize>) {
-        self.state
-            .lock()
-            .unwrap()
-            .rcpt_replies
-            .insert(rcpt.to_string(), (reply.to_string(), times));
-    }
-
-    fn delivered(&self) -> Vec<Delivered> {
-        self.state.lock().unwrap().delivered.clone()
-    }
-
-    fn mail_commands(&self) -> usize {
-        self.state.lock().unwrap().mail_commands
-    }
-
-    fn sessions(&self) -> usize {
-        self.state.lock().unwrap().sessions
-    }
-}
-
-async fn serve(
-    stream: TcpStream,
-    st: Arc<Mutex<PeerState>>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
-    let mut s = BufStream::new(stream);
-    if let Ok(true) = session(&mut s, &st, tls.is_some(), false, None).await {
-        let Some(acceptor) = tls else { return };
-        let Ok(tls) = acceptor.accept(s.into_inner()).await else {
-            return;
-        };
-        let client_cn = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| mssante_gateway::trust::parse_identity(c).ok())
-            .and_then(|id| id.cn);
-        let mut s = BufStream::new(tls);
-        let _ = session(&mut s, &st, false, true, client_cn).await;
-    }
-}
-
-/// Serves commands; true when the client asked for STARTTLS (220 written).
-async fn session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    s: &mut BufStream<S>,
-    st: &Arc<Mutex<PeerState>>,
-    offer_tls: bool,
-    under_tls: bool,
-    client_cn: Option<String>,
-) -> std::io::Result<bool> {
-    if !under_tls {
-        s.write_all(b"220 peer ESMTP\r\n").await?;
-        s.flush().await?;
-    }
-    let mut from = String::new();
-    let mut rcpts: Vec<String> = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if s.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(false);
-        }
-        let l = String::from_utf8_lossy(&line).trim_end().to_string();
-        let upper = l.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") {
-            let mut r = String::from("250-peer\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
-            if offer_tls {
-                r.push_str("250-STARTTLS\r\n");
-            }
-            r.push_str("250 SIZE 100000000\r\n");
-            r
-        } else if upper == "STARTTLS" && offer_tls {
-            s.write_all(b"220 2.0.0 go ahead\r\n").await?;
-            s.flush().await?;
-            return Ok(true);
-        } else if upper.starts_with("MAIL FROM:") {
-            st.lock().unwrap().mail_commands += 1;
-            from = between(&l, '<', '>');
-            rcpts.clear();
-            "250 2.1.0 ok\r\n".into()
-        } else if upper.starts_with("RCPT TO:") {
-            let r = between(&l, '<', '>');
-            let mut g = st.lock().unwrap();
-            let refusal = match g.rcpt_replies.get_mut(&r) {
-                Some((reply, Some(n))) if *n > 0 => {
-                    *n -= 1;
-                    Some(reply.clone())
-                }
-                Some((_, Some(_))) => None,
-                Some((reply, None)) => Some(reply.clone()),
-                None => None,
-            };
-            match refusal {
-                Some(reply) => format!("{reply}\r\n"),
-                None => {
-                    rcpts.push(r);
-                    "250 2.1.5 ok\r\n".into()
-                }
-            }
-        } else if upper == "DATA" {
-            s.write_all(b"354 go ahead\r\n").await?;
-            s.flush().await?;
-            let mut data = Vec::new();
-            loop {
-                let mut dl = Vec::new();
-                if s.read_until(b'\n', &mut dl).await? == 0 {
-                    return Ok(false);
-                }
-                if dl == b".\r\n" {
-                    break;
-                }
-                if dl.starts_with(b"..") {
-                    dl.remove(0);
-                }
-                data.extend_from_slice(&dl);
-            }
-            st.lock().unwrap().delivered.push(Delivered {
-                mail_from: from.clone(),
-                rcpts: std::mem::take(&mut rcpts),
-                data,
-                client_cn: client_cn.clone(),
-            });
-            "250 2.0.0 queued\r\n".into()
-        } else if upper.starts_with("BDAT ") {
-            let n: usize = l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            let mut data = vec![0u8; n];
-            s.read_exact(&mut data).await?;
-            "250 2.0.0 queued\r\n".into()
-        } else if upper == "RSET" {
-            rcpts.clear();
-            "250 2.0.0 ok\r\n".into()
-        } else if upper == "QUIT" {
-            s.write_all(b"221 bye\r\n").await?;
-            s.flush().await?;
-            return Ok(false);
-        } else {
-            "500 5.5.1 unknown\r\n".into()
-        };
-        s.write_all(reply.as_bytes()).await?;
-        s.flush().await?;
-    }
-}
-
-fn between(l: &str, a: char, b: char) -> String {
-    let start = l.find(a).map_or(0, |i| i + 1);
-    let end = l[start..].find(b).map_or(l.len(), |i| start + i);
-    l[start..end].to_string()
-}
 
 // ---------------------------------------------------------------------------------------
 // The gateway and its world.
@@ -389,15 +140,19 @@ fn zone_a() -> Vec<(&'static str, RecordSpec)> {
 /// One test's world: an internal sink, a DNS server, a peer on 127.0.0.1 presenting
 /// `cert` (STARTTLS offered when `cert` is given), and the gateway.
 struct World {
-    internal: Peer,
-    peer: Peer,
+    internal: Sink,
+    peer: Sink,
     _dns: DnsServer,
     gw: TestGateway,
 }
 
 async fn world(zone: &[(&str, RecordSpec)], cert: Option<&str>) -> World {
-    let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
-    let peer = Peer::start("127.0.0.1:0".parse().expect("addr"), cert.map(peer_tls)).await;
+    let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let peer = Sink::start(
+        "127.0.0.1:0",
+        cert.map_or_else(SinkOpts::plain, SinkOpts::peer),
+    )
+    .await;
     let dns = DnsServer::start(zone);
     let gw = gateway(internal.addr, &dns, peer.addr.port()).await;
     World {
@@ -700,7 +455,7 @@ async fn postfix_as_the_receiving_operator() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let pf_dir = dir.path().join("postfix");
     let _postfix = common::Postfix::start("postfix-peer.sh", &pf_dir, port);
-    let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
+    let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let dns = DnsServer::start(&zone_a());
     let gw = gateway(internal.addr, &dns, port).await;
     let b = body("postfix");
@@ -754,12 +509,8 @@ async fn consecutive_messages_to_one_peer_share_a_session() {
 #[tokio::test]
 async fn nothing_leaves_while_our_liste_blanche_is_stale() {
     // No list could ever be loaded: no cache, and the download fails at once.
-    let internal = Peer::start("127.0.0.1:0".parse().expect("addr"), None).await;
-    let peer = Peer::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        Some(peer_tls("peer-a")),
-    )
-    .await;
+    let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let peer = Sink::start("127.0.0.1:0", SinkOpts::peer("peer-a")).await;
     let dns = DnsServer::start(&zone_a());
     let gw = gateway_with(internal.addr, &dns, peer.addr.port(), |t| {
         let w = t["whitelist"].as_table_mut().expect("[whitelist]");

@@ -2,296 +2,16 @@
 //! byte for byte what was accepted plus one `Received:` header; refusals, outages and
 //! torn spool files end the way an operator expects.
 
-use std::collections::HashMap;
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sink::{server_tls, Sink, SinkOpts};
 use mssante_gateway::config::Config;
 use mssante_gateway::gateway::Gateway;
 use mssante_gateway::spool::{parse_file, Envelope, Recipient, Spool};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-// ---------------------------------------------------------------------------------------
-// The sink: a small SMTP server recording what it is given.
-
-#[derive(Debug, Clone)]
-struct Delivered {
-    mail_from: String,
-    rcpts: Vec<String>,
-    data: Vec<u8>,
-    /// Whether the session was under TLS.
-    tls: bool,
-}
-
-/// How the sink behaves.
-#[derive(Clone, Default)]
-struct SinkOpts {
-    /// Offer CHUNKING (BDAT).
-    chunking: bool,
-    /// Speak LMTP: LHLO, one reply per accepted recipient after the body.
-    lmtp: bool,
-    /// Offer STARTTLS with this configuration.
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Require AUTH PLAIN with this base64 token before MAIL.
-    auth: Option<String>,
-}
-
-impl SinkOpts {
-    fn plain() -> Self {
-        Self::default()
-    }
-    fn chunking() -> Self {
-        SinkOpts {
-            chunking: true,
-            ..Self::default()
-        }
-    }
-}
-
-#[derive(Default)]
-struct SinkState {
-    delivered: Vec<Delivered>,
-    /// Reply for RCPT to this address instead of 250 (e.g. "550 5.1.1 no such user"),
-    /// consumed after `uses` times when set.
-    rcpt_replies: HashMap<String, (String, Option<usize>)>,
-    /// LMTP: reply for this recipient after the body instead of 250.
-    data_replies: HashMap<String, String>,
-    sessions: usize,
-}
-
-struct Sink {
-    addr: SocketAddr,
-    state: Arc<Mutex<SinkState>>,
-    task: JoinHandle<()>,
-}
-
-impl Sink {
-    async fn start(addr: &str, opts: SinkOpts) -> Sink {
-        let listener = TcpListener::bind(addr).await.expect("bind sink");
-        let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new(SinkState::default()));
-        let st = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                st.lock().unwrap().sessions += 1;
-                conns.spawn(serve_sink(stream, Arc::clone(&st), opts.clone()));
-            }
-        });
-        Sink { addr, state, task }
-    }
-
-    fn refuse(&self, rcpt: &str, reply: &str, times: Option<usize>) {
-        self.state
-            .lock()
-            .unwrap()
-            .rcpt_replies
-            .insert(rcpt.to_string(), (reply.to_string(), times));
-    }
-
-    fn delivered(&self) -> Vec<Delivered> {
-        self.state.lock().unwrap().delivered.clone()
-    }
-
-    /// Stops listening and cuts every session (the JoinSet of sessions is dropped with
-    /// the task).
-    fn down(self) -> SocketAddr {
-        self.task.abort();
-        self.addr
-    }
-}
-
-async fn serve_sink(stream: TcpStream, st: Arc<Mutex<SinkState>>, opts: SinkOpts) {
-    let mut s = BufStream::new(stream);
-    if let Ok(true) = sink_session(&mut s, &st, &opts, false).await {
-        let Some(acceptor) = &opts.tls else { return };
-        let Ok(tls) = acceptor.accept(s.into_inner()).await else {
-            return;
-        };
-        let mut s = BufStream::new(tls);
-        let _ = sink_session(&mut s, &st, &opts, true).await;
-    }
-}
-
-/// Serves commands; returns true when the client asked for STARTTLS (220 written).
-async fn sink_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    s: &mut BufStream<S>,
-    st: &Arc<Mutex<SinkState>>,
-    opts: &SinkOpts,
-    tls: bool,
-) -> std::io::Result<bool> {
-    if !tls {
-        s.write_all(b"220 sink.internal ESMTP\r\n").await?;
-        s.flush().await?;
-    }
-    let mut from = String::new();
-    let mut rcpts: Vec<String> = Vec::new();
-    let mut authed = opts.auth.is_none();
-    loop {
-        let mut line = Vec::new();
-        if s.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(false);
-        }
-        let l = String::from_utf8_lossy(&line).trim_end().to_string();
-        let upper = l.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
-            assert_eq!(upper.starts_with("LHLO"), opts.lmtp, "greeting verb");
-            let mut r = String::from("250-sink.internal\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
-            if opts.chunking {
-                r.push_str("250-CHUNKING\r\n");
-            }
-            if opts.tls.is_some() && !tls {
-                r.push_str("250-STARTTLS\r\n");
-            }
-            if opts.auth.is_some() {
-                r.push_str("250-AUTH PLAIN\r\n");
-            }
-            r.push_str("250 SIZE 100000000\r\n");
-            r
-        } else if upper == "STARTTLS" && opts.tls.is_some() && !tls {
-            s.write_all(b"220 2.0.0 go ahead\r\n").await?;
-            s.flush().await?;
-            return Ok(true);
-        } else if upper.starts_with("AUTH PLAIN ") {
-            if Some(&l[11..]) == opts.auth.as_deref() {
-                authed = true;
-                "235 2.7.0 ok\r\n".into()
-            } else {
-                "535 5.7.8 bad credentials\r\n".into()
-            }
-        } else if upper.starts_with("MAIL FROM:") && !authed {
-            "530 5.7.0 authentication required\r\n".into()
-        } else if upper.starts_with("MAIL FROM:") {
-            from = between(&l, '<', '>');
-            rcpts.clear();
-            "250 2.1.0 ok\r\n".into()
-        } else if upper.starts_with("RCPT TO:") {
-            let r = between(&l, '<', '>');
-            let mut g = st.lock().unwrap();
-            let refusal = match g.rcpt_replies.get_mut(&r) {
-                Some((reply, Some(n))) if *n > 0 => {
-                    *n -= 1;
-                    Some(reply.clone())
-                }
-                Some((_, Some(_))) => None,
-                Some((reply, None)) => Some(reply.clone()),
-                None => None,
-            };
-            match refusal {
-                Some(reply) => format!("{reply}\r\n"),
-                None => {
-                    rcpts.push(r);
-                    "250 2.1.5 ok\r\n".into()
-                }
-            }
-        } else if upper == "DATA" {
-            s.write_all(b"354 go ahead\r\n").await?;
-            s.flush().await?;
-            let mut data = Vec::new();
-            loop {
-                let mut dl = Vec::new();
-                if s.read_until(b'\n', &mut dl).await? == 0 {
-                    return Ok(false);
-                }
-                if dl == b".\r\n" {
-                    break;
-                }
-                // Undo dot-stuffing.
-                if dl.starts_with(b"..") {
-                    dl.remove(0);
-                }
-                data.extend_from_slice(&dl);
-            }
-            end_of_data(st, opts, &from, &mut rcpts, data, tls)
-        } else if upper.starts_with("BDAT ") {
-            let mut words = l.split_whitespace().skip(1);
-            let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
-            assert!(last, "the gateway sends one BDAT LAST chunk");
-            let mut data = vec![0u8; n];
-            s.read_exact(&mut data).await?;
-            end_of_data(st, opts, &from, &mut rcpts, data, tls)
-        } else if upper == "RSET" {
-            rcpts.clear();
-            "250 2.0.0 ok\r\n".into()
-        } else if upper == "QUIT" {
-            s.write_all(b"221 bye\r\n").await?;
-            s.flush().await?;
-            return Ok(false);
-        } else if upper == "NOOP" {
-            "250 ok\r\n".into()
-        } else {
-            "500 5.5.1 unknown\r\n".into()
-        };
-        if let Some(before) = reply.strip_suffix("DROP") {
-            s.write_all(before.as_bytes()).await?;
-            s.flush().await?;
-            return Ok(false);
-        }
-        s.write_all(reply.as_bytes()).await?;
-        s.flush().await?;
-    }
-}
-
-/// Records a message and builds the reply (LMTP: one line per accepted recipient).
-fn end_of_data(
-    st: &Arc<Mutex<SinkState>>,
-    opts: &SinkOpts,
-    from: &str,
-    rcpts: &mut Vec<String>,
-    data: Vec<u8>,
-    tls: bool,
-) -> String {
-    let mut g = st.lock().unwrap();
-    let all = std::mem::take(rcpts);
-    if !opts.lmtp {
-        g.delivered.push(Delivered {
-            mail_from: from.to_string(),
-            rcpts: all,
-            data,
-            tls,
-        });
-        return "250 2.0.0 queued\r\n".into();
-    }
-    let mut reply = String::new();
-    let mut ok = Vec::new();
-    for r in &all {
-        match g.data_replies.get(r) {
-            // The connection breaks before this recipient's reply.
-            Some(refusal) if refusal == "DROP" => {
-                reply.push_str("DROP");
-                break;
-            }
-            Some(refusal) => reply.push_str(&format!("{refusal}\r\n")),
-            None => {
-                ok.push(r.clone());
-                reply.push_str("250 2.0.0 delivered\r\n");
-            }
-        }
-    }
-    if !ok.is_empty() {
-        g.delivered.push(Delivered {
-            mail_from: from.to_string(),
-            rcpts: ok,
-            data,
-            tls,
-        });
-    }
-    reply
-}
-
-fn between(l: &str, a: char, b: char) -> String {
-    let start = l.find(a).map_or(0, |i| i + 1);
-    let end = l[start..].find(b).map_or(l.len(), |i| start + i);
-    l[start..end].to_string()
-}
 
 // ---------------------------------------------------------------------------------------
 // The gateway under test.
@@ -635,7 +355,7 @@ async fn temporary_refusal_retries_only_the_refused_recipient() {
         assert_eq!(strip_received(&d.data).1, &body[..]);
     }
     // Sessions are reused: one connection served both attempts.
-    assert_eq!(sink.state.lock().unwrap().sessions, 1);
+    assert_eq!(sink.state().sessions, 1);
     gw.shutdown().await;
 }
 
@@ -879,9 +599,7 @@ async fn lmtp_replies_read_before_a_broken_connection_are_kept() {
     )
     .await;
     // The first delivery breaks right after the reply for ok@; the retry succeeds.
-    sink.state
-        .lock()
-        .unwrap()
+    sink.state()
         .data_replies
         .insert("late@gateway.test.mssante.fr".into(), "DROP".into());
     let gw = Gateway::start(&config_with(dir.path(), sink.addr, "protocol = \"lmtp\""))
@@ -900,7 +618,7 @@ async fn lmtp_replies_read_before_a_broken_connection_are_kept() {
         !sink.delivered().is_empty()
     })
     .await;
-    sink.state.lock().unwrap().data_replies.clear();
+    sink.state().data_replies.clear();
     wait_for("delivery of the rest", Duration::from_secs(10), || {
         !queue_files(dir.path()).contains(&id)
     })
@@ -934,7 +652,7 @@ async fn lmtp_per_recipient_replies_after_the_body_are_honoured() {
         },
     )
     .await;
-    sink.state.lock().unwrap().data_replies.insert(
+    sink.state().data_replies.insert(
         "full@gateway.test.mssante.fr".into(),
         "552 5.2.2 mailbox full".into(),
     );
@@ -974,26 +692,6 @@ async fn lmtp_per_recipient_replies_after_the_body_are_honoured() {
     gw.shutdown().await;
 }
 
-fn sink_tls() -> tokio_rustls::TlsAcceptor {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(repo("certs-test/gateway-chain.pem"))
-            .expect("chain")
-            .map(|c| c.expect("cert"))
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(repo("certs-test/gateway.key")).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server cert");
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
 #[tokio::test]
 async fn starttls_and_auth_to_the_internal_server() {
     use base64::Engine;
@@ -1002,7 +700,7 @@ async fn starttls_and_auth_to_the_internal_server() {
     let sink = Sink::start(
         "127.0.0.1:0",
         SinkOpts {
-            tls: Some(sink_tls()),
+            tls: Some(server_tls("gateway")),
             auth: Some(token),
             ..SinkOpts::default()
         },
