@@ -557,16 +557,7 @@ async fn refuses_third_connection_from_the_same_address() {
     let gw = TestGateway::start_with(inbound("max_connections_per_ip", 2)).await;
     let mut first = gw.connect().await;
     let _second = gw.connect().await;
-    let mut third = Client::connect(gw.addr).await;
-    third.expect(421, "4.7.0").await;
-    third.expect_eof().await;
-    assert_eq!(
-        gw.metrics
-            .connections_refused_total
-            .with_label_values(&["inbound", "max_connections_per_ip"])
-            .get(),
-        1
-    );
+    gw.assert_connection_refused("max_connections_per_ip").await;
     // The connections within the limit are served...
     first.ehlo().await;
     first.starttls(Some("peer-a")).await;
@@ -589,16 +580,8 @@ async fn refuses_connections_from_an_address_opening_them_too_fast() {
         let mut c = gw.connect().await;
         c.quit().await;
     }
-    let mut third = Client::connect(gw.addr).await;
-    third.expect(421, "4.7.0").await;
-    third.expect_eof().await;
-    assert_eq!(
-        gw.metrics
-            .connections_refused_total
-            .with_label_values(&["inbound", "connection_rate"])
-            .get(),
-        1
-    );
+    gw.assert_connection_refused("connection_rate").await;
+    assert_eq!(gw.connections_refused("inbound", "connection_rate"), 1);
     // Another address has its own allowance.
     let other = "127.0.0.3".parse().expect("an address");
     let mut c = Client::connect_from(other, gw.addr).await;
@@ -837,16 +820,7 @@ async fn refusals_after_tls_count_towards_the_error_limit() {
 async fn refuses_connections_over_the_global_limit() {
     let gw = TestGateway::start_with(inbound("max_connections", 1)).await;
     let mut first = gw.connect().await;
-    let mut second = Client::connect(gw.addr).await;
-    second.expect(421, "4.7.0").await;
-    second.expect_eof().await;
-    assert_eq!(
-        gw.metrics
-            .connections_refused_total
-            .with_label_values(&["inbound", "max_connections"])
-            .get(),
-        1
-    );
+    gw.assert_connection_refused("max_connections").await;
     first.ehlo().await;
     first.starttls(Some("peer-a")).await;
     first.ehlo().await;

@@ -29,6 +29,16 @@ async fn established(mut c: Client, peer: &str, helo: &str) -> Client {
     c
 }
 
+/// A message from peer-a's domain to bob, which must be accepted.
+async fn delivers(c: &mut Client) {
+    c.send_message(
+        "x@peer-a.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: ok\r\n\r\nok\r\n",
+    )
+    .await;
+}
+
 /// MAIL FROM `from` must be refused with `code enhanced` and counted under `reason`.
 async fn refused_at_mail(
     gw: &TestGateway,
@@ -63,65 +73,46 @@ async fn ans_audit_matrix_only_the_valid_certificate_delivers() {
     c.quit().await;
     assert_eq!(gw.spooled_messages().len(), 1);
 
-    // cert-expire-audit.
-    let mut c = peer(&gw, "peer-expired", "smtp.peer-expired.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@cert-expire-audit.test.mssante.fr",
-        550,
-        "5.7.1",
-        "client_cert_expired",
-    )
-    .await;
-
-    // cert-revoque-audit.
-    let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@cert-revoque-audit.test.mssante.fr",
-        550,
-        "5.7.1",
-        "client_cert_revoked",
-    )
-    .await;
-
-    // cert-non-igc-audit.
-    let mut c = peer(&gw, "peer-foreign", "smtp.peer-foreign.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@cert-non-igc-audit.test.mssante.fr",
-        550,
-        "5.7.1",
-        "client_cert_untrusted",
-    )
-    .await;
-
-    // cert-no-match-audit: listed with peer-b's DN, sent with peer-a's certificate.
-    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@cert-no-match-audit.test.mssante.fr",
-        550,
-        "5.7.1",
-        "sender_dn_mismatch",
-    )
-    .await;
-
-    // cert-cn-diff-dn-audit: same O, OU and ST as the listed DN, another CN.
-    let mut c = peer(&gw, "peer-a-cn-diff", "other.peer-a.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@cert-cn-diff-dn-audit.test.mssante.fr",
-        550,
-        "5.7.1",
-        "dn_not_listed",
-    )
-    .await;
+    // Each refused case: (audit domain, certificate, EHLO name, reason), all 550 5.7.1.
+    // cert-no-match-audit is listed with peer-b's DN and sent with peer-a's certificate;
+    // cert-cn-diff-dn-audit has the listed DN's O, OU and ST with another CN.
+    let refused = [
+        (
+            "cert-expire-audit",
+            "peer-expired",
+            "smtp.peer-expired.test.mssante.fr",
+            "client_cert_expired",
+        ),
+        (
+            "cert-revoque-audit",
+            "peer-revoked",
+            "smtp.peer-revoked.test.mssante.fr",
+            "client_cert_revoked",
+        ),
+        (
+            "cert-non-igc-audit",
+            "peer-foreign",
+            "smtp.peer-foreign.test.mssante.fr",
+            "client_cert_untrusted",
+        ),
+        (
+            "cert-no-match-audit",
+            "peer-a",
+            "smtp.peer-a.test.mssante.fr",
+            "sender_dn_mismatch",
+        ),
+        (
+            "cert-cn-diff-dn-audit",
+            "peer-a-cn-diff",
+            "other.peer-a.test.mssante.fr",
+            "dn_not_listed",
+        ),
+    ];
+    for (domain, cert, helo, reason) in refused {
+        let mut c = peer(&gw, cert, helo).await;
+        let from = format!("audit@{domain}.test.mssante.fr");
+        refused_at_mail(&gw, &mut c, &from, 550, "5.7.1", reason).await;
+    }
 
     // sans-tls-audit.
     let mut c = gw.connect().await;
@@ -168,12 +159,7 @@ async fn a_listed_operator_cannot_send_for_another_operators_domain() {
     )
     .await;
     // The right domain still works on the same connection.
-    c.send_message(
-        "x@peer-a.test.mssante.fr",
-        &[&rcpt()],
-        b"Subject: ok\r\n\r\nok\r\n",
-    )
-    .await;
+    delivers(&mut c).await;
 }
 
 #[tokio::test]
@@ -231,12 +217,7 @@ async fn ehlo_not_matching_the_cn_is_refused_in_enforce_mode() {
     .await;
     // Case and a trailing dot do not matter.
     let mut c = peer(&gw, "peer-a", "SMTP.Peer-A.test.mssante.fr.").await;
-    c.send_message(
-        "x@peer-a.test.mssante.fr",
-        &[&rcpt()],
-        b"Subject: ok\r\n\r\nok\r\n",
-    )
-    .await;
+    delivers(&mut c).await;
 }
 
 #[tokio::test]
@@ -248,12 +229,7 @@ async fn ehlo_not_matching_the_cn_is_only_logged_in_log_mode() {
     })
     .await;
     let mut c = peer(&gw, "peer-a", "mail.elsewhere.example").await;
-    c.send_message(
-        "x@peer-a.test.mssante.fr",
-        &[&rcpt()],
-        b"Subject: ok\r\n\r\nok\r\n",
-    )
-    .await;
+    delivers(&mut c).await;
     assert_eq!(gw.rejections("mail_logged", "ehlo_cn_mismatch"), 1);
     assert_eq!(gw.rejections("mail", "ehlo_cn_mismatch"), 0);
 }
@@ -296,12 +272,7 @@ async fn dn_variants_written_in_the_list_match_the_certificate() {
         );
         let gw = TestGateway::start_with(use_list(&list)).await;
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
     }
 }
 
@@ -466,12 +437,7 @@ mod fcrdns {
         let dns = DnsServer::start(&[]);
         let gw = TestGateway::start_with(checking("log", dns.addr)).await;
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
         assert_eq!(gw.rejections("mail_logged", "fcrdns_mismatch"), 1);
     }
 }
@@ -596,12 +562,7 @@ mod crl {
         .await;
         // peer-a is not on this CRL.
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
     }
 
     /// The metrics endpoint on a loopback port, for `/readyz`.
@@ -688,12 +649,7 @@ mod crl {
         )
         .await;
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
     }
 
     /// `tls.revocation = "best_effort"` keeps the former behaviour for a set-up without
@@ -707,12 +663,7 @@ mod crl {
         })
         .await;
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
     }
 
     /// A reload that replaces the anchors is applied by every user of the trust store, and
@@ -916,12 +867,7 @@ mod crl {
         )
         .await;
         let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        c.send_message(
-            "x@peer-a.test.mssante.fr",
-            &[&rcpt()],
-            b"Subject: ok\r\n\r\nok\r\n",
-        )
-        .await;
+        delivers(&mut c).await;
     }
 
     #[tokio::test]

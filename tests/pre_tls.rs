@@ -11,10 +11,7 @@ use common::{inbound, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn refused(gw: &TestGateway, reason: &str) -> u64 {
-    gw.metrics
-        .connections_refused_total
-        .with_label_values(&["inbound", reason])
-        .get()
+    gw.connections_refused("inbound", reason)
 }
 
 /// Reads until the server closes the connection; returns what it said meanwhile.

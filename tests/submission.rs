@@ -86,13 +86,7 @@ async fn addresses_outside_the_allow_list_are_turned_away() {
     let mut c = Client::connect(addr).await;
     c.expect(554, "5.7.1").await;
     c.expect_eof().await;
-    assert_eq!(
-        gw.metrics
-            .connections_refused_total
-            .with_label_values(&["submission", "not_allowed"])
-            .get(),
-        1
-    );
+    assert_eq!(gw.connections_refused("submission", "not_allowed"), 1);
     let mut ok = Client::connect_from("127.0.0.2".parse().expect("ip"), addr).await;
     tokio::time::timeout(IO_TIMEOUT, ok.expect_code(220))
         .await

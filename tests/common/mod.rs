@@ -202,6 +202,28 @@ impl TestGateway {
     }
 
     /// `mssante_tls_handshake_failures_total`, all reasons together.
+    /// Connections refused at accept on `listener` (`inbound`, `submission`) for `reason`.
+    pub fn connections_refused(&self, listener: &str, reason: &str) -> u64 {
+        self.metrics
+            .connections_refused_total
+            .with_label_values(&[listener, reason])
+            .get()
+    }
+
+    /// A new inbound connection must be turned away at once with `421 4.7.0`, counted
+    /// under `reason`.
+    pub async fn assert_connection_refused(&self, reason: &str) {
+        let before = self.connections_refused("inbound", reason);
+        let mut c = Client::connect(self.addr).await;
+        c.expect(421, "4.7.0").await;
+        c.expect_eof().await;
+        assert_eq!(
+            self.connections_refused("inbound", reason),
+            before + 1,
+            "refusal {reason} not counted"
+        );
+    }
+
     pub fn handshake_failures(&self) -> u64 {
         sum_counter(
             &self.metrics.render(),
