@@ -393,6 +393,32 @@ struct Stats {
 }
 
 impl Shared {
+    /// What the connections of a run share; refuses a target off loopback unless allowed.
+    fn new(cfg: LoadConfig, bodies: Vec<Arc<Vec<u8>>>) -> Result<Shared, LoadError> {
+        if !cfg.allow_remote && !cfg.target.ip().is_loopback() {
+            return Err(LoadError::NotLoopback(cfg.target));
+        }
+        let tls = client_tls(
+            &cfg.client_chain,
+            &cfg.client_key,
+            &cfg.anchors,
+            cfg.resumption,
+        )?;
+        let name = ServerName::try_from(cfg.server_name.clone())
+            .map_err(|_| LoadError::BadServerName(cfg.server_name.clone()))?;
+        let start = Instant::now();
+        Ok(Shared {
+            tls: TlsConnector::from(tls),
+            name,
+            bodies,
+            claimed: AtomicU64::new(0),
+            start,
+            deadline: start + cfg.duration,
+            stats: Mutex::new(Stats::default()),
+            cfg,
+        })
+    }
+
     /// Takes one unit of work, unless the run is over.
     /// With a `rate`, waits for the unit's slot in the schedule first.
     async fn claim(&self) -> bool {
@@ -492,34 +518,14 @@ pub fn wire_body(size: usize) -> Vec<u8> {
 /// Runs the load described by `cfg` until `total` messages (or handshakes) are done or
 /// `duration` has passed, and reports.
 pub async fn run(cfg: LoadConfig) -> Result<Report, LoadError> {
-    if !cfg.allow_remote && !cfg.target.ip().is_loopback() {
-        return Err(LoadError::NotLoopback(cfg.target));
-    }
-    let tls = client_tls(
-        &cfg.client_chain,
-        &cfg.client_key,
-        &cfg.anchors,
-        cfg.resumption,
-    )?;
-    let name = ServerName::try_from(cfg.server_name.clone())
-        .map_err(|_| LoadError::BadServerName(cfg.server_name.clone()))?;
     let bodies = cfg
         .sizes
         .choices
         .iter()
         .map(|(s, _)| Arc::new(wire_body(*s)))
         .collect();
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        tls: TlsConnector::from(tls),
-        name,
-        bodies,
-        claimed: AtomicU64::new(0),
-        start,
-        deadline: start + cfg.duration,
-        stats: Mutex::new(Stats::default()),
-        cfg,
-    });
+    let shared = Arc::new(Shared::new(cfg, bodies)?);
+    let start = shared.start;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..shared.cfg.connections.max(1) {
         tasks.spawn(worker(Arc::clone(&shared)));
@@ -730,28 +736,8 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
 /// EHLO) and keeps them idle, reading the server's RSS (process `pid`) before and once
 /// all are open; then closes them.
 pub async fn idle_sessions(cfg: LoadConfig, pid: u32) -> Result<IdleReport, LoadError> {
-    if !cfg.allow_remote && !cfg.target.ip().is_loopback() {
-        return Err(LoadError::NotLoopback(cfg.target));
-    }
-    let tls = client_tls(
-        &cfg.client_chain,
-        &cfg.client_key,
-        &cfg.anchors,
-        cfg.resumption,
-    )?;
-    let name = ServerName::try_from(cfg.server_name.clone())
-        .map_err(|_| LoadError::BadServerName(cfg.server_name.clone()))?;
+    let shared = Arc::new(Shared::new(cfg, Vec::new())?);
     let before = rss_kib(pid).unwrap_or(0);
-    let shared = Arc::new(Shared {
-        tls: TlsConnector::from(tls),
-        name,
-        bodies: Vec::new(),
-        claimed: AtomicU64::new(0),
-        start: Instant::now(),
-        deadline: Instant::now() + cfg.duration,
-        stats: Mutex::new(Stats::default()),
-        cfg,
-    });
     let want = shared.cfg.total as usize;
     // Opened a few at a time: a burst of a thousand handshakes would only measure the
     // listen backlog.
