@@ -27,8 +27,8 @@ use smtp_proto::RCPT_NOTIFY_NEVER;
 use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::OffsetDateTime;
 
-use crate::config::Config;
-use crate::relay::dsn::headers_of;
+use crate::message::headers_of;
+use crate::operator::OperatorSettings;
 use crate::spool::{unix_ms, Direction, Envelope, Recipient, StoredMessage};
 
 /// The file, in the spool directory, where the state is saved.
@@ -213,18 +213,15 @@ pub struct AutoReplier {
 }
 
 impl AutoReplier {
-    /// The responder of `config`'s `[operator]` section; `None` without one.
-    pub fn from_config(config: &Config) -> Option<AutoReplier> {
-        let op = config.operator.as_ref()?;
+    /// The responder of the operator's `[operator]` section, answering as `hostname`,
+    /// its state kept in `spool_dir`.
+    pub fn for_operator(op: &OperatorSettings, hostname: &str, spool_dir: &Path) -> AutoReplier {
         let settings = Settings {
             address: op.auto_reply.trim().to_string(),
             window: op.auto_reply_window,
-            hostname: config.hostname.clone(),
+            hostname: hostname.to_string(),
         };
-        Some(AutoReplier::with_file(
-            settings,
-            &config.spool_dir.join(STATE_FILE),
-        ))
+        AutoReplier::with_file(settings, &spool_dir.join(STATE_FILE))
     }
 
     /// A responder with an empty state, in memory only.

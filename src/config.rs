@@ -13,13 +13,17 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dns::DnsSettings;
-use crate::inbound::AllowedNet;
+use crate::inbound::{AllowedNet, InboundSettings, SubmissionSettings};
 use crate::operator::OperatorSettings;
 use crate::policy::{EhloCheck, EhloNames, FcrdnsCheck};
+use crate::relay::outbound::OutboundSettings;
+use crate::relay::{RelayProtocol, RelaySettings};
 use crate::trust::crl::CrlSource;
 use crate::trust::pki::{self, Hierarchy, OurIdentity, Revocation, TrustStore};
 use crate::trust::tls::{TlsVersion, TlsVersions};
+use crate::trust::TlsSettings;
 use crate::whitelist::SignerIdentity;
+use crate::whitelist::WhitelistSettings;
 
 /// Which espace de confiance the gateway belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -112,25 +116,6 @@ impl Default for RawOutbound {
     }
 }
 
-/// Delivery to other operators: the `[outbound]` section.
-#[derive(Debug, Clone)]
-pub struct OutboundSettings {
-    /// The port of the peers' MX hosts: 25 in the espace; tests point it elsewhere.
-    pub port: u16,
-    /// Longest wait for a TCP connection to one MX address before the next is tried.
-    pub connect_timeout: Duration,
-    /// Longest wait for any reply of a peer (greeting, each command, end of data).
-    pub timeout: Duration,
-    /// Most simultaneous outbound transactions, all domains together: the bound on
-    /// connections to peers and on the delivery tasks waiting for them.
-    pub concurrency: usize,
-    /// Most simultaneous transactions to one recipient domain, so that a burst for one
-    /// operator neither monopolises the workers nor trips the peer's connection limits.
-    pub concurrency_per_domain: usize,
-    /// Our name in EHLO; the host name (our certificate's CN) unless set.
-    pub helo: String,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRelay {
@@ -179,43 +164,6 @@ fn default_expiry() -> String {
 }
 fn default_jitter() -> f64 {
     0.1
-}
-
-/// The protocol spoken to the internal server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RelayProtocol {
-    /// ESMTP (EHLO; one reply after the body).
-    #[default]
-    Smtp,
-    /// LMTP (RFC 2033: LHLO; one reply per recipient after the body).
-    Lmtp,
-}
-
-/// Delivery to the internal mail server.
-#[derive(Debug, Clone)]
-pub struct RelaySettings {
-    /// The internal server's address.
-    pub internal: SocketAddr,
-    /// SMTP or LMTP.
-    pub protocol: RelayProtocol,
-    /// Upgrade with STARTTLS (required when set: no fallback to plaintext).
-    pub starttls: bool,
-    /// Anchors that the internal server's certificate must chain to (PEM); the
-    /// espace's anchors when absent.
-    pub tls_ca: Option<PathBuf>,
-    /// The name checked in the internal server's certificate.
-    pub tls_server_name: String,
-    /// AUTH PLAIN credentials (only sent over TLS or to a loopback address).
-    pub auth: Option<(String, String)>,
-    /// Most simultaneous sessions to the internal server.
-    pub internal_concurrency: usize,
-    /// An unused session is closed after this long.
-    pub idle_timeout: Duration,
-    /// Longest wait for any reply of the internal server.
-    pub timeout: Duration,
-    /// Backoff and expiry of deferred messages.
-    pub retry: crate::relay::retry::RetrySchedule,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,110 +395,6 @@ pub struct Config {
     pub dns: DnsSettings,
     /// Delivery to other operators.
     pub outbound: OutboundSettings,
-}
-
-/// TLS material, loaded and checked.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    /// Our certificate chain and key.
-    pub identity: Arc<OurIdentity>,
-    /// The espace's anchors, known intermediates and CRLs.
-    pub trust: Arc<TrustStore>,
-    /// Allowed protocol versions.
-    pub versions: TlsVersions,
-    /// The files the trust store was built from, to rebuild it when a CRL is refreshed.
-    pub anchor_files: Vec<PathBuf>,
-    /// Known intermediate CA files.
-    pub intermediate_files: Vec<PathBuf>,
-    /// CRL files (fixed ones, then those of `crl_sources` that exist).
-    pub crl_files: Vec<PathBuf>,
-    /// CRLs downloaded from their distribution points.
-    pub crl_sources: Vec<CrlSource>,
-    /// Time between CRL downloads.
-    pub crl_refresh_interval: Duration,
-}
-
-/// How the liste blanche is obtained and trusted.
-#[derive(Debug, Clone)]
-pub struct WhitelistSettings {
-    /// The espace's URL (from `espace` unless overridden).
-    pub url: String,
-    /// The cache file: the raw signed XML of the last valid list. With `fetch = false` it
-    /// is the list itself, read only.
-    pub cache: PathBuf,
-    /// Download and refresh the list; false for an offline gateway on a fixed file.
-    pub fetch: bool,
-    /// Time between refreshes (a random jitter of up to 10% is added).
-    pub refresh_interval: Duration,
-    /// Past this age without a valid refresh, decisions answer 451 4.7.1.
-    pub max_age: Duration,
-    /// A new list with fewer entries than `(1 - max_shrink)` times the current one is
-    /// refused as truncated.
-    pub max_shrink: f64,
-    /// Largest download accepted, in bytes.
-    pub max_size: usize,
-    /// Whole download time limit.
-    pub timeout: Duration,
-    /// Check the XML signature (never off in production).
-    pub verify_signature: bool,
-    /// Who must have signed the list.
-    pub signer: SignerIdentity,
-    /// Our identity, presented as client certificate when downloading the list
-    /// (`whitelist.client_certificate = true`), for an espace server that asks for one.
-    pub client_identity: Option<Arc<OurIdentity>>,
-}
-
-/// The submission listener: where our internal mail server hands over outgoing mail.
-#[derive(Debug, Clone)]
-pub struct SubmissionSettings {
-    /// Address to listen on (keep it on an internal interface).
-    pub listen: SocketAddr,
-    /// Networks allowed to connect (the internal mail servers).
-    pub allow: Vec<AllowedNet>,
-    /// MAIL needs STARTTLS first.
-    pub require_tls: bool,
-}
-
-/// The inbound listener's settings.
-#[derive(Debug, Clone)]
-pub struct InboundSettings {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Most simultaneous connections; more are answered 421 and closed.
-    pub max_connections: usize,
-    /// Most simultaneous connections from one IP address.
-    pub max_connections_per_ip: usize,
-    /// New connections per minute from one IP address (a burst of that size is allowed,
-    /// then it refills evenly); 0 turns the limit off.
-    pub max_connection_rate_per_ip: u32,
-    /// Commands moving no mail (NOOP, RSET, HELP, VRFY, EHLO) accepted in a row before
-    /// 421 4.7.0 and close.
-    pub max_idle_commands: u32,
-    /// Longest a connection may last, whatever it does (then 421 4.4.2).
-    pub max_session_duration: Duration,
-    /// On shutdown, how long message bodies in progress may take to finish before the
-    /// remaining connections are cut (nothing of theirs was acknowledged).
-    pub shutdown_grace: Duration,
-    /// Longest a TLS handshake may take.
-    pub handshake_timeout: Duration,
-    /// Longest wait for a command (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
-    pub command_timeout: Duration,
-    /// Longest wait for the next block of a message body (§4.5.3.2: 3 minutes at least).
-    pub data_timeout: Duration,
-    /// Largest message accepted, in bytes.
-    pub max_message_size: usize,
-    /// Most recipients per message.
-    pub max_recipients: usize,
-    /// Consecutive refused commands before the connection is closed.
-    pub max_errors: u32,
-    /// Longest time from accept to a verified client certificate (peers): counted in all,
-    /// not per read, so a client trickling bytes cannot stretch it.
-    pub tls_deadline: Duration,
-    /// Most connections not yet past TLS with a verified client certificate (peers), so
-    /// that authenticated operators always find slots (default: half of max_connections).
-    pub max_pre_tls_connections: usize,
-    /// Length of the kernel's queue of connections not yet accepted.
-    pub listen_backlog: u32,
 }
 
 /// One problem in a configuration file.
@@ -1272,33 +1116,13 @@ fn parse_tls_version(s: &str) -> Option<TlsVersion> {
 }
 
 fn duration(p: &mut Problems<'_>, key: &str, value: &str) -> Option<Duration> {
-    match parse_duration(value) {
-        Some(d) if !d.is_zero() => Some(d),
-        _ => {
-            p.add(
-                key,
-                format!("\"{value}\" is not a duration: expected a number with a unit, such as \"30s\", \"5m\" or \"1h\""),
-            );
+    match crate::duration::parse_positive(value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            p.add(key, e);
             None
         }
     }
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h`, `2d`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => return Some(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
 }
 
 fn is_domain(d: &str) -> bool {
@@ -1386,17 +1210,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration("5 weeks"), None);
-    }
 
     #[test]
     fn parse_errors_name_the_key() {

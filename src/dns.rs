@@ -33,9 +33,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Deserializer};
-
-use crate::config::parse_duration;
+use serde::Deserialize;
 
 /// How the resolver reaches DNS: the `[dns]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -47,7 +45,7 @@ pub struct DnsSettings {
     pub name_servers: Vec<SocketAddr>,
     /// How long one query waits for an answer before it is sent again or given up: a
     /// silent name server must not hold a delivery worker for long.
-    #[serde(deserialize_with = "deserialize_duration")]
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub timeout: Duration,
     /// How many times a query is sent before the lookup is reported as temporary (timeouts,
     /// SERVFAIL), the first time included, as `attempts` in resolv.conf: a silent name
@@ -66,15 +64,6 @@ impl Default for DnsSettings {
             cache_size: 1024,
         }
     }
-}
-
-fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "\"{s}\" is not a duration: expected a number with a unit, such as \"5s\" or \"500ms\""
-        ))
-    })
 }
 
 impl DnsSettings {
@@ -548,7 +537,7 @@ mod tests {
 
     #[test]
     fn settings_problems_name_the_key() {
-        let bad = toml::from_str::<DnsSettings>("timeout = \"5 weeks\"").unwrap_err();
+        let bad = toml::from_str::<DnsSettings>("timeout = \"5 fortnights\"").unwrap_err();
         assert!(bad.to_string().contains("is not a duration"), "{bad}");
         assert!(toml::from_str::<DnsSettings>("server = \"x\"").is_err());
         assert!(toml::from_str::<DnsSettings>("name_servers = [\"localhost\"]").is_err());

@@ -112,7 +112,13 @@ impl Gateway {
                         config.local_domains.clone(),
                         Some(Arc::new(outbound)),
                     )?
-                    .with_auto_reply(crate::autoreply::AutoReplier::from_config(config)),
+                    .with_auto_reply(config.operator.as_ref().map(|op| {
+                        crate::autoreply::AutoReplier::for_operator(
+                            op,
+                            &config.hostname,
+                            &config.spool_dir,
+                        )
+                    })),
                 ))
             }
             None => {

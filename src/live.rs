@@ -32,7 +32,7 @@ pub struct LiveSettings {
     pub trust: Arc<TrustStore>,
     /// The `[tls]` settings `trust` was built from: the CRL refresher rebuilds the store
     /// from these (the current ones, so a reload is never undone by a CRL update).
-    pub tls_settings: Arc<crate::config::TlsSettings>,
+    pub tls_settings: Arc<crate::trust::TlsSettings>,
     /// Hostname/CN coherence mode.
     pub ehlo_check: EhloCheck,
     /// Which certificate names the EHLO name may equal.

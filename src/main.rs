@@ -537,7 +537,7 @@ fn print_entry(
         println!();
         print!(
             "{}",
-            String::from_utf8_lossy(mssante_gateway::relay::dsn::headers_of(&m.body))
+            String::from_utf8_lossy(mssante_gateway::message::headers_of(&m.body))
         );
     }
 }

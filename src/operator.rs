@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// The `[operator]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -25,7 +25,7 @@ pub struct OperatorSettings {
     /// that two auto-responders cannot answer each other forever (RFC 3834 §2).
     #[serde(
         default = "default_auto_reply_window",
-        deserialize_with = "deserialize_window",
+        deserialize_with = "crate::duration::deserialize_positive",
         skip_serializing
     )]
     pub auto_reply_window: Duration,
@@ -48,16 +48,6 @@ pub struct OperatorSettings {
 
 fn default_auto_reply_window() -> Duration {
     Duration::from_secs(86_400)
-}
-
-fn deserialize_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    match crate::config::parse_duration(&s) {
-        Some(w) if !w.is_zero() => Ok(w),
-        _ => Err(serde::de::Error::custom(format!(
-            "auto_reply_window \"{s}\" is not a positive duration: expected a number with a unit, such as \"1d\" or \"12h\""
-        ))),
-    }
 }
 
 /// The operator's legal representative and structure.
@@ -144,7 +134,7 @@ mod tests {
     struct Window {
         #[serde(
             default = "default_auto_reply_window",
-            deserialize_with = "deserialize_window"
+            deserialize_with = "crate::duration::deserialize_positive"
         )]
         auto_reply_window: Duration,
     }

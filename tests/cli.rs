@@ -159,7 +159,7 @@ async fn check_config_lists_every_problem_of_a_file() {
     let file = ConfigFile::new(|t| {
         set(t, "tls", "certificate", cert("no-such-certificate.pem"));
         set(t, "inbound", "listen", "localhost:25");
-        set(t, "inbound", "command_timeout", "5 minutes");
+        set(t, "inbound", "command_timeout", "5 moments");
         set(t, "inbound", "max_recipients", 0);
         set(t, "tls", "min_version", "1.1");
     });
@@ -168,7 +168,7 @@ async fn check_config_lists_every_problem_of_a_file() {
         &[
             &["tls.certificate", "no-such-certificate.pem"],
             &["inbound.listen", "localhost:25"],
-            &["inbound.command_timeout", "5 minutes"],
+            &["inbound.command_timeout", "5 moments"],
             &["inbound.max_recipients", "greater than 0"],
             &["tls.min_version", "1.1"],
         ],

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::InboundSettings;
 use crate::live::LiveSettings;
 use crate::metrics::Metrics;
 use crate::spool::{Direction, Spool};
 use crate::whitelist::live::WhitelistState;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Who connects to a listener, and so which rules apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +129,59 @@ pub struct InboundContext {
     pub spool: Arc<Spool>,
     /// Metrics of the gateway.
     pub metrics: Arc<Metrics>,
+}
+
+/// The submission listener: where our internal mail server hands over outgoing mail.
+#[derive(Debug, Clone)]
+pub struct SubmissionSettings {
+    /// Address to listen on (keep it on an internal interface).
+    pub listen: SocketAddr,
+    /// Networks allowed to connect (the internal mail servers).
+    pub allow: Vec<AllowedNet>,
+    /// MAIL needs STARTTLS first.
+    pub require_tls: bool,
+}
+
+/// The inbound listener's settings.
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Most simultaneous connections; more are answered 421 and closed.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// New connections per minute from one IP address (a burst of that size is allowed,
+    /// then it refills evenly); 0 turns the limit off.
+    pub max_connection_rate_per_ip: u32,
+    /// Commands moving no mail (NOOP, RSET, HELP, VRFY, EHLO) accepted in a row before
+    /// 421 4.7.0 and close.
+    pub max_idle_commands: u32,
+    /// Longest a connection may last, whatever it does (then 421 4.4.2).
+    pub max_session_duration: Duration,
+    /// On shutdown, how long message bodies in progress may take to finish before the
+    /// remaining connections are cut (nothing of theirs was acknowledged).
+    pub shutdown_grace: Duration,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Longest wait for a command (RFC 5321 §4.5.3.2 asks for at least 5 minutes).
+    pub command_timeout: Duration,
+    /// Longest wait for the next block of a message body (§4.5.3.2: 3 minutes at least).
+    pub data_timeout: Duration,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Consecutive refused commands before the connection is closed.
+    pub max_errors: u32,
+    /// Longest time from accept to a verified client certificate (peers): counted in all,
+    /// not per read, so a client trickling bytes cannot stretch it.
+    pub tls_deadline: Duration,
+    /// Most connections not yet past TLS with a verified client certificate (peers), so
+    /// that authenticated operators always find slots (default: half of max_connections).
+    pub max_pre_tls_connections: usize,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub listen_backlog: u32,
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
             &mut m,
             &format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"),
         );
-        m.extend_from_slice(headers_of(body));
+        m.extend_from_slice(crate::message::headers_of(body));
     }
     push(&mut m, &format!("\r\n--{boundary}--\r\n"));
     let envelope = Envelope {
@@ -240,14 +240,6 @@ fn human_text(r: &Report<'_>) -> String {
     t.chars()
         .map(|c| if c.is_ascii() { c } else { '?' })
         .collect()
-}
-
-/// The header block of a message, up to and including the blank line.
-pub fn headers_of(body: &[u8]) -> &[u8] {
-    match memchr::memmem::find(body, b"\r\n\r\n") {
-        Some(i) => &body[..i + 2],
-        None => body,
-    }
 }
 
 /// A value safe on one header line.

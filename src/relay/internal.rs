@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::Outcome;
+use super::{RelayProtocol, RelaySettings};
 use crate::client::{Client, ClientError, ClientOptions, Transaction};
-use crate::config::{RelayProtocol, RelaySettings};
 use crate::smtp::Enhanced;
 
 /// Why the relay could not be built.

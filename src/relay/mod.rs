@@ -21,6 +21,10 @@ pub(crate) mod retry;
 pub(crate) mod worker;
 
 use crate::smtp::{Enhanced, Reply};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// The fate of one recipient in one attempt.
 #[derive(Debug, Clone)]
@@ -50,4 +54,41 @@ impl Outcome {
             Outcome::Temporary(reply)
         }
     }
+}
+
+/// The protocol spoken to the internal server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayProtocol {
+    /// ESMTP (EHLO; one reply after the body).
+    #[default]
+    Smtp,
+    /// LMTP (RFC 2033: LHLO; one reply per recipient after the body).
+    Lmtp,
+}
+
+/// Delivery to the internal mail server.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// The internal server's address.
+    pub internal: SocketAddr,
+    /// SMTP or LMTP.
+    pub protocol: RelayProtocol,
+    /// Upgrade with STARTTLS (required when set: no fallback to plaintext).
+    pub starttls: bool,
+    /// Anchors that the internal server's certificate must chain to (PEM); the
+    /// espace's anchors when absent.
+    pub tls_ca: Option<PathBuf>,
+    /// The name checked in the internal server's certificate.
+    pub tls_server_name: String,
+    /// AUTH PLAIN credentials (only sent over TLS or to a loopback address).
+    pub auth: Option<(String, String)>,
+    /// Most simultaneous sessions to the internal server.
+    pub internal_concurrency: usize,
+    /// An unused session is closed after this long.
+    pub idle_timeout: Duration,
+    /// Longest wait for any reply of the internal server.
+    pub timeout: Duration,
+    /// Backoff and expiry of deferred messages.
+    pub retry: crate::relay::retry::RetrySchedule,
 }

@@ -35,7 +35,6 @@ use tokio::sync::Semaphore;
 
 use super::Outcome;
 use crate::client::{Client, ClientError, ClientOptions, Transaction};
-use crate::config::OutboundSettings;
 use crate::dns::{DnsError, Resolver};
 use crate::live::LiveSettings;
 use crate::metrics::Metrics;
@@ -520,6 +519,25 @@ fn dns_outcome(e: &DnsError) -> Outcome {
         DnsError::NoMailHost { .. } | DnsError::NoAddress { .. } => Enhanced(5, 4, 4),
     };
     Outcome::Permanent(Reply::new(550, status, e.to_string()))
+}
+
+/// Delivery to other operators: the `[outbound]` section.
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// The port of the peers' MX hosts: 25 in the espace; tests point it elsewhere.
+    pub port: u16,
+    /// Longest wait for a TCP connection to one MX address before the next is tried.
+    pub connect_timeout: Duration,
+    /// Longest wait for any reply of a peer (greeting, each command, end of data).
+    pub timeout: Duration,
+    /// Most simultaneous outbound transactions, all domains together: the bound on
+    /// connections to peers and on the delivery tasks waiting for them.
+    pub concurrency: usize,
+    /// Most simultaneous transactions to one recipient domain, so that a burst for one
+    /// operator neither monopolises the workers nor trips the peer's connection limits.
+    pub concurrency_per_domain: usize,
+    /// Our name in EHLO; the host name (our certificate's CN) unless set.
+    pub helo: String,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! smtp-proto's response parser), the capabilities of an EHLO/LHLO reply, the commands we
 //! send, and one transaction's exchange with a reply per recipient.
 //!
-//! The async driver that moves these bytes over TCP and TLS is [`crate::client`]; the
+//! The async driver that moves these bytes over TCP and TLS is the `client` module; the
 //! relay, `probe`, the load generator and the tests' clients all read replies here.
 //!
 //! Why not mail-send: its `send()` stops at the first refused recipient and hides the

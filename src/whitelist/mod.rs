@@ -17,6 +17,7 @@ pub mod signature;
 pub mod store;
 pub(crate) mod xml;
 
+use crate::trust::pki::OurIdentity;
 pub use index::{LiveWhitelist, Whitelist};
 pub use model::{Entry, ParseWarning, ParsedList, WarningKind};
 pub use parse::ParseError;
@@ -24,6 +25,9 @@ pub use signature::{
     sign_enveloped, verify_enveloped, ChainCheck, SignatureError, SignerIdentity, SignerInfo,
     SigningKey, VerifyOptions,
 };
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a list was refused. The caller keeps using its previous list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,4 +98,34 @@ pub fn load_and_verify(xml: &[u8], opts: &VerifyOptions<'_>) -> Result<Whitelist
         tracing::warn!(%warning, "whitelist entry");
     }
     Ok(Whitelist::new(list, Some(signer)))
+}
+
+/// How the liste blanche is obtained and trusted.
+#[derive(Debug, Clone)]
+pub struct WhitelistSettings {
+    /// The espace's URL (from `espace` unless overridden).
+    pub url: String,
+    /// The cache file: the raw signed XML of the last valid list. With `fetch = false` it
+    /// is the list itself, read only.
+    pub cache: PathBuf,
+    /// Download and refresh the list; false for an offline gateway on a fixed file.
+    pub fetch: bool,
+    /// Time between refreshes (a random jitter of up to 10% is added).
+    pub refresh_interval: Duration,
+    /// Past this age without a valid refresh, decisions answer 451 4.7.1.
+    pub max_age: Duration,
+    /// A new list with fewer entries than `(1 - max_shrink)` times the current one is
+    /// refused as truncated.
+    pub max_shrink: f64,
+    /// Largest download accepted, in bytes.
+    pub max_size: usize,
+    /// Whole download time limit.
+    pub timeout: Duration,
+    /// Check the XML signature (never off in production).
+    pub verify_signature: bool,
+    /// Who must have signed the list.
+    pub signer: SignerIdentity,
+    /// Our identity, presented as client certificate when downloading the list
+    /// (`whitelist.client_certificate = true`), for an espace server that asks for one.
+    pub client_identity: Option<Arc<OurIdentity>>,
 }

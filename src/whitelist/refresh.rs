@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use super::fetch::{tls_config_with_identity, FetchConfig, FetchError, FetchOutcome, Fetcher};
 use super::live::WhitelistState;
 use super::store::{self, StoreError};
+use super::WhitelistSettings;
 use super::{
     load_and_verify, load_unverified, ChainCheck, VerifyOptions, Whitelist, WhitelistError,
 };
-use crate::config::WhitelistSettings;
 use crate::metrics::Metrics;
 use crate::trust::pki::TrustStore;
 
