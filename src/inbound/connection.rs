@@ -25,7 +25,7 @@ use crate::trust::TlsInfo;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// How a pass of the read loop ended.
-enum Outcome {
+enum Pass {
     /// The client asked for STARTTLS and the 220 was written.
     StartTls,
     /// The session is over.
@@ -144,8 +144,8 @@ impl Connection {
 
     async fn run(&mut self, mut stream: TcpStream) {
         match self.drive(&mut stream).await {
-            Ok(Outcome::Closed) => return,
-            Ok(Outcome::StartTls) => {}
+            Ok(Pass::Closed) => return,
+            Ok(Pass::StartTls) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "connection lost");
                 return;
@@ -223,7 +223,7 @@ impl Connection {
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
-    ) -> io::Result<Outcome> {
+    ) -> io::Result<Pass> {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             while let Some(ev) = self.session.poll() {
@@ -236,7 +236,7 @@ impl Connection {
                 };
                 if self.on_event(ev).await {
                     self.write_output(stream).await?;
-                    return Ok(Outcome::StartTls);
+                    return Ok(Pass::StartTls);
                 }
             }
             // Stopping: a message body being received may finish (its client gets its
@@ -248,7 +248,7 @@ impl Connection {
                 self.write_output(stream).await?;
             }
             if self.session.is_closed() {
-                return Ok(Outcome::Closed);
+                return Ok(Pass::Closed);
             }
             let timeout = if self.session.in_body() {
                 self.ctx.settings.data_timeout
@@ -278,7 +278,7 @@ impl Connection {
             match read {
                 Ok(Ok(0)) => {
                     tracing::debug!("peer closed the connection");
-                    return Ok(Outcome::Closed);
+                    return Ok(Pass::Closed);
                 }
                 Ok(Ok(n)) => self.session.feed(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
