@@ -241,18 +241,12 @@ async fn what_smtp_proto_lets_through_is_refused() {
 /// scripts/test.sh installs; without them the test says so and fails.
 #[tokio::test]
 async fn routing_addresses_never_reach_another_domain_through_a_stock_postfix() {
-    use std::os::unix::fs::PermissionsExt;
     assert!(
         std::path::Path::new("/usr/sbin/postfix").exists(),
         "Debian's postfix package is missing: scripts/test.sh installs it (as root)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let pf_dir = dir.path().join("postfix");
+    let port = common::free_port();
+    let (_dir, pf_dir) = common::postfix_workdir();
     let _postfix = common::Postfix::start("postfix-internal.sh", &pf_dir, port);
     let maillog = pf_dir.join("maillog");
     let log = || std::fs::read_to_string(&maillog).unwrap_or_default();

@@ -45,13 +45,13 @@ impl ConfigFile {
     }
 }
 
+/// Sets `key` of `[section]`, or a top-level key when `section` is empty.
 fn set(table: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::Value>) {
-    let t = if section.is_empty() {
-        table
+    if section.is_empty() {
+        table.insert(key.to_string(), value.into());
     } else {
-        table[section].as_table_mut().expect("a table")
-    };
-    t.insert(key.to_string(), value.into());
+        common::set(table, section, key, value);
+    }
 }
 
 fn cert(name: &str) -> String {

@@ -201,39 +201,22 @@ fn write_config(dir: &Path, cert: &str, port: u16) -> std::path::PathBuf {
 fn write_config_logging(dir: &Path, cert: &str, port: u16, log_level: &str) -> std::path::PathBuf {
     let certs = certs_dir();
     let p = |name: &str| certs.join(name).to_string_lossy().into_owned();
-    let text = format!(
-        r#"espace = "test"
-local_domains = ["{LOCAL_DOMAIN}"]
-[tls]
-certificate = "{}"
-key = "{}"
-anchors = ["{}"]
-intermediates = ["{}"]
-crls = ["{}"]
-[inbound]
-listen = "127.0.0.1:{port}"
-[spool]
-dir = "{}"
-[whitelist]
-cache = "{}"
-fetch = false
-signer_cn = "alb.test.mssante.fr"
-signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
-[log]
-level = "{}"
-"#,
+    let mut config = common::base_config(&dir.join("spool"));
+    common::set(
+        &mut config,
+        "tls",
+        "certificate",
         p(&format!("{cert}-chain.pem")),
-        p(&format!("{cert}.key")),
-        p("anchors.pem"),
-        p("intermediate-ca.pem"),
-        p("intermediate-ca.crl.pem"),
-        dir.join("spool").to_string_lossy(),
-        p("whitelist.xml"),
-        log_level,
     );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    common::set(&mut config, "tls", "key", p(&format!("{cert}.key")));
+    common::set(
+        &mut config,
+        "inbound",
+        "listen",
+        format!("127.0.0.1:{port}"),
+    );
+    common::set(&mut config, "log", "level", log_level);
+    common::write_config(dir, &config)
 }
 
 /// The CN of the certificate the gateway presents to a new connection.

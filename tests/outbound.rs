@@ -445,15 +445,8 @@ async fn a_listed_domain_that_does_not_exist_in_dns_is_bounced_with_5_1_2() {
 #[tokio::test]
 #[ignore = "needs root and Debian's postfix package"]
 async fn postfix_as_the_receiving_operator() {
-    use std::os::unix::fs::PermissionsExt;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The postfix user delivers below it.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let pf_dir = dir.path().join("postfix");
+    let port = common::free_port();
+    let (_dir, pf_dir) = common::postfix_workdir();
     let _postfix = common::Postfix::start("postfix-peer.sh", &pf_dir, port);
     let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let dns = DnsServer::start(&zone_a());

@@ -24,28 +24,15 @@ fn config(dir: &Path, internal: SocketAddr) -> Config {
     config_with(dir, internal, "")
 }
 
-/// The test configuration with `extra` lines appended to its `[relay]` section.
+/// The test configuration with the `extra` keys added to its `[relay]` section.
 fn config_with(dir: &Path, internal: SocketAddr, extra: &str) -> Config {
-    let text = format!(
-        r#"
-espace = "test"
-local_domains = ["gateway.test.mssante.fr"]
-[tls]
-certificate = "{cert}"
-key = "{key}"
-anchors = ["{anchors}"]
-intermediates = ["{inter}"]
-[inbound]
-listen = "127.0.0.1:0"
-[spool]
-dir = "{spool}"
-[whitelist]
-cache = "{wl}"
-fetch = false
-signer_cn = "alb.test.mssante.fr"
-signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
-# No name server answers here: DSNs to remote senders stay queued for the outbound relay
-# (tests/outbound.rs covers that delivery).
+    let mut config = common::base_config(&dir.join("spool"));
+    // No name server answers here: DSNs to remote senders stay queued for the outbound
+    // relay (tests/outbound.rs covers that delivery).
+    common::merge(
+        &mut config,
+        &format!(
+            r#"
 [dns]
 name_servers = ["127.0.0.1:9"]
 timeout = "1s"
@@ -58,18 +45,11 @@ timeout = "10s"
 retry_first = "300ms"
 retry_max = "1s"
 expiry = "1h"
-{extra}
-"#,
-        cert = repo("certs-test/gateway-chain.pem"),
-        key = repo("certs-test/gateway.key"),
-        anchors = repo("certs-test/anchors.pem"),
-        inter = repo("certs-test/intermediate-ca.pem"),
-        wl = repo("certs-test/whitelist.xml"),
-        spool = dir.join("spool").display(),
+"#
+        ),
     );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, &text).expect("write config");
-    Config::load(&path).expect("valid config")
+    common::merge(&mut config, &format!("[relay]\n{extra}"));
+    Config::load(&common::write_config(dir, &config)).expect("valid config")
 }
 
 fn envelope(from: &str, rcpts: &[&str]) -> Envelope {

@@ -102,6 +102,58 @@ signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
     toml::from_str(&text).expect("the base configuration is valid TOML")
 }
 
+/// Sets `key` of `[section]` (created when missing) in a configuration table.
+pub fn set(config: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::Value>) {
+    config
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("a section is a table")
+        .insert(key.to_string(), value.into());
+}
+
+/// Adds the sections and keys of `text` (TOML) to `config`, key by key.
+pub fn merge(config: &mut toml::Table, text: &str) {
+    let extra: toml::Table = toml::from_str(text).expect("valid TOML");
+    for (section, value) in extra {
+        match value {
+            toml::Value::Table(keys) => {
+                for (key, v) in keys {
+                    set(config, &section, &key, v);
+                }
+            }
+            v => {
+                config.insert(section, v);
+            }
+        }
+    }
+}
+
+/// Writes `config` as `dir/gateway.toml`; its path.
+pub fn write_config(dir: &Path, config: &toml::Table) -> PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml::to_string(config).expect("TOML")).expect("write config");
+    path
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A temporary directory the postfix user can enter (it delivers below it), and the
+/// Postfix instance's directory in it.
+pub fn postfix_workdir() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let postfix = dir.path().join("postfix");
+    (dir, postfix)
+}
+
 /// A change to the `[inbound]` section, for [`TestGateway::start_with`].
 pub fn inbound(key: &'static str, value: impl Into<toml::Value>) -> impl FnOnce(&mut toml::Table) {
     let value = value.into();
