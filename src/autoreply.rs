@@ -23,13 +23,12 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use smtp_proto::RCPT_NOTIFY_NEVER;
 use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::OffsetDateTime;
 
 use crate::message::headers_of;
 use crate::operator::OperatorSettings;
-use crate::spool::{unix_ms, Direction, Envelope, Recipient, StoredMessage};
+use crate::spool::{unix_ms, Direction, Envelope, StoredMessage};
 
 /// The file, in the spool directory, where the state is saved.
 pub const STATE_FILE: &str = "autoreply.json";
@@ -555,31 +554,19 @@ fn build(
         addr = clean(&settings.address)
     );
     m.push_str(&quoted_printable(&text));
-    let envelope = Envelope {
-        direction: Direction::Outbound,
-        received_at: now_dt.format(&Rfc3339).unwrap_or_default(),
-        peer_addr: "local".into(),
-        helo: settings.hostname.clone(),
-        peer_dn: None,
-        peer_cn: None,
-        tls: None,
-        mail_from: String::new(),
-        envid: None,
-        ret_full: None,
-        body_8bitmime: false,
-        smtputf8: false,
-        recipients: vec![Recipient {
-            address: sender.to_string(),
-            notify: RCPT_NOTIFY_NEVER,
-            orcpt: None,
-        }],
-    };
+    let envelope = Envelope::of_report(
+        Direction::Outbound,
+        &settings.hostname,
+        now_dt.format(&Rfc3339).unwrap_or_default(),
+        sender,
+    );
     (envelope, m.into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Recipient;
 
     const SENDER: &str = "alice@peer-a.test.mssante.fr";
 

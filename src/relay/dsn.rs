@@ -195,26 +195,15 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
         m.extend_from_slice(crate::message::headers_of(body));
     }
     push(&mut m, &format!("\r\n--{boundary}--\r\n"));
-    let envelope = Envelope {
-        // Informational only: delivery is routed per recipient domain.
-        direction: Default::default(),
-        received_at: r.now.format(&Rfc3339).unwrap_or_default(),
-        peer_addr: "local".into(),
-        helo: r.reporting_mta.to_string(),
-        peer_dn: None,
-        peer_cn: None,
-        tls: None,
-        mail_from: String::new(),
-        envid: None,
-        ret_full: None,
-        body_8bitmime: ret_full && env.body_8bitmime,
-        smtputf8: env.smtputf8,
-        recipients: vec![Recipient {
-            address: env.mail_from.clone(),
-            notify: RCPT_NOTIFY_NEVER,
-            orcpt: None,
-        }],
-    };
+    // The direction is informational only: delivery is routed per recipient domain.
+    let mut envelope = Envelope::of_report(
+        Default::default(),
+        r.reporting_mta,
+        r.now.format(&Rfc3339).unwrap_or_default(),
+        &env.mail_from,
+    );
+    envelope.body_8bitmime = ret_full && env.body_8bitmime;
+    envelope.smtputf8 = env.smtputf8;
     Some((envelope, m))
 }
 

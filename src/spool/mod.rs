@@ -92,6 +92,38 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
 }
 
+impl Envelope {
+    /// The envelope of a report the gateway writes itself (a DSN, an automatic answer):
+    /// from `<>`, to `to` alone with NOTIFY=NEVER (a report is never reported on),
+    /// accepted now by `hostname`.
+    pub fn of_report(
+        direction: Direction,
+        hostname: &str,
+        received_at: String,
+        to: &str,
+    ) -> Envelope {
+        Envelope {
+            direction,
+            received_at,
+            peer_addr: "local".into(),
+            helo: hostname.to_string(),
+            peer_dn: None,
+            peer_cn: None,
+            tls: None,
+            mail_from: String::new(),
+            envid: None,
+            ret_full: None,
+            body_8bitmime: false,
+            smtputf8: false,
+            recipients: vec![Recipient {
+                address: to.to_string(),
+                notify: smtp_proto::RCPT_NOTIFY_NEVER,
+                orcpt: None,
+            }],
+        }
+    }
+}
+
 /// The TLS of the session a message came in by.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(from = "TlsRecord")]
