@@ -103,21 +103,17 @@ impl Relay {
                 self.close_idle_sessions();
             }
             let now = SystemTime::now();
-            for id in self.spool.next_due(now) {
+            // Only as many messages as there are free delivery slots are claimed: the rest
+            // stay in the queue's index, not in tasks waiting for a slot.
+            let free = self.workers.available_permits();
+            for id in self.spool.claim_due(now, free) {
+                let Ok(permit) = Arc::clone(&self.workers).try_acquire_owned() else {
+                    self.spool.release(&id);
+                    continue;
+                };
                 let me = Arc::clone(&self);
-                let mut stop = shutdown.clone();
                 tasks.spawn(async move {
-                    let permit = tokio::select! {
-                        p = Arc::clone(&me.workers).acquire_owned() => p,
-                        _ = stop.wait_for(|s| *s) => {
-                            me.spool.release(&id);
-                            return;
-                        }
-                    };
-                    let Ok(_permit) = permit else {
-                        me.spool.release(&id);
-                        return;
-                    };
+                    let _permit = permit;
                     me.deliver(&id).await;
                 });
             }
@@ -128,12 +124,17 @@ impl Relay {
             self.metrics
                 .queue_oldest_age_seconds
                 .set(i64::try_from(summary.oldest_age.as_secs()).unwrap_or(i64::MAX));
-            let wait = self
-                .spool
-                .time_to_next(SystemTime::now())
-                .unwrap_or(REFRESH_EVERY)
-                .min(REFRESH_EVERY)
-                .max(Duration::from_millis(5));
+            // With every slot busy, the next due message waits for a delivery to finish
+            // (`join_next` below), not for its due time.
+            let wait = if self.workers.available_permits() == 0 {
+                REFRESH_EVERY
+            } else {
+                self.spool
+                    .time_to_next(SystemTime::now())
+                    .unwrap_or(REFRESH_EVERY)
+                    .min(REFRESH_EVERY)
+                    .max(Duration::from_millis(5))
+            };
             tokio::select! {
                 _ = notify.notified() => {}
                 _ = tokio::time::sleep(wait) => {}

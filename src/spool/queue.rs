@@ -6,7 +6,7 @@
 //! `state/<id>.json`, replaced atomically (temporary file, fsync, rename, fsync dir).
 //! A message without a state file has never been tried and is due at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,18 +61,89 @@ struct Slot {
     added_seq: u64,
 }
 
+/// The index proper: every queued message by id, the unclaimed ones ordered by due time
+/// (then age), and all by age. Claiming the next due messages, the time to the next one,
+/// the depth and the oldest age cost O(log n) at most: nothing on the message path walks
+/// the whole queue, so a large backlog does not slow intake.
+#[derive(Debug, Default)]
+struct Slots {
+    by_id: HashMap<String, Slot>,
+    /// (due, received, id) of the unclaimed messages.
+    due: BTreeSet<(u64, u64, String)>,
+    /// (received, id) of every message.
+    by_age: BTreeSet<(u64, String)>,
+}
+
+impl Slots {
+    fn insert(&mut self, id: String, slot: Slot) {
+        if let Some(old) = self.by_id.get(&id).copied() {
+            self.forget(&id, old);
+        }
+        if !slot.claimed {
+            self.due.insert((slot.due_ms, slot.received_ms, id.clone()));
+        }
+        self.by_age.insert((slot.received_ms, id.clone()));
+        self.by_id.insert(id, slot);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.forget(id, old);
+        }
+    }
+
+    /// Drops `id`'s entries from the ordered sets.
+    fn forget(&mut self, id: &str, slot: Slot) {
+        if !slot.claimed {
+            self.due
+                .remove(&(slot.due_ms, slot.received_ms, id.to_string()));
+        }
+        self.by_age.remove(&(slot.received_ms, id.to_string()));
+    }
+
+    /// Changes `id`'s slot with `f` (unknown ids are ignored).
+    fn update(&mut self, id: &str, f: impl FnOnce(&mut Slot)) {
+        if let Some(mut slot) = self.by_id.get(id).copied() {
+            f(&mut slot);
+            self.insert(id.to_string(), slot);
+        }
+    }
+
+    /// Claims up to `max` unclaimed messages due at `now`, earliest due first.
+    fn claim(&mut self, now: u64, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((due, _, _)) = self.due.first() else {
+                break;
+            };
+            if *due > now {
+                break;
+            }
+            let Some((_, _, id)) = self.due.pop_first() else {
+                break;
+            };
+            if let Some(slot) = self.by_id.get_mut(&id) {
+                slot.claimed = true;
+            }
+            out.push(id);
+        }
+        out
+    }
+}
+
 /// Queued messages by id. The lock is held only for map operations, never across I/O.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
     /// Ticks at each commit and at the start of each refresh.
     seq: AtomicU64,
 }
 
 impl Index {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Slot>) -> R) -> R {
-        // A panic while holding this lock cannot leave the map inconsistent (every
-        // operation is a single insert/remove/update), so a poisoned lock is still usable.
+    fn with<R>(&self, f: impl FnOnce(&mut Slots) -> R) -> R {
+        // A panic while holding this lock cannot leave the sets inconsistent with the map
+        // in a way that loses a message (each operation re-inserts what it removed), so a
+        // poisoned lock is still usable.
         let mut g = self
             .slots
             .lock()
@@ -83,6 +154,7 @@ impl Index {
     /// A freshly committed message: due now.
     pub(super) fn insert_new(&self, id: &str) {
         let received_ms = id_time_ms(id).unwrap_or_else(|| unix_ms(SystemTime::now()));
+        let added_seq = self.seq.fetch_add(1, Ordering::SeqCst);
         self.with(|m| {
             m.insert(
                 id.to_string(),
@@ -90,7 +162,7 @@ impl Index {
                     due_ms: 0,
                     received_ms,
                     claimed: false,
-                    added_seq: self.seq.fetch_add(1, Ordering::SeqCst),
+                    added_seq,
                 },
             )
         });
@@ -235,49 +307,59 @@ impl Spool {
             }
         }
         self.index.with(|m| {
-            m.retain(|id, slot| slot.claimed || slot.added_seq > mark || on_disk.contains_key(id));
+            let gone: Vec<String> = m
+                .by_id
+                .iter()
+                .filter(|(id, slot)| {
+                    !(slot.claimed || slot.added_seq > mark || on_disk.contains_key(*id))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                m.remove(&id);
+            }
             for (id, due) in on_disk {
-                let received_ms = id_time_ms(&id).unwrap_or(0);
-                let slot = m.entry(id).or_insert(Slot {
-                    due_ms: due,
-                    received_ms,
-                    claimed: false,
-                    added_seq: mark,
-                });
-                if !slot.claimed {
-                    slot.due_ms = due;
+                match m.by_id.get(&id).copied() {
+                    Some(slot) if slot.claimed => {}
+                    Some(_) => m.update(&id, |s| s.due_ms = due),
+                    None => {
+                        let received_ms = id_time_ms(&id).unwrap_or(0);
+                        m.insert(
+                            id,
+                            Slot {
+                                due_ms: due,
+                                received_ms,
+                                claimed: false,
+                                added_seq: mark,
+                            },
+                        );
+                    }
                 }
             }
         });
         Ok(())
     }
 
-    /// Claims every message due at `now`, oldest first; each stays claimed until
+    /// Claims every message due at `now`, earliest due first; each stays claimed until
     /// [`Spool::complete`], [`Spool::defer`], [`Spool::bounce`] or [`Spool::release`].
     pub fn next_due(&self, now: SystemTime) -> Vec<String> {
+        self.claim_due(now, usize::MAX)
+    }
+
+    /// Claims at most `max` messages due at `now` (as many as the relay has free delivery
+    /// slots), earliest due first.
+    pub fn claim_due(&self, now: SystemTime, max: usize) -> Vec<String> {
         let now = unix_ms(now);
-        let mut due = self.index.with(|m| {
-            let mut due = Vec::new();
-            for (id, slot) in m.iter_mut() {
-                if !slot.claimed && slot.due_ms <= now {
-                    slot.claimed = true;
-                    due.push((slot.received_ms, id.clone()));
-                }
-            }
-            due
-        });
-        due.sort();
-        due.into_iter().map(|(_, id)| id).collect()
+        self.index.with(|m| m.claim(now, max))
     }
 
     /// How long until the next unclaimed message is due (zero if one is due already).
     pub fn time_to_next(&self, now: SystemTime) -> Option<Duration> {
         let now = unix_ms(now);
         self.index.with(|m| {
-            m.values()
-                .filter(|s| !s.claimed)
-                .map(|s| Duration::from_millis(s.due_ms.saturating_sub(now)))
-                .min()
+            m.due
+                .first()
+                .map(|(due, _, _)| Duration::from_millis(due.saturating_sub(now)))
         })
     }
 
@@ -285,11 +367,11 @@ impl Spool {
     pub fn summary(&self, now: SystemTime) -> QueueSummary {
         let now = unix_ms(now);
         self.index.with(|m| QueueSummary {
-            messages: m.len(),
+            messages: m.by_id.len(),
             oldest_age: m
-                .values()
-                .map(|s| Duration::from_millis(now.saturating_sub(s.received_ms)))
-                .max()
+                .by_age
+                .first()
+                .map(|(received, _)| Duration::from_millis(now.saturating_sub(*received)))
                 .unwrap_or_default(),
         })
     }
@@ -352,10 +434,10 @@ impl Spool {
         let saved = self.save_state(id, &state).await;
         // Even if the state could not be saved the message stays queued in memory.
         self.index.with(|m| {
-            if let Some(s) = m.get_mut(id) {
+            m.update(id, |s| {
                 s.due_ms = state.next_due_unix_ms;
                 s.claimed = false;
-            }
+            })
         });
         saved
     }
@@ -366,20 +448,16 @@ impl Spool {
     pub fn release_after(&self, id: &str, delay: Duration) {
         let due = unix_ms(SystemTime::now() + delay);
         self.index.with(|m| {
-            if let Some(s) = m.get_mut(id) {
+            m.update(id, |s| {
                 s.claimed = false;
                 s.due_ms = s.due_ms.max(due);
-            }
+            })
         });
     }
 
     /// Gives a claimed message back unchanged (shutdown, or a worker that cannot run).
     pub fn release(&self, id: &str) {
-        self.index.with(|m| {
-            if let Some(s) = m.get_mut(id) {
-                s.claimed = false;
-            }
-        });
+        self.index.with(|m| m.update(id, |s| s.claimed = false));
     }
 
     /// Every recipient is done: removes the message and its state.
@@ -459,11 +537,7 @@ impl Spool {
         let mut state = self.state(id).await?;
         state.next_due_unix_ms = 0;
         self.save_state(id, &state).await?;
-        self.index.with(|m| {
-            if let Some(s) = m.get_mut(id) {
-                s.due_ms = 0;
-            }
-        });
+        self.index.with(|m| m.update(id, |s| s.due_ms = 0));
         self.notify.notify_one();
         Ok(())
     }
@@ -528,6 +602,74 @@ mod tests {
         let mut m = spool.create(&envelope()).await.unwrap();
         m.write(b"Subject: x\r\n\r\nbody\r\n").await.unwrap();
         m.commit().await.unwrap()
+    }
+
+    /// The ordered sets say exactly what the map says.
+    fn assert_consistent(m: &Slots) {
+        let due: BTreeSet<(u64, u64, String)> = m
+            .by_id
+            .iter()
+            .filter(|(_, s)| !s.claimed)
+            .map(|(id, s)| (s.due_ms, s.received_ms, id.clone()))
+            .collect();
+        let by_age: BTreeSet<(u64, String)> = m
+            .by_id
+            .iter()
+            .map(|(id, s)| (s.received_ms, id.clone()))
+            .collect();
+        assert_eq!(m.due, due);
+        assert_eq!(m.by_age, by_age);
+    }
+
+    #[test]
+    fn the_index_claims_at_most_what_is_asked_earliest_due_first_and_stays_consistent() {
+        let mut m = Slots::default();
+        let slot = |due_ms, received_ms| Slot {
+            due_ms,
+            received_ms,
+            claimed: false,
+            added_seq: 0,
+        };
+        m.insert("c".into(), slot(0, 30));
+        m.insert("a".into(), slot(0, 10));
+        m.insert("b".into(), slot(500, 5));
+        m.insert("d".into(), slot(100, 40));
+        assert_consistent(&m);
+        assert_eq!(m.claim(200, 2), ["a", "c"]);
+        assert_eq!(m.claim(200, 10), ["d"], "b is not due yet");
+        assert_consistent(&m);
+        assert_eq!(m.due.first().map(|d| d.0), Some(500));
+        assert_eq!(m.by_age.first().map(|a| a.1.as_str()), Some("b"));
+        // Released with a later due time, deferred, removed: the sets follow.
+        m.update("a", |s| {
+            s.claimed = false;
+            s.due_ms = 900;
+        });
+        m.remove("c");
+        m.update("zz", |s| s.due_ms = 1);
+        assert_consistent(&m);
+        assert_eq!(m.claim(1000, 10), ["b", "a"]);
+        assert_eq!(m.by_id.len(), 3);
+        // A pseudo-random mix of operations never breaks the invariant.
+        let mut x: u64 = 42;
+        for step in 0..2000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = format!("{:02}", (x >> 33) % 50);
+            match (x >> 20) % 4 {
+                0 => m.insert(id, slot((x >> 8) % 1000, step)),
+                1 => m.remove(&id),
+                2 => m.update(&id, |s| {
+                    s.claimed = false;
+                    s.due_ms = (x >> 12) % 1000;
+                }),
+                _ => {
+                    m.claim((x >> 4) % 1000, 3);
+                }
+            }
+        }
+        assert_consistent(&m);
     }
 
     #[tokio::test]
