@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use time::format_description::well_known::{Rfc2822, Rfc3339};
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::message::headers_of;
+use crate::message::{read_headers, HeaderInfo};
 use crate::operator::OperatorSettings;
 use crate::spool::{unix_ms, Direction, Envelope, StoredMessage};
+use mail_builder::headers::text::Text;
+use mail_builder::MessageBuilder;
 
 /// The file, in the spool directory, where the state is saved.
 pub const STATE_FILE: &str = "autoreply.json";
@@ -318,22 +319,18 @@ pub fn reply_for(
     if is_system_sender(sender) {
         return Decision::Suppress(Suppressed::SystemSender);
     }
-    let headers = Headers::parse(headers_of(message));
-    if let Some(v) = headers.get("auto-submitted") {
-        if !token(v).eq_ignore_ascii_case("no") {
+    let headers = read_headers(message);
+    if let Some(v) = &headers.auto_submitted {
+        if token(v) != "no" {
             return Decision::Suppress(Suppressed::AutoSubmitted);
         }
     }
-    if let Some(v) = headers.get("precedence") {
-        let t = token(v);
-        if ["bulk", "list", "junk"]
-            .iter()
-            .any(|p| t.eq_ignore_ascii_case(p))
-        {
+    if let Some(v) = &headers.precedence {
+        if ["bulk", "list", "junk"].contains(&token(v)) {
             return Decision::Suppress(Suppressed::Precedence);
         }
     }
-    if headers.get("list-id").is_some() || headers.get("list-unsubscribe").is_some() {
+    if headers.list {
         return Decision::Suppress(Suppressed::MailingList);
     }
     if let Some(last) = state.last_reply(sender) {
@@ -386,181 +383,72 @@ fn token(value: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The unfolded header fields of a message, names in lower case.
-struct Headers(Vec<(String, String)>);
-
-impl Headers {
-    fn parse(block: &[u8]) -> Headers {
-        let text = String::from_utf8_lossy(block);
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
-            if line.starts_with([' ', '\t']) {
-                if let Some((_, v)) = fields.last_mut() {
-                    v.push(' ');
-                    v.push_str(line.trim());
-                }
-            } else if let Some((name, value)) = line.split_once(':') {
-                fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-        Headers(fields)
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Without control characters, for one header line.
 fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
 }
 
-/// A message identifier `<...>` from a header value, if it looks like one.
-fn message_id(value: &str) -> Option<String> {
-    let start = value.find('<')?;
-    let end = start + value[start..].find('>')?;
-    let id = clean(&value[start..=end]);
-    (id.len() > 2 && id.len() <= 500 && !id.contains(' ')).then_some(id)
-}
-
 const PREFIX: &str = "Réponse automatique:";
 
-/// `Réponse automatique: <original subject>`, with RFC 2047 encoded words for every
-/// non-ASCII part; encoded words of the original subject are kept as they are.
-fn subject(original: Option<&str>) -> String {
-    let original = original.map(clean).unwrap_or_default();
-    let original = original.trim();
-    if original.is_empty() {
-        return encoded_words(PREFIX).join("\r\n ");
-    }
-    if original.is_ascii() && !original.starts_with("=?") {
-        // Plain text after an encoded word keeps the space between them.
-        let mut words = encoded_words(PREFIX);
-        words.push(original.to_string());
-        return words.join("\r\n ");
-    }
-    // The space must be inside the encoded word: whitespace between two encoded words is
-    // not displayed.
-    let mut words = encoded_words(&format!("{PREFIX} "));
-    if original.is_ascii() {
-        words.push(original.to_string());
-    } else {
-        words.extend(encoded_words(original));
-    }
-    words.join("\r\n ")
-}
-
-/// `text` as UTF-8 base64 encoded words of at most 75 characters each, split on
-/// character boundaries (RFC 2047 §2 and §5).
-fn encoded_words(text: &str) -> Vec<String> {
-    const MAX_BYTES: usize = 45; // 60 base64 characters, plus `=?UTF-8?B?` and `?=`
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in text.chars() {
-        if chunk.len() + c.len_utf8() > MAX_BYTES {
-            words.push(std::mem::take(&mut chunk));
-        }
-        chunk.push(c);
-    }
-    if !chunk.is_empty() {
-        words.push(chunk);
-    }
-    words
-        .iter()
-        .map(|w| {
-            format!(
-                "=?UTF-8?B?{}?=",
-                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
-            )
-        })
-        .collect()
-}
-
-/// Quoted-printable (RFC 2045 §6.7) of short lines of text, CRLF line ends.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let mut encoded = String::new();
-        for b in line.bytes() {
-            if (b.is_ascii_graphic() && b != b'=') || b == b' ' {
-                encoded.push(char::from(b));
-            } else {
-                encoded.push_str(&format!("={b:02X}"));
-            }
-        }
-        // Soft line breaks keep every line within 76 characters.
-        while encoded.len() > 75 {
-            let mut cut: usize = 75;
-            // Never split an `=XX` sequence.
-            if let Some(eq) = encoded[cut.saturating_sub(2)..cut].find('=') {
-                cut = cut - 2 + eq;
-            }
-            out.push_str(&encoded[..cut]);
-            out.push_str("=\r\n");
-            encoded.drain(..cut);
-        }
-        if encoded.ends_with(' ') {
-            encoded.pop();
-            encoded.push_str("=20");
-        }
-        out.push_str(&encoded);
-        out.push_str("\r\n");
-    }
-    out
-}
-
+/// The answer (RFC 3834): from the auto-reply address, `In-Reply-To`/`References` the
+/// original Message-ID, `Auto-Submitted: auto-replied`, a short text in French and English;
+/// mail-builder encodes the subject (RFC 2047) and the body (quoted-printable).
 fn build(
     settings: &Settings,
     sender: &str,
-    headers: &Headers,
+    headers: &HeaderInfo,
     now: SystemTime,
 ) -> (Envelope, Vec<u8>) {
     let now_dt = OffsetDateTime::from(now);
-    let date = now_dt.format(&Rfc2822).unwrap_or_default();
     let nonce: u64 = rand::random();
-    let id = format!("<{nonce:016x}.autoreply@{}>", settings.hostname);
-    let original_id = headers.get("message-id").and_then(message_id);
-    let mut m = String::with_capacity(2048);
-    m.push_str(&format!("From: <{}>\r\n", clean(&settings.address)));
-    m.push_str(&format!("To: <{}>\r\n", clean(sender)));
-    m.push_str(&format!("Subject: {}\r\n", subject(headers.get("subject"))));
-    m.push_str(&format!("Date: {date}\r\n"));
-    m.push_str(&format!("Message-ID: {id}\r\n"));
-    if let Some(orig) = &original_id {
-        m.push_str(&format!("In-Reply-To: {orig}\r\nReferences: {orig}\r\n"));
-    }
-    m.push_str("Auto-Submitted: auto-replied\r\n");
-    m.push_str("MIME-Version: 1.0\r\n");
-    m.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-    m.push_str("Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    let address = clean(&settings.address);
+    let subject = match headers.subject.as_deref().map(clean) {
+        Some(original) if !original.trim().is_empty() => format!("{PREFIX} {}", original.trim()),
+        _ => PREFIX.to_string(),
+    };
     let text = format!(
-        "Bonjour,\n\
-         \n\
-         Ceci est une réponse automatique de {addr}, la boîte de réponse\n\
-         automatique de cet opérateur de l'espace de confiance MSSanté.\n\
-         Votre message a bien été reçu. Cette boîte n'est pas lue :\n\
-         n'y écrivez pas pour joindre une personne.\n\
-         \n\
-         Hello,\n\
-         \n\
-         This is an automatic reply from {addr}, the auto-reply mailbox\n\
-         of this operator of the MSSanté espace de confiance.\n\
-         Your message was received. This mailbox is not read:\n\
-         do not write to it to reach a person.\n",
-        addr = clean(&settings.address)
+        "Bonjour,\r\n\
+         \r\n\
+         Ceci est une réponse automatique de {address}, la boîte de réponse\r\n\
+         automatique de cet opérateur de l'espace de confiance MSSanté.\r\n\
+         Votre message a bien été reçu. Cette boîte n'est pas lue :\r\n\
+         n'y écrivez pas pour joindre une personne.\r\n\
+         \r\n\
+         Hello,\r\n\
+         \r\n\
+         This is an automatic reply from {address}, the auto-reply mailbox\r\n\
+         of this operator of the MSSanté espace de confiance.\r\n\
+         Your message was received. This mailbox is not read:\r\n\
+         do not write to it to reach a person.\r\n"
     );
-    m.push_str(&quoted_printable(&text));
+    let mut builder = MessageBuilder::new()
+        .from(address.clone())
+        .to(clean(sender))
+        .subject(subject)
+        .date(now_dt.unix_timestamp())
+        .message_id(format!("{nonce:016x}.autoreply@{}", settings.hostname));
+    // The original's Message-ID, when it is a plausible one.
+    if let Some(orig) = headers.message_id.as_deref().map(clean) {
+        let id = orig
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        if !id.is_empty() && id.len() <= 500 && !id.contains([' ', '<', '>']) {
+            builder = builder.in_reply_to(id.clone()).references(id);
+        }
+    }
+    let message = builder
+        .header("Auto-Submitted", Text::new("auto-replied"))
+        .text_body(text)
+        .write_to_vec()
+        .unwrap_or_default();
     let envelope = Envelope::of_report(
         Direction::Outbound,
         &settings.hostname,
         now_dt.format(&Rfc3339).unwrap_or_default(),
         sender,
     );
-    (envelope, m.into_bytes())
+    (envelope, message)
 }
 
 #[cfg(test)]
@@ -635,44 +523,53 @@ mod tests {
         assert!(text.contains("References: <m1@peer-a>\r\n"));
         assert!(text.contains("Date: "));
         assert!(text.contains(".autoreply@smtp.gateway.test.mssante.fr>\r\n"));
-        // "Réponse automatique:" encoded, then the ASCII subject as it was.
-        assert!(
-            text.contains("Subject: =?UTF-8?B?UsOpcG9uc2UgYXV0b21hdGlxdWU6?=\r\n test\r\n"),
-            "{text}"
-        );
         assert!(text.is_ascii(), "the reply must be 7-bit: {text}");
         assert!(text.lines().all(|l| l.len() <= 78), "{text}");
-        assert!(text.contains("Ceci est une r=C3=A9ponse automatique"));
-        assert!(text.contains("This is an automatic reply"));
+        // Read back by an independent parser: the subject and the text decode to what
+        // was meant.
+        let parsed = mail_parser::MessageParser::new()
+            .parse(text.as_bytes())
+            .expect("parses");
+        assert_eq!(parsed.subject(), Some("Réponse automatique: test"));
+        let body = parsed.body_text(0).expect("a text body");
+        assert!(body.contains("Ceci est une réponse automatique"), "{body}");
+        assert!(body.contains("This is an automatic reply"), "{body}");
     }
 
     #[test]
-    fn non_ascii_subjects_are_encoded_and_encoded_words_kept() {
-        assert_eq!(
-            subject(Some("Compte rendu été")),
-            "=?UTF-8?B?UsOpcG9uc2UgYXV0b21hdGlxdWU6IA==?=\r\n =?UTF-8?B?Q29tcHRlIHJlbmR1IMOpdMOp?="
+    fn non_ascii_subjects_are_encoded_and_read_back() {
+        let settings = settings();
+        for (original, expected) in [
+            ("Compte rendu été", "Réponse automatique: Compte rendu été"),
+            (
+                "=?ISO-8859-1?Q?r=E9sultat?=",
+                "Réponse automatique: résultat",
+            ),
+            ("", "Réponse automatique:"),
+        ] {
+            let message = format!("Subject: {original}\r\nMessage-ID: <m@x>\r\n\r\nx\r\n");
+            let headers = read_headers(message.as_bytes());
+            let (_, bytes) = build(&settings, SENDER, &headers, SystemTime::now());
+            assert!(bytes.is_ascii(), "{}", String::from_utf8_lossy(&bytes));
+            let parsed = mail_parser::MessageParser::new()
+                .parse(&bytes)
+                .expect("parses");
+            assert_eq!(parsed.subject(), Some(expected));
+        }
+        let long = "é".repeat(100);
+        let message = format!("Subject: {long}\r\n\r\nx\r\n");
+        let (_, bytes) = build(
+            &settings,
+            SENDER,
+            &read_headers(message.as_bytes()),
+            SystemTime::now(),
         );
-        assert_eq!(
-            subject(Some("=?ISO-8859-1?Q?r=E9sultat?=")),
-            "=?UTF-8?B?UsOpcG9uc2UgYXV0b21hdGlxdWU6IA==?=\r\n =?ISO-8859-1?Q?r=E9sultat?="
-        );
-        assert_eq!(subject(None), "=?UTF-8?B?UsOpcG9uc2UgYXV0b21hdGlxdWU6?=");
-        let long: String = "é".repeat(100);
-        let s = subject(Some(&long));
-        assert!(s.lines().all(|l| l.trim().len() <= 76), "{s}");
-        let decoded: String = s
-            .split_whitespace()
-            .filter_map(|w| w.strip_prefix("=?UTF-8?B?")?.strip_suffix("?="))
-            .map(|b| {
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b)
-                        .expect("base64"),
-                )
-                .expect("each word is whole UTF-8")
-            })
-            .collect();
-        assert_eq!(decoded, format!("{PREFIX} {long}"));
+        let text = String::from_utf8(bytes.clone()).expect("ASCII");
+        assert!(text.lines().all(|l| l.len() <= 78), "{text}");
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&bytes)
+            .expect("parses");
+        assert_eq!(parsed.subject(), Some(format!("{PREFIX} {long}").as_str()));
     }
 
     #[test]
@@ -819,29 +716,5 @@ mod tests {
         // Expired entries go first.
         state.record("s4@x", t0 + Duration::from_secs(500), window);
         assert_eq!(state.len(), 1);
-    }
-
-    #[test]
-    fn quoted_printable_lines_stay_short_and_decode_back() {
-        let text = format!("{}\n{}", "é".repeat(40), "a = b ".repeat(20));
-        let qp = quoted_printable(&text);
-        assert!(qp.lines().all(|l| l.len() <= 76), "{qp}");
-        let joined = qp.replace("=\r\n", "");
-        let mut bytes = Vec::new();
-        let mut rest = joined.as_bytes();
-        while let Some((&b, tail)) = rest.split_first() {
-            if b == b'=' {
-                let hex = std::str::from_utf8(&tail[..2]).expect("hex");
-                bytes.push(u8::from_str_radix(hex, 16).expect("an =XX sequence"));
-                rest = &tail[2..];
-            } else {
-                bytes.push(b);
-                rest = tail;
-            }
-        }
-        assert_eq!(
-            String::from_utf8(bytes).expect("utf-8"),
-            format!("{}\r\n{}\r\n", "é".repeat(40), "a = b ".repeat(20))
-        );
     }
 }
