@@ -92,7 +92,6 @@ fn main() {
             let later = SystemTime::now() + Duration::from_secs(3600);
             for _ in 0..backlog {
                 let id = commit(&spool).await;
-                spool.next_due(SystemTime::now());
                 spool
                     .defer(&id, MessageState::default(), "451 down", later)
                     .await
