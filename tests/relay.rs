@@ -369,12 +369,12 @@ async fn permanent_failure_of_a_local_sender_returns_a_dsn_through_the_internal_
     let (_, dsn) = strip_received(&got[0].data);
     let text = String::from_utf8_lossy(dsn);
     for needle in [
-        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Content-Type: multipart/report; report-type=\"delivery-status\";",
         "Action: failed\r\n",
         "Status: 5.1.1\r\n",
         "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
         "Original-Recipient: rfc822;gone@gateway.test.mssante.fr\r\n",
-        "Content-Type: message/rfc822\r\n\r\nMessage-ID: <bounce@peer-a.test.mssante.fr>",
+        "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\nMessage-ID: <bounce@peer-a.test.mssante.fr>",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from\n{text}");
     }

@@ -10,6 +10,11 @@ use smtp_proto::{RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT
 use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::OffsetDateTime;
 
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::text::Text;
+use mail_builder::mime::{BodyPart, MimePart};
+use mail_builder::MessageBuilder;
+
 use crate::spool::{Envelope, Recipient, StoredMessage};
 
 /// What happened to a recipient (the DSN `Action:` field).
@@ -94,107 +99,61 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
         Action::Delivered | Action::Relayed => "Successful Mail Delivery Report",
     };
     let ret_full = env.ret_full == Some(true);
-    let mut m = Vec::with_capacity(4096);
-    let push = |m: &mut Vec<u8>, s: &str| m.extend_from_slice(s.as_bytes());
-    push(
-        &mut m,
-        &format!(
-            "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n\
-             To: <{to}>\r\n\
-             Subject: {subject}\r\n\
-             Date: {date}\r\n\
-             Message-ID: <{id}.{action}@{mta}>\r\n\
-             Auto-Submitted: auto-replied\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: multipart/report; report-type=delivery-status;\r\n\
-             \tboundary=\"{boundary}\"\r\n\
-             \r\n\
-             This is a MIME-encapsulated message.\r\n\
-             \r\n\
-             --{boundary}\r\n\
-             Content-Type: text/plain; charset=us-ascii\r\n\
-             \r\n",
-            mta = r.reporting_mta,
-            to = env.mail_from,
-            id = r.original.id,
-            action = kind.as_str(),
-        ),
-    );
-    push(&mut m, &human_text(r));
-    push(
-        &mut m,
-        &format!(
-            "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {}\r\n",
-            r.reporting_mta
-        ),
-    );
-    if let Some(envid) = &env.envid {
-        push(
-            &mut m,
-            &format!("Original-Envelope-Id: {}\r\n", clean(envid)),
-        );
-    }
-    let arrival = OffsetDateTime::parse(&env.received_at, &Rfc3339)
-        .ok()
-        .and_then(|t| t.format(&Rfc2822).ok());
-    if let Some(a) = arrival {
-        push(&mut m, &format!("Arrival-Date: {a}\r\n"));
-    }
-    for rr in &r.recipients {
-        push(&mut m, "\r\n");
-        if let Some(orcpt) = &rr.recipient.orcpt {
-            // smtp-proto keeps the decoded address of `ORCPT=rfc822;...` (the only type
-            // it accepts); a value that still has its type is written as it is.
-            let o = clean(orcpt);
-            let typed = o
-                .get(..7)
-                .is_some_and(|p| p.eq_ignore_ascii_case("rfc822;"));
-            if typed {
-                push(&mut m, &format!("Original-Recipient: {o}\r\n"));
-            } else {
-                push(&mut m, &format!("Original-Recipient: rfc822;{o}\r\n"));
-            }
-        }
-        push(
-            &mut m,
-            &format!(
-                "Final-Recipient: rfc822;{}\r\nAction: {}\r\nStatus: {}\r\n",
-                rr.recipient.address,
-                rr.action.as_str(),
-                rr.status
-            ),
-        );
-        if let Some(remote) = r.remote_mta {
-            push(&mut m, &format!("Remote-MTA: dns; {}\r\n", clean(remote)));
-        }
-        if let Some(d) = &rr.diagnostic {
-            push(&mut m, &format!("Diagnostic-Code: smtp; {}\r\n", clean(d)));
-        }
-        push(&mut m, &format!("Last-Attempt-Date: {date}\r\n"));
-        if let (Action::Delayed, Some(until)) = (rr.action, r.will_retry_until) {
-            if let Ok(u) = until.format(&Rfc2822) {
-                push(&mut m, &format!("Will-Retry-Until: {u}\r\n"));
-            }
-        }
-    }
+    let fields = status_fields(r, &date);
     let body = &r.original.body;
-    if ret_full {
-        push(
-            &mut m,
-            &format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"),
-        );
-        m.extend_from_slice(body);
-        if !body.ends_with(b"\r\n") {
-            push(&mut m, "\r\n");
+    // The returned message or its headers go as they are (no transfer encoding of ours):
+    // 8bit when the original declared 8BITMIME.
+    let raw = if env.body_8bitmime { "8bit" } else { "7bit" };
+    let returned = if ret_full {
+        let mut full = body.to_vec();
+        if !full.ends_with(b"\r\n") {
+            full.extend_from_slice(b"\r\n");
         }
+        MimePart::new("message/rfc822", BodyPart::Binary(full.into())).transfer_encoding(raw)
     } else {
-        push(
-            &mut m,
-            &format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"),
-        );
-        m.extend_from_slice(crate::message::headers_of(body));
-    }
-    push(&mut m, &format!("\r\n--{boundary}--\r\n"));
+        let headers = crate::message::headers_of(body);
+        MimePart::new(
+            "text/rfc822-headers",
+            BodyPart::Binary(headers.to_vec().into()),
+        )
+        .transfer_encoding(raw)
+    };
+    let report = MimePart::new(
+        ContentType::new("multipart/report")
+            .attribute("report-type", "delivery-status")
+            .attribute("boundary", boundary),
+        vec![
+            MimePart::new(
+                ContentType::new("text/plain").attribute("charset", "us-ascii"),
+                BodyPart::Text(human_text(r).into()),
+            )
+            .transfer_encoding("7bit"),
+            MimePart::new(
+                "message/delivery-status",
+                BodyPart::Binary(fields.into_bytes().into()),
+            )
+            .transfer_encoding("7bit"),
+            returned,
+        ],
+    );
+    let m = MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_string(),
+            format!("MAILER-DAEMON@{}", r.reporting_mta),
+        ))
+        .to(clean(&env.mail_from))
+        .subject(subject)
+        .date(r.now.unix_timestamp())
+        .message_id(format!(
+            "{}.{}@{}",
+            r.original.id,
+            kind.as_str(),
+            r.reporting_mta
+        ))
+        .header("Auto-Submitted", Text::new("auto-replied"))
+        .body(report)
+        .write_to_vec()
+        .ok()?;
     // The direction is informational only: delivery is routed per recipient domain.
     let mut envelope = Envelope::of_report(
         Default::default(),
@@ -205,6 +164,57 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
     envelope.body_8bitmime = ret_full && env.body_8bitmime;
     envelope.smtputf8 = env.smtputf8;
     Some((envelope, m))
+}
+
+/// The message/delivery-status part (RFC 3464 §2.2 and §2.3): the per-message fields, then
+/// a block per recipient.
+fn status_fields(r: &Report<'_>, date: &str) -> String {
+    let env = &r.original.envelope;
+    let mut f = format!("Reporting-MTA: dns; {}\r\n", r.reporting_mta);
+    if let Some(envid) = &env.envid {
+        f.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
+    }
+    let arrival = OffsetDateTime::parse(&env.received_at, &Rfc3339)
+        .ok()
+        .and_then(|t| t.format(&Rfc2822).ok());
+    if let Some(a) = arrival {
+        f.push_str(&format!("Arrival-Date: {a}\r\n"));
+    }
+    for rr in &r.recipients {
+        f.push_str("\r\n");
+        if let Some(orcpt) = &rr.recipient.orcpt {
+            // smtp-proto keeps the decoded address of `ORCPT=rfc822;...` (the only type
+            // it accepts); a value that still has its type is written as it is.
+            let o = clean(orcpt);
+            let typed = o
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("rfc822;"));
+            if typed {
+                f.push_str(&format!("Original-Recipient: {o}\r\n"));
+            } else {
+                f.push_str(&format!("Original-Recipient: rfc822;{o}\r\n"));
+            }
+        }
+        f.push_str(&format!(
+            "Final-Recipient: rfc822;{}\r\nAction: {}\r\nStatus: {}\r\n",
+            clean(&rr.recipient.address),
+            rr.action.as_str(),
+            rr.status
+        ));
+        if let Some(remote) = r.remote_mta {
+            f.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(remote)));
+        }
+        if let Some(d) = &rr.diagnostic {
+            f.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", clean(d)));
+        }
+        f.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
+        if let (Action::Delayed, Some(until)) = (rr.action, r.will_retry_until) {
+            if let Ok(u) = until.format(&Rfc2822) {
+                f.push_str(&format!("Will-Retry-Until: {u}\r\n"));
+            }
+        }
+    }
+    f
 }
 
 fn human_text(r: &Report<'_>) -> String {
@@ -241,6 +251,7 @@ fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MimeHeaders;
 
     fn original(ret_full: Option<bool>) -> StoredMessage {
         StoredMessage {
@@ -302,6 +313,17 @@ mod tests {
         ));
     }
 
+    /// The raw bytes of part `i` of a parsed DSN.
+    fn part<'a>(m: &'a mail_parser::Message<'_>, i: usize) -> (String, &'a [u8]) {
+        let p = &m.parts[i];
+        let ct = p
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+            .unwrap_or_default();
+        let raw = m.raw_message();
+        (ct, &raw[p.offset_body as usize..p.offset_end as usize])
+    }
+
     #[test]
     fn bounce_carries_status_envid_orcpt_and_only_the_headers_by_default() {
         let o = original(None);
@@ -309,9 +331,23 @@ mod tests {
         assert_eq!(env.mail_from, "");
         assert_eq!(env.recipients[0].address, "alice@peer-a.test.mssante.fr");
         assert_eq!(env.recipients[0].notify, RCPT_NOTIFY_NEVER);
-        let t = String::from_utf8(text).expect("ascii");
-        for needle in [
-            "Content-Type: multipart/report; report-type=delivery-status;",
+        let t = String::from_utf8(text.clone()).expect("ascii");
+        assert!(!t.contains("secret body"));
+        let m = mail_parser::MessageParser::new()
+            .parse(&text)
+            .expect("parses");
+        let ct = m.content_type().expect("content type");
+        assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        assert_eq!(
+            ct.attribute("boundary"),
+            Some("0000000000100000001/smtp.gateway.test.mssante.fr")
+        );
+        assert_eq!(m.parts.len(), 4, "the report and its three parts");
+        let (ct, status) = part(&m, 2);
+        assert_eq!(ct, "message/delivery-status");
+        let status = String::from_utf8_lossy(status);
+        for field in [
             "Reporting-MTA: dns; smtp.gateway.test.mssante.fr\r\n",
             "Original-Envelope-Id: ENV-42\r\n",
             "Original-Recipient: rfc822;Bob@Gateway.test.mssante.fr\r\n",
@@ -319,25 +355,50 @@ mod tests {
             "Action: failed\r\n",
             "Status: 5.1.1\r\n",
             "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n",
-            "Content-Type: text/rfc822-headers\r\n\r\nSubject: compte rendu\r\nMessage-ID: <m1@x>\r\n\r\n",
         ] {
-            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+            assert!(status.contains(field), "missing {field:?} in\n{status}");
         }
-        assert!(!t.contains("secret body"));
-        assert!(t.ends_with("--\r\n"));
-        // Every part boundary is the declared one.
-        let boundary = "0000000000100000001/smtp.gateway.test.mssante.fr";
-        assert_eq!(t.matches(&format!("\r\n--{boundary}\r\n")).count(), 3);
-        assert_eq!(t.matches(&format!("\r\n--{boundary}--\r\n")).count(), 1);
+        let (ct, headers) = part(&m, 3);
+        assert_eq!(ct, "text/rfc822-headers");
+        assert!(
+            headers.starts_with(b"Subject: compte rendu\r\nMessage-ID: <m1@x>\r\n\r\n"),
+            "{}",
+            String::from_utf8_lossy(headers)
+        );
+    }
+
+    #[test]
+    fn ret_hdrs_of_a_message_without_headers_returns_no_body_line() {
+        let mut o = original(None);
+        o.body = b"\r\nsecret body: looks like a header\r\nmore\r\n".to_vec();
+        let (_, text) = report(&o, vec![failed(0)]).expect("a DSN");
+        assert!(!String::from_utf8_lossy(&text).contains("secret body"));
+        let m = mail_parser::MessageParser::new()
+            .parse(&text)
+            .expect("parses");
+        let (ct, headers) = part(&m, 3);
+        assert_eq!(ct, "text/rfc822-headers");
+        assert!(
+            headers.iter().all(|b| b.is_ascii_whitespace()),
+            "{}",
+            String::from_utf8_lossy(headers)
+        );
     }
 
     #[test]
     fn ret_full_returns_the_whole_message() {
         let o = original(Some(true));
         let (_, text) = report(&o, vec![failed(RCPT_NOTIFY_FAILURE)]).expect("a DSN");
-        let t = String::from_utf8(text).expect("ascii");
-        assert!(t.contains("Content-Type: message/rfc822\r\n\r\nSubject: compte rendu"));
-        assert!(t.contains("secret body\r\n"));
+        let m = mail_parser::MessageParser::new()
+            .parse(&text)
+            .expect("parses");
+        let (ct, returned) = part(&m, 3);
+        assert_eq!(ct, "message/rfc822");
+        assert!(
+            returned.starts_with(&o.body),
+            "{}",
+            String::from_utf8_lossy(returned)
+        );
     }
 
     #[test]
