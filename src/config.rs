@@ -90,6 +90,23 @@ struct RawConfig {
     dns: DnsSettings,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// Limits on what a message may carry, whichever way it comes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_received_headers: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_received_headers: 50,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -824,10 +841,21 @@ impl Config {
             p.add("log.level", format!("\"{}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,info\"", raw.log.level));
         }
 
+        let max_received_headers = raw.limits.max_received_headers;
+        if max_received_headers == 0 {
+            p.add(
+                "limits.max_received_headers",
+                "must be at least 1 (50 is usual: RFC 5321 §6.3 loop detection)",
+            );
+        }
         let relay = raw
             .relay
             .as_ref()
-            .and_then(|r| relay_settings(&mut p, r, &resolve));
+            .and_then(|r| relay_settings(&mut p, r, &resolve))
+            .map(|mut r| {
+                r.max_received_headers = max_received_headers;
+                r
+            });
 
         let o = &raw.outbound;
         if o.port == 0 {
@@ -934,6 +962,7 @@ impl Config {
                 tls_deadline: tls_deadline.unwrap_or(Duration::from_secs(30)),
                 max_pre_tls_connections,
                 listen_backlog,
+                max_received_headers,
             },
             spool_dir: resolve(&raw.spool.dir),
             whitelist: WhitelistSettings {
@@ -1062,6 +1091,7 @@ fn relay_settings(
         internal_concurrency: r.internal_concurrency,
         idle_timeout: idle_timeout?,
         timeout: timeout?,
+        max_received_headers: 50,
         retry: crate::relay::retry::RetrySchedule {
             first: first?,
             max: max?,

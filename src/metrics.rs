@@ -88,6 +88,9 @@ pub struct Metrics {
     pub spool_quarantined_total: IntCounter,
     /// Messages to the auto-reply mailbox, by outcome (`sent`, or `suppressed_<reason>`).
     pub autoreplies_total: IntCounterVec,
+    /// Delivery status notifications we wrote and spooled, by action (`failed`,
+    /// `delayed`, `delivered`, `relayed`).
+    pub dsn_generated_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -266,6 +269,11 @@ impl Metrics {
             "Messages to the auto-reply mailbox, by outcome: sent, or suppressed_<reason> (loop protection).",
             &["outcome"],
         );
+        let dsn_generated_total = counter_vec(
+            "mssante_dsn_generated_total",
+            "Delivery status notifications written and spooled by the gateway, by action (failed, delayed, delivered, relayed).",
+            &["action"],
+        );
         let messages_bounced_total = counter_vec(
             "mssante_messages_bounced_total",
             "Messages with recipients failed for good (5xx reply or expiry), by direction.",
@@ -338,6 +346,7 @@ impl Metrics {
             delivery_latency_seconds,
             spool_quarantined_total,
             autoreplies_total,
+            dsn_generated_total,
         }
     }
 

@@ -927,3 +927,20 @@ async fn shutdown_cuts_a_stalled_body_after_the_grace_period() {
         "nothing acknowledged, nothing queued"
     );
 }
+
+#[tokio::test]
+async fn a_message_with_more_received_headers_than_the_limit_is_refused_as_a_loop() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.established(Some("peer-a")).await;
+    let r = c
+        .try_message(SENDER, &[&rcpt("bob")], &common::message_with_received(51))
+        .await;
+    r.assert_is(554, "5.4.6");
+    assert_eq!(gw.rejections("data", "mail_loop"), 1);
+    assert!(gw.spooled_messages().is_empty(), "nothing kept");
+    assert!(gw.tmp_files().is_empty(), "nothing left in tmp/");
+    // At the limit it passes, and the session went on.
+    c.send_message(SENDER, &[&rcpt("bob")], &common::message_with_received(50))
+        .await;
+    assert_eq!(gw.spooled_messages().len(), 1);
+}

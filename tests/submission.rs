@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use common::{Client, ReplyCheck, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
 
 fn with_submission(allow: &'static [&'static str]) -> impl FnOnce(&mut toml::Table) {
     move |t| {
@@ -91,4 +91,20 @@ async fn addresses_outside_the_allow_list_are_turned_away() {
     tokio::time::timeout(IO_TIMEOUT, ok.expect_code(220))
         .await
         .expect("greeting");
+}
+
+#[tokio::test]
+async fn a_looping_message_from_the_internal_server_is_refused() {
+    let gw = TestGateway::start_with(with_submission(&["127.0.0.0/8"])).await;
+    let mut c = submit(&gw).await;
+    let r = c
+        .try_message(
+            &format!("dr.house@{LOCAL_DOMAIN}"),
+            &["colleague@peer-a.test.mssante.fr"],
+            &common::message_with_received(51),
+        )
+        .await;
+    r.assert_is(554, "5.4.6");
+    assert_eq!(gw.rejections("data", "mail_loop"), 1);
+    assert!(gw.spooled_messages().is_empty());
 }

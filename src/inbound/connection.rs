@@ -91,6 +91,9 @@ struct Connection {
     peer_cert: PeerCertificate,
     /// The message being written to the spool.
     incoming: Option<Incoming>,
+    /// The first bytes of the message being received, where its header section is: read
+    /// at its end for the `Received:` count (loop detection).
+    head: Vec<u8>,
     /// A spool write failed during the body: the message is answered 451 at its end.
     spool_failed: bool,
 }
@@ -138,6 +141,7 @@ impl Connection {
             tls: None,
             peer_cert: None,
             incoming: None,
+            head: Vec::new(),
             spool_failed: false,
         }
     }
@@ -229,6 +233,7 @@ impl Connection {
             while let Some(ev) = self.session.poll() {
                 let ev = match ev.detach() {
                     Err(chunk) => {
+                        keep_head(&mut self.head, chunk);
                         store_chunk(&mut self.incoming, &mut self.spool_failed, chunk).await;
                         continue;
                     }
@@ -498,6 +503,7 @@ impl Connection {
             Ok(incoming) => {
                 self.incoming = Some(incoming);
                 self.spool_failed = false;
+                self.head.clear();
                 self.session.accept();
             }
             Err(e) => {
@@ -518,6 +524,28 @@ impl Connection {
             incoming.discard().await;
             self.ctx.metrics.reject("data", "spool_error");
             self.session.reject(local_error());
+            return;
+        }
+        // RFC 5321 §6.3: a message that went through too many hops is looping.
+        let received = crate::message::read_headers(&self.head).received;
+        let max = self.ctx.settings.max_received_headers;
+        if received > max {
+            incoming.discard().await;
+            self.ctx.metrics.reject("data", "mail_loop");
+            tracing::warn!(
+                stage = "data",
+                verdict = "reject",
+                reason = "mail_loop",
+                received,
+                max,
+                mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address),
+                "message refused: mail loop"
+            );
+            self.session.reject(Reply::new(
+                554,
+                Enhanced(5, 4, 6),
+                format!("Too many Received headers ({received}, at most {max}): mail loop"),
+            ));
             return;
         }
         let size = incoming.body_len();
@@ -565,6 +593,16 @@ impl Connection {
             _ => None,
         }
     }
+}
+
+/// Most bytes kept of a message's start for its header section: 51 `Received:` headers
+/// of a few hundred bytes each fit with room to spare.
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// Keeps the first [`HEAD_BYTES`] of a message.
+fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
+    let room = HEAD_BYTES.saturating_sub(head.len());
+    head.extend_from_slice(&chunk[..chunk.len().min(room)]);
 }
 
 async fn store_chunk(incoming: &mut Option<Incoming>, failed: &mut bool, chunk: &[u8]) {

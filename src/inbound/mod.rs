@@ -182,6 +182,8 @@ pub struct InboundSettings {
     pub max_pre_tls_connections: usize,
     /// Length of the kernel's queue of connections not yet accepted.
     pub listen_backlog: u32,
+    /// More `Received:` headers than this: refused as a mail loop (`limits`).
+    pub max_received_headers: usize,
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn as_str(self) -> &'static str {
+    /// The `Action:` field value, also the label of `mssante_dsn_generated_total`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
@@ -154,9 +155,9 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
         .body(report)
         .write_to_vec()
         .ok()?;
-    // The direction is informational only: delivery is routed per recipient domain.
+    // The direction is for metrics only: delivery is routed per recipient domain.
     let mut envelope = Envelope::of_report(
-        Default::default(),
+        crate::spool::Direction::Dsn,
         r.reporting_mta,
         r.now.format(&Rfc3339).unwrap_or_default(),
         &env.mail_from,

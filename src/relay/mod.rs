@@ -89,6 +89,9 @@ pub struct RelaySettings {
     pub idle_timeout: Duration,
     /// Longest wait for any reply of the internal server.
     pub timeout: Duration,
+    /// A message carrying this many `Received:` headers is not relayed (our header would
+    /// exceed `limits.max_received_headers`): it is bounced as a mail loop.
+    pub max_received_headers: usize,
     /// Backoff and expiry of deferred messages.
     pub retry: crate::relay::retry::RetrySchedule,
 }

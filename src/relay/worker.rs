@@ -201,12 +201,25 @@ impl Relay {
             }
         };
         let env = &message.envelope;
-        let direction = if env.mail_from.is_empty() {
-            "dsn"
-        } else {
-            env.direction.as_str()
-        };
+        // `dsn` only for our own reports: a bounce a peer sends us counts as inbound.
+        let direction = env.direction.as_str();
         let pending = state.pending_recipients(env);
+        // Our Received header would be one too many: the message is looping (RFC 5321
+        // §6.3). Bounced, so the sender hears of it now rather than at expiry.
+        let received = crate::message::read_headers(&message.body).received;
+        if received >= self.settings.max_received_headers {
+            self.metrics.reject("relay", "mail_loop");
+            tracing::warn!(queue_id = %id, received, max = self.settings.max_received_headers, reason = "mail_loop", "message not relayed: mail loop; bounced");
+            let looping = Outcome::Permanent(crate::smtp::Reply::new(
+                554,
+                Enhanced(5, 4, 6),
+                format!("mail loop: the message already carries {received} Received headers"),
+            ));
+            let outcomes = pending.into_iter().map(|r| (r, looping.clone())).collect();
+            self.settle(message, &mut state, outcomes, None, direction)
+                .await;
+            return;
+        }
         let (answered, pending): (Vec<String>, Vec<String>) = pending.into_iter().partition(|r| {
             self.auto_reply
                 .as_ref()
@@ -484,6 +497,10 @@ impl Relay {
         let sender = &message.envelope.mail_from;
         match self.store(&envelope, &bytes).await {
             Ok(dsn_id) => {
+                self.metrics
+                    .dsn_generated_total
+                    .with_label_values(&[action.as_str()])
+                    .inc();
                 if self.is_local(sender) {
                     tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
                 } else {

@@ -42,6 +42,9 @@ pub enum Direction {
     /// From our internal server: our users' mail to other operators (local recipients
     /// still go to the internal server).
     Outbound,
+    /// A delivery status notification the gateway wrote (a bounce a peer sends us, from
+    /// `<>`, is `Inbound`).
+    Dsn,
 }
 
 impl Direction {
@@ -50,6 +53,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Dsn => "dsn",
         }
     }
 }
