@@ -22,6 +22,7 @@ fn envelope() -> Envelope {
         helo: "smtp.peer-a.test.mssante.fr".into(),
         peer_dn: None,
         peer_cn: None,
+        peer_ptr: None,
         tls: None,
         mail_from: "a@peer-a.test.mssante.fr".into(),
         envid: None,

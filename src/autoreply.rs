@@ -474,6 +474,7 @@ mod tests {
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: None,
             peer_cn: None,
+            peer_ptr: None,
             tls: None,
             mail_from: from.into(),
             envid: None,

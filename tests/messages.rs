@@ -45,6 +45,7 @@ fn original(ret_full: Option<bool>) -> StoredMessage {
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: None,
             peer_cn: None,
+            peer_ptr: None,
             tls: None,
             mail_from: "alice@peer-a.test.mssante.fr".into(),
             envid: Some("ENV-42".into()),

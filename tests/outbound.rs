@@ -521,6 +521,7 @@ async fn nothing_leaves_while_our_liste_blanche_is_stale() {
         helo: "mail.internal.example".into(),
         peer_dn: None,
         peer_cn: None,
+        peer_ptr: None,
         tls: None,
         mail_from: format!("dr.house@{LOCAL_DOMAIN}"),
         envid: None,

@@ -480,6 +480,10 @@ impl Connection {
                 Some(Ok(id)) => id.cn.clone(),
                 _ => None,
             },
+            peer_ptr: match &self.reverse_dns {
+                Some(policy::ReverseDns::Names(names)) => names.first().cloned(),
+                _ => None,
+            },
             tls: self.tls.map(|info| SessionTls {
                 version: info.version.to_string(),
                 cipher: info.cipher.to_string(),

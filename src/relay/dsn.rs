@@ -264,6 +264,7 @@ mod tests {
                 helo: "smtp.peer-a.test.mssante.fr".into(),
                 peer_dn: None,
                 peer_cn: None,
+                peer_ptr: None,
                 tls: None,
                 mail_from: "alice@peer-a.test.mssante.fr".into(),
                 envid: Some("ENV-42".into()),

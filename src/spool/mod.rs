@@ -80,6 +80,9 @@ pub struct Envelope {
     /// spooled by versions before it was recorded).
     #[serde(default)]
     pub peer_cn: Option<String>,
+    /// The peer address's reverse-DNS name, when one was looked up and forward-confirmed.
+    #[serde(default)]
+    pub peer_ptr: Option<String>,
     /// What the session's TLS negotiated.
     pub tls: Option<SessionTls>,
     /// The reverse path (empty for `<>`).
@@ -113,6 +116,7 @@ impl Envelope {
             helo: hostname.to_string(),
             peer_dn: None,
             peer_cn: None,
+            peer_ptr: None,
             tls: None,
             mail_from: String::new(),
             envid: None,
@@ -516,6 +520,7 @@ mod tests {
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: Some("CN=smtp.peer-a.test.mssante.fr".into()),
             peer_cn: Some("smtp.peer-a.test.mssante.fr".into()),
+            peer_ptr: None,
             tls: Some(SessionTls {
                 version: "TLSv1_3".into(),
                 cipher: "TLS13_AES_256_GCM_SHA384".into(),

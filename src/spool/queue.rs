@@ -577,6 +577,7 @@ mod tests {
             helo: "smtp.peer-a.test.mssante.fr".into(),
             peer_dn: None,
             peer_cn: None,
+            peer_ptr: None,
             tls: None,
             mail_from: "a@peer-a.test.mssante.fr".into(),
             envid: None,
