@@ -534,10 +534,22 @@ fn print_entry(
         e.state.last_error.as_deref().unwrap_or("-")
     );
     if let Ok(Ok(m)) = mssante_gateway::spool::read_message(spool, &e.id) {
+        let headers = mssante_gateway::message::read_headers(&m.body);
+        // Decoded (RFC 2047), then the raw header section as it is.
+        let shown = |v: Option<&str>| v.map(|v| v.escape_debug().to_string());
+        println!(
+            "from:       {}",
+            shown(headers.from.as_deref()).unwrap_or_else(|| "-".into())
+        );
+        println!(
+            "subject:    {}",
+            shown(headers.subject.as_deref()).unwrap_or_else(|| "-".into())
+        );
+        println!("received:   {} Received header(s)", headers.received);
         println!();
         print!(
             "{}",
-            String::from_utf8_lossy(mssante_gateway::message::headers_of(&m.body))
+            String::from_utf8_lossy(&m.body[..headers.section_len])
         );
     }
 }

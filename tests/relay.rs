@@ -535,6 +535,7 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
         "{out}"
     );
     assert!(out.contains("attempts:   1"), "{out}");
+    assert!(out.contains("subject:    compte rendu\n"), "decoded: {out}");
     let (ok, out) = cli(&cfg.path, &["retry", &id]);
     assert!(ok, "{out}");
     assert_eq!(spool.state(&id).await.expect("state").next_due_unix_ms, 0);
