@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::smtp::client::{
-    bdat_command, data_payload, Capabilities, Envelope, Exchange, ReplyError, ReplyReader, Step,
+    bdat_command, dot_stuff, Capabilities, Envelope, Exchange, ReplyError, ReplyReader, Step,
 };
 use crate::smtp::Reply;
 use crate::trust::TlsInfo;
@@ -341,6 +341,23 @@ impl Client {
         self.conn.quit().await;
     }
 
+    /// Writes the message as DATA: dot-stuffed piece by piece (no second copy of a large
+    /// message in memory), then `.` CRLF.
+    async fn write_data(&mut self, t: &Transaction<'_>) -> Result<(), ClientError> {
+        const PIECE: usize = 64 * 1024;
+        let mut bol = true;
+        let mut out = Vec::with_capacity(PIECE + PIECE / 32);
+        for part in [t.prefix, t.body] {
+            for piece in part.chunks(PIECE) {
+                out.clear();
+                dot_stuff(&mut out, piece, &mut bol);
+                self.conn.write(&[&out]).await?;
+            }
+        }
+        let end: &[u8] = if bol { b".\r\n" } else { b"\r\n.\r\n" };
+        self.conn.write(&[end]).await
+    }
+
     /// Sends one message; returns the reply that decided each recipient's fate, in the
     /// order of the recipients. An `Err` means the session broke: nothing is known about
     /// recipients whose reply was not read and the session must be dropped.
@@ -355,10 +372,7 @@ impl Client {
                         .write(&[bdat.as_bytes(), t.prefix, t.body])
                         .await?;
                 }
-                Step::SendBody { chunking: false } => {
-                    let payload = data_payload(&[t.prefix, t.body]);
-                    self.conn.write(&[&payload]).await?;
-                }
+                Step::SendBody { chunking: false } => self.write_data(t).await?,
                 Step::Reset => self.conn.write(&[b"RSET\r\n"]).await?,
                 Step::Read => {}
                 Step::Done => break,

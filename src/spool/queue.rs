@@ -59,6 +59,9 @@ struct Slot {
     /// Insertion order, so that a refresh that listed the directory before a commit does
     /// not drop the committed message.
     added_seq: u64,
+    /// A state file may exist: false for a message committed by this process and never
+    /// deferred, whose state is the default (no file to open at each delivery).
+    has_state: bool,
 }
 
 /// The index proper: every queued message by id, the unclaimed ones ordered by due time
@@ -163,6 +166,7 @@ impl Index {
                     received_ms,
                     claimed: false,
                     added_seq,
+                    has_state: false,
                 },
             )
         });
@@ -284,6 +288,7 @@ impl Spool {
                         received_ms,
                         claimed: false,
                         added_seq: 0,
+                        has_state: true,
                     },
                 )
             });
@@ -331,6 +336,7 @@ impl Spool {
                                 received_ms,
                                 claimed: false,
                                 added_seq: mark,
+                                has_state: true,
                             },
                         );
                     }
@@ -388,6 +394,14 @@ impl Spool {
 
     /// The delivery state of `id` (the default when it was never tried).
     pub async fn state(&self, id: &str) -> Result<MessageState, SpoolError> {
+        // A message this process committed and never deferred has no state file: no
+        // open() that can only fail at each first delivery.
+        let fresh = self
+            .index
+            .with(|m| m.by_id.get(id).is_some_and(|s| !s.has_state));
+        if fresh {
+            return Ok(MessageState::default());
+        }
         let path = self.state_path(id);
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -437,6 +451,7 @@ impl Spool {
             m.update(id, |s| {
                 s.due_ms = state.next_due_unix_ms;
                 s.claimed = false;
+                s.has_state = true;
             })
         });
         saved
@@ -537,7 +552,12 @@ impl Spool {
         let mut state = self.state(id).await?;
         state.next_due_unix_ms = 0;
         self.save_state(id, &state).await?;
-        self.index.with(|m| m.update(id, |s| s.due_ms = 0));
+        self.index.with(|m| {
+            m.update(id, |s| {
+                s.due_ms = 0;
+                s.has_state = true;
+            })
+        });
         self.notify.notify_one();
         Ok(())
     }
@@ -630,6 +650,7 @@ mod tests {
             received_ms,
             claimed: false,
             added_seq: 0,
+            has_state: false,
         };
         m.insert("c".into(), slot(0, 30));
         m.insert("a".into(), slot(0, 10));
