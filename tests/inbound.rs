@@ -5,12 +5,18 @@
 
 mod common;
 
-use common::{inbound, Client, ReplyCheck, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use common::{inbound, step, Client, ReplyCheck, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
 
 const SENDER: &str = "alice@peer-a.test.mssante.fr";
+const MAIL: &str = "MAIL FROM:<alice@peer-a.test.mssante.fr>";
+const RCPT_BOB: &str = "RCPT TO:<bob@gateway.test.mssante.fr>";
 
 fn rcpt(local: &str) -> String {
     format!("{local}@{LOCAL_DOMAIN}")
+}
+
+fn rcpt_to(local: &str) -> String {
+    format!("RCPT TO:<{}>", rcpt(local))
 }
 
 #[tokio::test]
@@ -107,118 +113,154 @@ async fn refuses_mail_before_starttls() {
     let gw = TestGateway::start().await;
     let mut c = gw.connect().await;
     c.ehlo().await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(530, "5.7.0").await;
+    c.exchange(&[step(MAIL, 530, "5.7.0")]).await;
     assert_eq!(gw.rejections("mail", "tls_required"), 1);
     gw.assert_still_serving().await;
 }
 
-/// A peer that completes STARTTLS with `peer`'s certificate is refused at MAIL.
-async fn assert_refused_at_mail(peer: Option<&str>, code: u16, enhanced: &str, reason: &str) {
-    let gw = TestGateway::start().await;
-    let mut c = gw.established(peer).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    let r = c.expect(code, enhanced).await;
-    assert_eq!(gw.rejections("mail", reason), 1, "{r:?}");
-    // No transaction was opened: RCPT is out of sequence.
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(503, "5.5.1").await;
-    gw.assert_still_serving().await;
-    assert_eq!(
-        gw.spooled_messages().len(),
-        1,
-        "only the valid peer's message"
-    );
+/// A peer whose STARTTLS session carries no valid client certificate.
+#[derive(Debug)]
+struct CertRefusal {
+    /// The test PKI certificate presented; `None`: none at all.
+    peer: Option<&'static str>,
+    code: u16,
+    enhanced: &'static str,
+    /// Counted under `mssante_rejections_total{stage="mail", reason}`.
+    reason: &'static str,
 }
 
+const CERT_REFUSALS: &[CertRefusal] = &[
+    CertRefusal {
+        peer: None,
+        code: 530,
+        enhanced: "5.7.1",
+        reason: "client_cert_missing",
+    },
+    CertRefusal {
+        peer: Some("peer-foreign"),
+        code: 550,
+        enhanced: "5.7.1",
+        reason: "client_cert_untrusted",
+    },
+    CertRefusal {
+        peer: Some("peer-expired"),
+        code: 550,
+        enhanced: "5.7.1",
+        reason: "client_cert_expired",
+    },
+    CertRefusal {
+        peer: Some("peer-not-yet-valid"),
+        code: 550,
+        enhanced: "5.7.1",
+        reason: "client_cert_not_yet_valid",
+    },
+    CertRefusal {
+        peer: Some("peer-revoked"),
+        code: 550,
+        enhanced: "5.7.1",
+        reason: "client_cert_revoked",
+    },
+    CertRefusal {
+        peer: Some("peer-server-only"),
+        code: 550,
+        enhanced: "5.7.1",
+        reason: "client_cert_wrong_usage",
+    },
+];
+
+/// Each case, on a gateway of its own, is refused at MAIL and counted; no transaction is
+/// opened; the gateway still serves a valid peer.
 #[tokio::test]
-async fn refuses_peer_without_client_certificate() {
-    assert_refused_at_mail(None, 530, "5.7.1", "client_cert_missing").await;
+async fn refuses_peers_without_a_valid_client_certificate_at_mail() {
+    for case in CERT_REFUSALS {
+        let gw = TestGateway::start().await;
+        let mut c = gw.established(case.peer).await;
+        c.send(&format!("MAIL FROM:<{SENDER}>")).await;
+        let r = c.expect_for(case.code, case.enhanced, case).await;
+        assert_eq!(gw.rejections("mail", case.reason), 1, "{case:?}: {r:?}");
+        // No transaction was opened: RCPT is out of sequence.
+        c.exchange(&[step(RCPT_BOB, 503, "5.5.1")]).await;
+        gw.assert_still_serving().await;
+        assert_eq!(
+            gw.spooled_messages().len(),
+            1,
+            "{case:?}: only the valid peer's message"
+        );
+    }
 }
 
-#[tokio::test]
-async fn refuses_peer_certificate_from_a_foreign_ca() {
-    assert_refused_at_mail(Some("peer-foreign"), 550, "5.7.1", "client_cert_untrusted").await;
+/// A command refused on an established session and counted, after which the session
+/// and the gateway go on.
+#[derive(Debug)]
+struct CommandRefusal {
+    /// Sent as it is (CRLF included).
+    wire: Vec<u8>,
+    code: u16,
+    enhanced: &'static str,
+    /// Counted under `mssante_rejections_total{stage, reason}`.
+    stage: &'static str,
+    reason: &'static str,
 }
 
-#[tokio::test]
-async fn refuses_expired_peer_certificate() {
-    assert_refused_at_mail(Some("peer-expired"), 550, "5.7.1", "client_cert_expired").await;
-}
-
-#[tokio::test]
-async fn refuses_peer_certificate_not_yet_valid() {
-    assert_refused_at_mail(
-        Some("peer-not-yet-valid"),
-        550,
-        "5.7.1",
-        "client_cert_not_yet_valid",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn refuses_revoked_peer_certificate() {
-    assert_refused_at_mail(Some("peer-revoked"), 550, "5.7.1", "client_cert_revoked").await;
-}
-
-#[tokio::test]
-async fn refuses_peer_certificate_without_client_auth_usage() {
-    assert_refused_at_mail(
-        Some("peer-server-only"),
-        550,
-        "5.7.1",
-        "client_cert_wrong_usage",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn refuses_command_line_over_4096_bytes() {
-    let gw = TestGateway::start().await;
-    let mut c = gw.established(Some("peer-a")).await;
-    let long = format!("MAIL FROM:<{}@peer-a.test.mssante.fr>", "a".repeat(4100));
-    c.send(&long).await;
-    c.expect(500, "5.5.2").await;
-    // The rest of the long line was skipped, not taken as a command: the session is
-    // in sync and answers the next one.
-    c.send("NOOP").await;
-    c.expect(250, "2.0.0").await;
-    assert_eq!(gw.rejections("command", "line_too_long"), 1);
-    gw.assert_still_serving().await;
-}
-
-/// A command sent and the reply expected (code, enhanced code).
-type Exchange<'a> = (&'a str, u16, &'a str);
-
-/// One refused command per case, in an established session: what is sent, the replies
-/// expected, and the (stage, reason) counted once. The session stays usable.
-#[tokio::test]
-async fn refuses_out_of_place_commands_with_a_counted_reason() {
-    let bob = format!("RCPT TO:<{}>", rcpt("bob"));
-    let mail = format!("MAIL FROM:<{SENDER}>");
-    let cases: [(&[Exchange], (&str, &str)); 3] = [
-        (
-            &[("XYZZY plugh", 500, "5.5.1")],
-            ("command", "unknown_command"),
+fn command_refusals() -> Vec<CommandRefusal> {
+    let refusal = |wire: &[u8], code, enhanced, stage, reason| CommandRefusal {
+        wire: wire.to_vec(),
+        code,
+        enhanced,
+        stage,
+        reason,
+    };
+    vec![
+        // Over 4096 bytes: the rest of the long line is skipped, not taken as a command.
+        refusal(
+            format!(
+                "MAIL FROM:<{}@peer-a.test.mssante.fr>\r\n",
+                "a".repeat(4100)
+            )
+            .as_bytes(),
+            500,
+            "5.5.2",
+            "command",
+            "line_too_long",
         ),
-        (&[(&bob, 503, "5.5.1")], ("rcpt", "bad_sequence")),
-        (
-            &[
-                (&mail, 250, "2.1.0"),
-                ("RCPT TO:<victim@elsewhere.mssante.fr>", 550, "5.7.1"),
-            ],
-            ("rcpt", "relay_denied"),
+        refusal(
+            b"XYZZY plugh\r\n",
+            500,
+            "5.5.1",
+            "command",
+            "unknown_command",
         ),
-    ];
-    for (exchange, (stage, reason)) in cases {
+        refusal(
+            format!("{RCPT_BOB}\r\n").as_bytes(),
+            503,
+            "5.5.1",
+            "rcpt",
+            "bad_sequence",
+        ),
+        refusal(
+            b"MAIL FROM:<alice\0@peer-a.test.mssante.fr>\r\n",
+            500,
+            "5.5.2",
+            "command",
+            "nul_byte",
+        ),
+        refusal(b"STARTTLS\r\n", 503, "5.5.1", "starttls", "bad_sequence"),
+    ]
+}
+
+/// Each case, on a gateway of its own: the exact reply, the refusal counted, then the
+/// session in sync (NOOP answered) and still able to deliver.
+#[tokio::test]
+async fn refuses_bad_commands_and_carries_on() {
+    for case in command_refusals() {
         let gw = TestGateway::start().await;
         let mut c = gw.established(Some("peer-a")).await;
-        for (line, code, enhanced) in exchange {
-            c.send(line).await;
-            c.expect(*code, enhanced).await;
-        }
-        assert_eq!(gw.rejections(stage, reason), 1, "{stage}/{reason}");
+        c.send_raw(&case.wire).await;
+        c.expect_for(case.code, case.enhanced, &case).await;
+        assert_eq!(gw.rejections(case.stage, case.reason), 1, "{case:?}");
+        c.exchange(&[step("NOOP", 250, "2.0.0")]).await;
+        c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
+            .await;
         gw.assert_still_serving().await;
     }
 }
@@ -228,19 +270,15 @@ async fn refuses_data_before_rcpt() {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
     // No transaction at all: out of sequence.
-    c.send("DATA").await;
-    c.expect(503, "5.5.1").await;
+    c.exchange(&[step("DATA", 503, "5.5.1")]).await;
     assert_eq!(gw.rejections("data", "bad_sequence"), 1);
     // MAIL accepted but no recipient: RFC 5321 §3.3 allows 503 or 554 "no valid
     // recipients"; the gateway says the latter, which tells the peer more.
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send("DATA").await;
-    c.expect(554, "5.5.1").await;
+    c.exchange(&[step(MAIL, 250, "2.1.0"), step("DATA", 554, "5.5.1")])
+        .await;
     assert_eq!(gw.rejections("data", "bad_sequence"), 2);
     // No 354 was sent, so nothing that follows is taken as a body.
-    c.send("NOOP").await;
-    c.expect(250, "2.0.0").await;
+    c.exchange(&[step("NOOP", 250, "2.0.0")]).await;
     assert!(gw.tmp_files().is_empty());
     gw.assert_still_serving().await;
 }
@@ -249,11 +287,11 @@ async fn refuses_data_before_rcpt() {
 async fn refuses_declared_size_over_the_limit() {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}> SIZE=1048577")).await;
-    c.expect(552, "5.3.4").await;
+    c.exchange(&[step(&format!("{MAIL} SIZE=1048577"), 552, "5.3.4")])
+        .await;
     assert_eq!(gw.rejections("mail", "message_too_large"), 1);
-    c.send(&format!("MAIL FROM:<{SENDER}> SIZE=1048576")).await;
-    c.expect(250, "2.1.0").await;
+    c.exchange(&[step(&format!("{MAIL} SIZE=1048576"), 250, "2.1.0")])
+        .await;
     gw.assert_still_serving().await;
 }
 
@@ -261,12 +299,7 @@ async fn refuses_declared_size_over_the_limit() {
 async fn refuses_data_stream_over_the_limit_and_keeps_nothing() {
     let gw = TestGateway::start_with(inbound("max_message_size", 1024)).await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     let mut body = b"Subject: big\r\n\r\n".to_vec();
     for _ in 0..100 {
         body.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
@@ -282,8 +315,7 @@ async fn refuses_data_stream_over_the_limit_and_keeps_nothing() {
         gw.tmp_files()
     );
     // The transaction is over.
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(503, "5.5.1").await;
+    c.exchange(&[step(RCPT_BOB, 503, "5.5.1")]).await;
     gw.assert_still_serving().await;
 }
 
@@ -291,18 +323,16 @@ async fn refuses_data_stream_over_the_limit_and_keeps_nothing() {
 async fn defers_recipients_over_the_limit() {
     let gw = TestGateway::start_with(inbound("max_recipients", 2)).await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    for who in ["r1", "r2"] {
-        c.send(&format!("RCPT TO:<{}>", rcpt(who))).await;
-        c.expect(250, "2.1.5").await;
-    }
-    c.send(&format!("RCPT TO:<{}>", rcpt("r3"))).await;
-    c.expect(452, "4.5.3").await;
+    c.exchange(&[
+        step(MAIL, 250, "2.1.0"),
+        step(&rcpt_to("r1"), 250, "2.1.5"),
+        step(&rcpt_to("r2"), 250, "2.1.5"),
+        step(&rcpt_to("r3"), 452, "4.5.3"),
+    ])
+    .await;
     assert_eq!(gw.rejections("rcpt", "too_many_recipients"), 1);
     // The message still goes to the recipients accepted.
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.exchange(&[step("DATA", 354, "2.0.0")]).await;
     c.send_raw(b"Subject: x\r\n\r\nx\r\n.\r\n").await;
     c.expect(250, "2.0.0").await;
     let stored = gw.spooled_messages();
@@ -327,25 +357,23 @@ async fn recipient_limit_applies_per_message_not_per_connection() {
     c.send_message(SENDER, &two, b"Subject: 2\r\n\r\n2\r\n")
         .await;
     // An abandoned transaction does not use up the next one's allowance either.
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("r1"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("RSET").await;
-    c.expect(250, "2.0.0").await;
+    c.exchange(&[
+        step(MAIL, 250, "2.1.0"),
+        step(&rcpt_to("r1"), 250, "2.1.5"),
+        step("RSET", 250, "2.0.0"),
+    ])
+    .await;
     c.send_message(SENDER, &two, b"Subject: 3\r\n\r\n3\r\n")
         .await;
     // A refused recipient does not count towards the limit.
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send("RCPT TO:<x@elsewhere.mssante.fr>").await;
-    c.expect(550, "5.7.1").await;
-    for who in ["r1", "r2"] {
-        c.send(&format!("RCPT TO:<{}>", rcpt(who))).await;
-        c.expect(250, "2.1.5").await;
-    }
-    c.send(&format!("RCPT TO:<{}>", rcpt("r3"))).await;
-    c.expect(452, "4.5.3").await;
+    c.exchange(&[
+        step(MAIL, 250, "2.1.0"),
+        step("RCPT TO:<x@elsewhere.mssante.fr>", 550, "5.7.1"),
+        step(&rcpt_to("r1"), 250, "2.1.5"),
+        step(&rcpt_to("r2"), 250, "2.1.5"),
+        step(&rcpt_to("r3"), 452, "4.5.3"),
+    ])
+    .await;
     assert_eq!(gw.rejections("rcpt", "too_many_recipients"), 1);
     assert_eq!(gw.spooled_messages().len(), 3);
     gw.assert_still_serving().await;
@@ -356,56 +384,36 @@ async fn recipient_limit_applies_per_message_not_per_connection() {
 async fn assert_bare_newline_refused(body: &[u8]) {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     c.send_raw(body).await;
     // Smuggling attempt: only valid if the bare line ending above ended the message.
     c.send_raw(b"MAIL FROM:<smuggled@evil.example>\r\n").await;
     c.send_raw(b".\r\n").await;
     // The first reply after 354 is the verdict on the whole body: nothing in it was run
     // as a command.
-    c.expect(550, "5.6.0").await;
-    c.send("NOOP").await;
-    c.expect(250, "2.0.0").await;
-    assert_eq!(gw.rejections("data", "bare_newline"), 1);
-    assert!(gw.spooled_messages().is_empty());
-    assert!(gw.tmp_files().is_empty());
+    let case = String::from_utf8_lossy(body);
+    c.expect_for(550, "5.6.0", &case).await;
+    c.exchange(&[step("NOOP", 250, "2.0.0")]).await;
+    assert_eq!(gw.rejections("data", "bare_newline"), 1, "{case:?}");
+    assert!(gw.spooled_messages().is_empty(), "{case:?}");
+    assert!(gw.tmp_files().is_empty(), "{case:?}");
     gw.assert_still_serving().await;
 }
 
-#[tokio::test]
-async fn refuses_bare_lf_in_data_and_lf_dot_lf_does_not_end_it() {
-    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\n.\n").await;
-}
+/// Bodies with a bare line ending, each followed by a would-be end of data that must not
+/// end it: LF . LF, CR . CR, CRLF . LF, LF . CRLF.
+const BARE_NEWLINE_BODIES: &[&[u8]] = &[
+    b"Subject: x\r\n\r\nhello\n.\n",
+    b"Subject: x\r\n\r\nhello\r.\r",
+    b"Subject: x\r\n\r\nhello\r\n.\n",
+    b"Subject: x\r\n\r\nhello\n.\r\n",
+];
 
 #[tokio::test]
-async fn refuses_bare_cr_in_data_and_cr_dot_cr_does_not_end_it() {
-    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\r.\r").await;
-}
-
-#[tokio::test]
-async fn refuses_crlf_dot_lf_in_data_and_does_not_end_it() {
-    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\r\n.\n").await;
-}
-
-#[tokio::test]
-async fn refuses_lf_dot_crlf_in_data_and_does_not_end_it() {
-    assert_bare_newline_refused(b"Subject: x\r\n\r\nhello\n.\r\n").await;
-}
-
-#[tokio::test]
-async fn refuses_nul_byte_in_command() {
-    let gw = TestGateway::start().await;
-    let mut c = gw.established(Some("peer-a")).await;
-    c.send_raw(b"MAIL FROM:<alice\0@peer-a.test.mssante.fr>\r\n")
-        .await;
-    c.expect(500, "5.5.2").await;
-    assert_eq!(gw.rejections("command", "nul_byte"), 1);
-    gw.assert_still_serving().await;
+async fn refuses_bare_newlines_in_data_and_none_ends_it() {
+    for body in BARE_NEWLINE_BODIES {
+        assert_bare_newline_refused(body).await;
+    }
 }
 
 #[tokio::test]
@@ -424,26 +432,13 @@ async fn ignores_plaintext_pipelined_after_starttls() {
     let r = c.expect(250, "2.0.0").await;
     assert_eq!(r.to_string(), "250 2.0.0 OK");
     // The injected EHLO did not count: TLS starts the session over.
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(503, "5.5.1").await;
+    c.exchange(&[step(MAIL, 503, "5.5.1")]).await;
     assert_eq!(gw.rejections("mail", "bad_sequence"), 1);
     c.ehlo().await;
     c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
         .await;
     let stored = gw.spooled_messages();
     assert_eq!(stored[0].envelope.mail_from, SENDER);
-    gw.assert_still_serving().await;
-}
-
-#[tokio::test]
-async fn refuses_second_starttls() {
-    let gw = TestGateway::start().await;
-    let mut c = gw.established(Some("peer-a")).await;
-    c.send("STARTTLS").await;
-    c.expect(503, "5.5.1").await;
-    assert_eq!(gw.rejections("starttls", "bad_sequence"), 1);
-    c.send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
-        .await;
     gw.assert_still_serving().await;
 }
 
@@ -534,10 +529,8 @@ async fn answers_pipelined_batch_in_order() {
 async fn accepts_message_sent_with_bdat() {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
+    c.exchange(&[step(MAIL, 250, "2.1.0"), step(RCPT_BOB, 250, "2.1.5")])
+        .await;
     // BDAT carries bytes as they are: no dot-stuffing, a lone "." line is content.
     let first = b"Subject: chunked\r\n\r\n.\r\n".as_slice();
     let last = b"..second chunk\r\n".as_slice();
@@ -556,40 +549,91 @@ async fn accepts_message_sent_with_bdat() {
 }
 
 #[tokio::test]
-async fn refuses_third_connection_from_the_same_address() {
-    let gw = TestGateway::start_with(inbound("max_connections_per_ip", 2)).await;
-    let mut first = gw.connect().await;
-    let _second = gw.connect().await;
-    gw.assert_connection_refused("max_connections_per_ip").await;
-    // The connections within the limit are served...
-    first.ehlo().await;
-    first.starttls(Some("peer-a")).await;
-    first.ehlo().await;
-    first
-        .send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
-        .await;
-    // ...and so is another address.
-    let other = "127.0.0.2".parse().expect("an address");
-    let mut c = Client::connect_from(other, gw.addr).await;
-    c.expect_code(220).await;
-    c.quit().await;
+async fn refuses_relay_to_a_foreign_domain() {
+    let gw = TestGateway::start().await;
+    let mut c = gw.established(Some("peer-a")).await;
+    c.exchange(&[
+        step(MAIL, 250, "2.1.0"),
+        step("RCPT TO:<victim@elsewhere.mssante.fr>", 550, "5.7.1"),
+    ])
+    .await;
+    assert_eq!(gw.rejections("rcpt", "relay_denied"), 1);
+    gw.assert_still_serving().await;
 }
 
-#[tokio::test]
-async fn refuses_connections_from_an_address_opening_them_too_fast() {
-    let gw = TestGateway::start_with(inbound("max_connection_rate_per_ip", 2)).await;
+/// A connection limit of `[inbound]`, set to `allowed`: that many connections are opened
+/// first (kept open when `held`, closed at once otherwise), and the next is refused.
+#[derive(Debug)]
+struct ConnectionLimit {
+    key: &'static str,
+    allowed: i64,
+    held: bool,
+    /// Counted under `mssante_connections_refused_total{listener="inbound", reason}`.
+    reason: &'static str,
+    /// Another local address, whose connection is served: the limit is per address.
+    other_address: Option<&'static str>,
+}
+
+const CONNECTION_LIMITS: &[ConnectionLimit] = &[
+    ConnectionLimit {
+        key: "max_connections_per_ip",
+        allowed: 2,
+        held: true,
+        reason: "max_connections_per_ip",
+        other_address: Some("127.0.0.2"),
+    },
     // Two in a row are the burst allowed; they are closed at once and do not hold slots.
-    for _ in 0..2 {
-        let mut c = gw.connect().await;
-        c.quit().await;
+    ConnectionLimit {
+        key: "max_connection_rate_per_ip",
+        allowed: 2,
+        held: false,
+        reason: "connection_rate",
+        other_address: Some("127.0.0.3"),
+    },
+    ConnectionLimit {
+        key: "max_connections",
+        allowed: 1,
+        held: true,
+        reason: "max_connections",
+        other_address: None,
+    },
+];
+
+/// Each case, on a gateway of its own: the connection over the limit gets 421 4.7.0 and
+/// is closed, counted; those within it are served, and so is another address when the
+/// limit is per address.
+#[tokio::test]
+async fn refuses_connections_over_each_limit() {
+    for case in CONNECTION_LIMITS {
+        let gw = TestGateway::start_with(inbound(case.key, case.allowed)).await;
+        let mut open = Vec::new();
+        for _ in 0..case.allowed {
+            let mut c = gw.connect().await;
+            if case.held {
+                open.push(c);
+            } else {
+                c.quit().await;
+            }
+        }
+        gw.assert_connection_refused(case.reason).await;
+        assert_eq!(
+            gw.connections_refused("inbound", case.reason),
+            1,
+            "{case:?}"
+        );
+        if let Some(first) = open.first_mut() {
+            first.establish(Some("peer-a")).await;
+            first
+                .send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
+                .await;
+        }
+        if let Some(other) = case.other_address {
+            let other = other.parse().expect("an address");
+            let mut c = Client::connect_from(other, gw.addr).await;
+            c.expect_code(220).await;
+            c.quit().await;
+        }
     }
-    gw.assert_connection_refused("connection_rate").await;
-    assert_eq!(gw.connections_refused("inbound", "connection_rate"), 1);
-    // Another address has its own allowance.
-    let other = "127.0.0.3".parse().expect("an address");
-    let mut c = Client::connect_from(other, gw.addr).await;
-    c.expect_code(220).await;
-    c.quit().await;
 }
 
 #[tokio::test]
@@ -617,12 +661,7 @@ async fn shutdown_tells_idle_sessions_to_come_back_later() {
 async fn shutdown_lets_a_message_in_data_finish() {
     let mut gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     c.send_raw(b"Subject: in flight\r\n\r\nfirst half\r\n")
         .await;
 
@@ -652,12 +691,7 @@ async fn shutdown_lets_a_message_in_data_finish() {
 async fn peer_vanishing_in_the_middle_of_data_leaves_nothing_behind() {
     let mut gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     c.send_raw(b"Subject: cut short\r\n\r\npartial").await;
     drop(c);
     gw.assert_still_serving().await;
@@ -767,8 +801,7 @@ async fn resumed_tls_session_of_a_revoked_peer_is_still_refused() {
         c.handshake_using(std::sync::Arc::clone(&config)).await;
         assert_eq!(c.tls_resumed(), round == 1);
         c.ehlo().await;
-        c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-        c.expect(550, "5.7.1").await;
+        c.exchange(&[step(MAIL, 550, "5.7.1")]).await;
         c.quit().await;
     }
     assert_eq!(gw.rejections("mail", "client_cert_revoked"), 2);
@@ -779,12 +812,7 @@ async fn resumed_tls_session_of_a_revoked_peer_is_still_refused() {
 async fn closes_idle_body_after_the_data_timeout_and_keeps_nothing() {
     let mut gw = TestGateway::start_with(inbound("data_timeout", "1s")).await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     c.send_raw(b"Subject: stalled\r\n\r\nand then nothing")
         .await;
     c.expect(421, "4.4.2").await;
@@ -804,14 +832,13 @@ async fn closes_idle_body_after_the_data_timeout_and_keeps_nothing() {
 async fn refusals_after_tls_count_towards_the_error_limit() {
     let gw = TestGateway::start_with(inbound("max_errors", 3)).await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send("RCPT TO:<a@elsewhere.mssante.fr>").await;
-    c.expect(550, "5.7.1").await;
-    c.send("RCPT TO:<b@elsewhere.mssante.fr>").await;
-    c.expect(550, "5.7.1").await;
-    c.send("STARTTLS").await;
-    c.expect(503, "5.5.1").await;
+    c.exchange(&[
+        step(MAIL, 250, "2.1.0"),
+        step("RCPT TO:<a@elsewhere.mssante.fr>", 550, "5.7.1"),
+        step("RCPT TO:<b@elsewhere.mssante.fr>", 550, "5.7.1"),
+        step("STARTTLS", 503, "5.5.1"),
+    ])
+    .await;
     c.expect(421, "4.7.0").await;
     c.expect_eof().await;
     assert_eq!(gw.rejections("rcpt", "relay_denied"), 2);
@@ -820,28 +847,10 @@ async fn refusals_after_tls_count_towards_the_error_limit() {
 }
 
 #[tokio::test]
-async fn refuses_connections_over_the_global_limit() {
-    let gw = TestGateway::start_with(inbound("max_connections", 1)).await;
-    let mut first = gw.connect().await;
-    gw.assert_connection_refused("max_connections").await;
-    first.ehlo().await;
-    first.starttls(Some("peer-a")).await;
-    first.ehlo().await;
-    first
-        .send_message(SENDER, &[&rcpt("bob")], b"Subject: x\r\n\r\nx\r\n")
-        .await;
-}
-
-#[tokio::test]
 async fn answers_commands_pipelined_behind_the_end_of_data() {
     let gw = TestGateway::start().await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     let batch = format!(
         "Subject: 1\r\n\r\n1\r\n.\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
         rcpt("carol")
@@ -908,12 +917,7 @@ async fn closes_a_session_kept_alive_past_its_maximum_duration() {
 async fn shutdown_cuts_a_stalled_body_after_the_grace_period() {
     let mut gw = TestGateway::start_with(inbound("shutdown_grace", "1s")).await;
     let mut c = gw.established(Some("peer-a")).await;
-    c.send(&format!("MAIL FROM:<{SENDER}>")).await;
-    c.expect(250, "2.1.0").await;
-    c.send(&format!("RCPT TO:<{}>", rcpt("bob"))).await;
-    c.expect(250, "2.1.5").await;
-    c.send("DATA").await;
-    c.expect(354, "2.0.0").await;
+    c.begin_data(SENDER, &[&rcpt("bob")]).await;
     c.send_raw(b"Subject: never finished\r\n").await;
     // The body stalls; shutdown waits for it no longer than the grace period.
     let started = std::time::Instant::now();

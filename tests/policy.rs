@@ -16,11 +16,7 @@ fn rcpt() -> String {
 
 /// Connects, EHLO as `helo`, STARTTLS presenting `peer`'s certificate, EHLO again.
 async fn peer(gw: &TestGateway, peer: &str, helo: &str) -> Client {
-    let c = gw.connect().await;
-    established(c, peer, helo).await
-}
-
-async fn established(mut c: Client, peer: &str, helo: &str) -> Client {
+    let mut c = gw.connect().await;
     c.send(&format!("EHLO {helo}")).await;
     c.expect_code(250).await;
     c.starttls(Some(peer)).await;
@@ -29,8 +25,9 @@ async fn established(mut c: Client, peer: &str, helo: &str) -> Client {
     c
 }
 
-/// A message from peer-a's domain to bob, which must be accepted.
-async fn delivers(c: &mut Client) {
+/// `cert`'s peer, saying EHLO `helo`, gets a message from x@peer-a to bob accepted.
+async fn accepted(gw: &TestGateway, cert: &str, helo: &str) {
+    let mut c = peer(gw, cert, helo).await;
     c.send_message(
         "x@peer-a.test.mssante.fr",
         &[&rcpt()],
@@ -39,24 +36,120 @@ async fn delivers(c: &mut Client) {
     .await;
 }
 
-/// MAIL FROM `from` must be refused with `code enhanced` and counted under `reason`.
-async fn refused_at_mail(
-    gw: &TestGateway,
-    c: &mut Client,
-    from: &str,
+/// A MAIL FROM the gateway must refuse: who connects, what they send, what they are told.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    /// The test PKI certificate presented after STARTTLS; `None`: no STARTTLS at all.
+    cert: Option<&'static str>,
+    helo: &'static str,
+    from: &'static str,
     code: u16,
-    enhanced: &str,
-    reason: &str,
-) {
-    let before = gw.rejections("mail", reason);
-    c.send(&format!("MAIL FROM:<{from}>")).await;
-    c.expect(code, enhanced).await;
-    assert_eq!(
-        gw.rejections("mail", reason),
-        before + 1,
-        "reason {reason} not counted"
-    );
+    enhanced: &'static str,
+    /// Counted under `mssante_rejections_total{stage="mail", reason}`.
+    reason: &'static str,
 }
+
+/// peer-a as itself, sending for its own domain, turned down with 550 5.7.1: what most
+/// cases change a field or two of.
+const PEER_A: Refusal = Refusal {
+    cert: Some("peer-a"),
+    helo: "smtp.peer-a.test.mssante.fr",
+    from: "x@peer-a.test.mssante.fr",
+    code: 550,
+    enhanced: "5.7.1",
+    reason: "",
+};
+
+/// peer-revoked as itself, for peer-a's domain: its certificate is on the CRL.
+const REVOKED: Refusal = Refusal {
+    cert: Some("peer-revoked"),
+    helo: "smtp.peer-revoked.test.mssante.fr",
+    reason: "client_cert_revoked",
+    ..PEER_A
+};
+
+impl Refusal {
+    /// A connection as this case's peer: EHLO, then STARTTLS and EHLO again when it has
+    /// a certificate.
+    async fn connect(&self, gw: &TestGateway) -> Client {
+        match self.cert {
+            Some(cert) => peer(gw, cert, self.helo).await,
+            None => {
+                let mut c = gw.connect().await;
+                c.send(&format!("EHLO {}", self.helo)).await;
+                c.expect_code(250).await;
+                c
+            }
+        }
+    }
+
+    /// On `c`: MAIL FROM gets the expected reply and is counted under the reason.
+    async fn refused_on(&self, gw: &TestGateway, c: &mut Client) {
+        let before = gw.rejections("mail", self.reason);
+        c.send(&format!("MAIL FROM:<{}>", self.from)).await;
+        c.expect_for(self.code, self.enhanced, self).await;
+        assert_eq!(
+            gw.rejections("mail", self.reason),
+            before + 1,
+            "{self:?}: reason not counted"
+        );
+    }
+
+    /// On a new connection.
+    async fn check(&self, gw: &TestGateway) {
+        let mut c = self.connect(gw).await;
+        self.refused_on(gw, &mut c).await;
+    }
+}
+
+/// The refused cases of the ANS audit: each `*-audit` domain of the list with the
+/// certificate (or the lack of TLS) that plays it.
+const AUDIT_REFUSALS: &[Refusal] = &[
+    // cert-expire-audit.
+    Refusal {
+        cert: Some("peer-expired"),
+        helo: "smtp.peer-expired.test.mssante.fr",
+        from: "audit@cert-expire-audit.test.mssante.fr",
+        reason: "client_cert_expired",
+        ..PEER_A
+    },
+    // cert-revoque-audit.
+    Refusal {
+        from: "audit@cert-revoque-audit.test.mssante.fr",
+        ..REVOKED
+    },
+    // cert-non-igc-audit.
+    Refusal {
+        cert: Some("peer-foreign"),
+        helo: "smtp.peer-foreign.test.mssante.fr",
+        from: "audit@cert-non-igc-audit.test.mssante.fr",
+        reason: "client_cert_untrusted",
+        ..PEER_A
+    },
+    // cert-no-match-audit: listed with peer-b's DN, sent with peer-a's certificate.
+    Refusal {
+        from: "audit@cert-no-match-audit.test.mssante.fr",
+        reason: "sender_dn_mismatch",
+        ..PEER_A
+    },
+    // cert-cn-diff-dn-audit: same O, OU and ST as the listed DN, another CN.
+    Refusal {
+        cert: Some("peer-a-cn-diff"),
+        helo: "other.peer-a.test.mssante.fr",
+        from: "audit@cert-cn-diff-dn-audit.test.mssante.fr",
+        reason: "dn_not_listed",
+        ..PEER_A
+    },
+    // sans-tls-audit.
+    Refusal {
+        cert: None,
+        from: "audit@sans-tls-audit.test.mssante.fr",
+        code: 530,
+        enhanced: "5.7.0",
+        reason: "tls_required",
+        ..PEER_A
+    },
+];
 
 #[tokio::test]
 async fn ans_audit_matrix_only_the_valid_certificate_delivers() {
@@ -73,60 +166,9 @@ async fn ans_audit_matrix_only_the_valid_certificate_delivers() {
     c.quit().await;
     assert_eq!(gw.spooled_messages().len(), 1);
 
-    // Each refused case: (audit domain, certificate, EHLO name, reason), all 550 5.7.1.
-    // cert-no-match-audit is listed with peer-b's DN and sent with peer-a's certificate;
-    // cert-cn-diff-dn-audit has the listed DN's O, OU and ST with another CN.
-    let refused = [
-        (
-            "cert-expire-audit",
-            "peer-expired",
-            "smtp.peer-expired.test.mssante.fr",
-            "client_cert_expired",
-        ),
-        (
-            "cert-revoque-audit",
-            "peer-revoked",
-            "smtp.peer-revoked.test.mssante.fr",
-            "client_cert_revoked",
-        ),
-        (
-            "cert-non-igc-audit",
-            "peer-foreign",
-            "smtp.peer-foreign.test.mssante.fr",
-            "client_cert_untrusted",
-        ),
-        (
-            "cert-no-match-audit",
-            "peer-a",
-            "smtp.peer-a.test.mssante.fr",
-            "sender_dn_mismatch",
-        ),
-        (
-            "cert-cn-diff-dn-audit",
-            "peer-a-cn-diff",
-            "other.peer-a.test.mssante.fr",
-            "dn_not_listed",
-        ),
-    ];
-    for (domain, cert, helo, reason) in refused {
-        let mut c = peer(&gw, cert, helo).await;
-        let from = format!("audit@{domain}.test.mssante.fr");
-        refused_at_mail(&gw, &mut c, &from, 550, "5.7.1", reason).await;
+    for case in AUDIT_REFUSALS {
+        case.check(&gw).await;
     }
-
-    // sans-tls-audit.
-    let mut c = gw.connect().await;
-    c.send("EHLO smtp.peer-a.test.mssante.fr").await;
-    c.expect_code(250).await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "audit@sans-tls-audit.test.mssante.fr",
-        530,
-        "5.7.0",
-        "tls_required",
-    )
-    .await;
 
     assert_eq!(
         gw.spooled_messages().len(),
@@ -139,27 +181,28 @@ async fn ans_audit_matrix_only_the_valid_certificate_delivers() {
 #[tokio::test]
 async fn a_listed_operator_cannot_send_for_another_operators_domain() {
     let gw = TestGateway::start().await;
-    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "x@peer-b.test.mssante.fr",
-        550,
-        "5.7.1",
-        "sender_dn_mismatch",
-    )
-    .await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "x@not-listed.mssante.fr",
-        550,
-        "5.7.1",
-        "sender_domain_not_listed",
-    )
-    .await;
+    let mut c = PEER_A.connect(&gw).await;
+    for refusal in [
+        Refusal {
+            from: "x@peer-b.test.mssante.fr",
+            reason: "sender_dn_mismatch",
+            ..PEER_A
+        },
+        Refusal {
+            from: "x@not-listed.mssante.fr",
+            reason: "sender_domain_not_listed",
+            ..PEER_A
+        },
+    ] {
+        refusal.refused_on(&gw, &mut c).await;
+    }
     // The right domain still works on the same connection.
-    delivers(&mut c).await;
+    c.send_message(
+        "x@peer-a.test.mssante.fr",
+        &[&rcpt()],
+        b"Subject: ok\r\n\r\nok\r\n",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -198,26 +241,29 @@ async fn null_reverse_path_from_a_listed_dn_is_accepted() {
 #[tokio::test]
 async fn null_reverse_path_from_an_unlisted_dn_is_refused() {
     let gw = TestGateway::start().await;
-    let mut c = peer(&gw, "peer-a-cn-diff", "other.peer-a.test.mssante.fr").await;
-    refused_at_mail(&gw, &mut c, "", 550, "5.7.1", "dn_not_listed").await;
+    Refusal {
+        cert: Some("peer-a-cn-diff"),
+        helo: "other.peer-a.test.mssante.fr",
+        from: "",
+        reason: "dn_not_listed",
+        ..PEER_A
+    }
+    .check(&gw)
+    .await;
 }
 
 #[tokio::test]
 async fn ehlo_not_matching_the_cn_is_refused_in_enforce_mode() {
     let gw = TestGateway::start().await;
-    let mut c = peer(&gw, "peer-a", "mail.elsewhere.example").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "x@peer-a.test.mssante.fr",
-        550,
-        "5.7.1",
-        "ehlo_cn_mismatch",
-    )
+    Refusal {
+        helo: "mail.elsewhere.example",
+        reason: "ehlo_cn_mismatch",
+        ..PEER_A
+    }
+    .check(&gw)
     .await;
     // Case and a trailing dot do not matter.
-    let mut c = peer(&gw, "peer-a", "SMTP.Peer-A.test.mssante.fr.").await;
-    delivers(&mut c).await;
+    accepted(&gw, "peer-a", "SMTP.Peer-A.test.mssante.fr.").await;
 }
 
 #[tokio::test]
@@ -228,8 +274,7 @@ async fn ehlo_not_matching_the_cn_is_only_logged_in_log_mode() {
         t.insert("policy".into(), policy.into());
     })
     .await;
-    let mut c = peer(&gw, "peer-a", "mail.elsewhere.example").await;
-    delivers(&mut c).await;
+    accepted(&gw, "peer-a", "mail.elsewhere.example").await;
     assert_eq!(gw.rejections("mail_logged", "ehlo_cn_mismatch"), 1);
     assert_eq!(gw.rejections("mail", "ehlo_cn_mismatch"), 0);
 }
@@ -271,8 +316,7 @@ async fn dn_variants_written_in_the_list_match_the_certificate() {
             }],
         );
         let gw = TestGateway::start_with(use_list(&list)).await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
     }
 }
 
@@ -288,15 +332,11 @@ async fn a_dn_differing_only_in_ou_does_not_match() {
         }],
     );
     let gw = TestGateway::start_with(use_list(&list)).await;
-    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "x@peer-a.test.mssante.fr",
-        550,
-        "5.7.1",
-        "dn_not_listed",
-    )
+    Refusal {
+        reason: "dn_not_listed",
+        ..PEER_A
+    }
+    .check(&gw)
     .await;
 }
 
@@ -322,15 +362,13 @@ async fn a_stale_whitelist_defers_instead_of_judging() {
         w.insert("timeout".into(), "2s".into());
     })
     .await;
-    let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-    refused_at_mail(
-        &gw,
-        &mut c,
-        "x@peer-a.test.mssante.fr",
-        451,
-        "4.7.1",
-        "whitelist_stale",
-    )
+    Refusal {
+        code: 451,
+        enhanced: "4.7.1",
+        reason: "whitelist_stale",
+        ..PEER_A
+    }
+    .check(&gw)
     .await;
 }
 
@@ -420,15 +458,11 @@ mod fcrdns {
         // which is not peer-a's CN.
         let dns = DnsServer::start(&[]);
         let gw = TestGateway::start_with(checking("enforce", dns.addr)).await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "fcrdns_mismatch",
-        )
+        Refusal {
+            reason: "fcrdns_mismatch",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
     }
 
@@ -436,8 +470,7 @@ mod fcrdns {
     async fn log_mode_only_counts_the_mismatch() {
         let dns = DnsServer::start(&[]);
         let gw = TestGateway::start_with(checking("log", dns.addr)).await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
         assert_eq!(gw.rejections("mail_logged", "fcrdns_mismatch"), 1);
     }
 }
@@ -516,21 +549,17 @@ mod crl {
         }
     }
 
-    async fn wait_for(gw: &TestGateway, outcome: &str) {
-        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        while gw
-            .metrics
+    /// `mssante_crl_fetch_total{outcome}`.
+    fn fetches(gw: &TestGateway, outcome: &str) -> u64 {
+        gw.metrics
             .crl_fetch_total
             .with_label_values(&[outcome])
             .get()
-            == 0
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no CRL fetch with outcome {outcome}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    }
+
+    async fn wait_for(gw: &TestGateway, outcome: &str) {
+        let what = format!("a CRL fetch with outcome {outcome}");
+        common::wait_for(&what, IO_TIMEOUT, || fetches(gw, outcome) > 0).await;
     }
 
     #[tokio::test]
@@ -550,19 +579,17 @@ mod crl {
         wait_for(&gw, "updated").await;
         assert!(file.is_file(), "the valid CRL is kept on disk");
 
-        let mut c = peer(&gw, "peer-b", "smtp.peer-b.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-b.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_revoked",
-        )
+        Refusal {
+            cert: Some("peer-b"),
+            helo: "smtp.peer-b.test.mssante.fr",
+            from: "x@peer-b.test.mssante.fr",
+            reason: "client_cert_revoked",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
         // peer-a is not on this CRL.
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
     }
 
     /// The metrics endpoint on a loopback port, for `/readyz`.
@@ -611,15 +638,15 @@ mod crl {
             ("peer-revoked", "smtp.peer-revoked.test.mssante.fr"),
             ("peer-a", "smtp.peer-a.test.mssante.fr"),
         ] {
-            let mut c = peer(&gw, who, helo).await;
-            refused_at_mail(
-                &gw,
-                &mut c,
-                "x@peer-a.test.mssante.fr",
-                451,
-                "4.7.1",
-                "crl_unavailable",
-            )
+            Refusal {
+                cert: Some(who),
+                helo,
+                code: 451,
+                enhanced: "4.7.1",
+                reason: "crl_unavailable",
+                ..PEER_A
+            }
+            .check(&gw)
             .await;
         }
 
@@ -632,24 +659,10 @@ mod crl {
             ),
         );
         wait_for(&gw, "updated").await;
-        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        while present(&gw) != 1 {
-            assert!(tokio::time::Instant::now() < deadline, "CRL not installed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for("the CRL installed", IO_TIMEOUT, || present(&gw) == 1).await;
         assert!(common::http_get(addr, "/readyz").await.0.contains("200"));
-        let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_revoked",
-        )
-        .await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        REVOKED.check(&gw).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
     }
 
     /// `tls.revocation = "best_effort"` keeps the former behaviour for a set-up without
@@ -662,8 +675,7 @@ mod crl {
             tls.insert("revocation".into(), "best_effort".into());
         })
         .await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
     }
 
     /// A reload that replaces the anchors is applied by every user of the trust store, and
@@ -715,14 +727,11 @@ mod crl {
             c
         }
         let mut c = as_other_peer(&gw, &other).await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_untrusted",
-        )
+        Refusal {
+            reason: "client_cert_untrusted",
+            ..PEER_A
+        }
+        .refused_on(&gw, &mut c)
         .await;
 
         // The operator moves to the other hierarchy (a new CRL file for its CA).
@@ -730,23 +739,15 @@ mod crl {
         let mut c = as_other_peer(&gw, &other).await;
         c.send("MAIL FROM:<x@peer-a.test.mssante.fr>").await;
         c.expect(250, "2.1.0").await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_untrusted",
-        )
+        Refusal {
+            reason: "client_cert_untrusted",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
 
         // The distribution point now serves the new CA's CRL: the store is rebuilt.
-        let updated = gw
-            .metrics
-            .crl_fetch_total
-            .with_label_values(&["updated"])
-            .get();
+        let updated = fetches(&gw, "updated");
         let second = mssante_gateway::tools::test_pki::intermediate_crl(
             &other,
             &[],
@@ -755,36 +756,24 @@ mod crl {
         )
         .expect("CRL of the second PKI");
         *state.lock().expect("state") = (200, second);
-        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        while gw
-            .metrics
-            .crl_fetch_total
-            .with_label_values(&["updated"])
-            .get()
-            == updated
-        {
-            assert!(tokio::time::Instant::now() < deadline, "no CRL update");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        while !dir.path().join("second.crl").is_file() {
-            assert!(tokio::time::Instant::now() < deadline, "CRL not written");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for("a CRL update", IO_TIMEOUT, || {
+            fetches(&gw, "updated") != updated
+        })
+        .await;
+        common::wait_for("the CRL written", IO_TIMEOUT, || {
+            dir.path().join("second.crl").is_file()
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         // The reloaded hierarchy still rules, the start-up one is still out.
         let mut c = as_other_peer(&gw, &other).await;
         c.send("MAIL FROM:<x@peer-a.test.mssante.fr>").await;
         c.expect(250, "2.1.0").await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_untrusted",
-        )
+        Refusal {
+            reason: "client_cert_untrusted",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
     }
 
@@ -856,18 +845,8 @@ mod crl {
                 .insert("crls".into(), toml::Value::Array(vec![file.into()]));
         })
         .await;
-        let mut c = peer(&gw, "peer-revoked", "smtp.peer-revoked.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            550,
-            "5.7.1",
-            "client_cert_revoked",
-        )
-        .await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        delivers(&mut c).await;
+        REVOKED.check(&gw).await;
+        accepted(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
     }
 
     #[tokio::test]
@@ -884,15 +863,13 @@ mod crl {
         let file = dir.path().join("aci-el-org.crl");
         let gw = TestGateway::start_with(crl_source(port, &file)).await;
         wait_for(&gw, "updated").await;
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            451,
-            "4.7.1",
-            "crl_expired",
-        )
+        Refusal {
+            code: 451,
+            enhanced: "4.7.1",
+            reason: "crl_expired",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
     }
 
@@ -906,15 +883,13 @@ mod crl {
         wait_for(&gw, "parse").await;
         assert!(!file.exists());
         // Still no CRL of the intermediate: its peers stay deferred, not let through.
-        let mut c = peer(&gw, "peer-a", "smtp.peer-a.test.mssante.fr").await;
-        refused_at_mail(
-            &gw,
-            &mut c,
-            "x@peer-a.test.mssante.fr",
-            451,
-            "4.7.1",
-            "crl_unavailable",
-        )
+        Refusal {
+            code: 451,
+            enhanced: "4.7.1",
+            reason: "crl_unavailable",
+            ..PEER_A
+        }
+        .check(&gw)
         .await;
     }
 }

@@ -102,6 +102,33 @@ signer_o = "TEST SIGNATAIRE LISTE BLANCHE"
     toml::from_str(&text).expect("the base configuration is valid TOML")
 }
 
+/// Waits until `done`, failing the test after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One step of a transcript: a command and the reply it must get.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// The command, without CRLF.
+    pub send: &'a str,
+    pub code: u16,
+    pub enhanced: &'a str,
+}
+
+/// A [`Step`].
+pub const fn step<'a>(send: &'a str, code: u16, enhanced: &'a str) -> Step<'a> {
+    Step {
+        send,
+        code,
+        enhanced,
+    }
+}
+
 /// A message that went through `hops` MTAs: that many `Received:` headers.
 pub fn message_with_received(hops: usize) -> Vec<u8> {
     let mut m = String::new();
@@ -535,6 +562,50 @@ impl Client {
         r
     }
 
+    /// Reads a reply and checks its code and enhanced code, naming `case` on failure.
+    pub async fn expect_for(
+        &mut self,
+        code: u16,
+        enhanced: &str,
+        case: &impl std::fmt::Debug,
+    ) -> Reply {
+        let r = self.read_reply().await;
+        assert_eq!(
+            (r.code, r.enhanced.map(|e| e.to_string())),
+            (code, Some(enhanced.to_string())),
+            "{case:?}: unexpected reply {r:?}"
+        );
+        r
+    }
+
+    /// On a greeted connection: EHLO, STARTTLS as `peer` (see [`Client::starttls`]) and
+    /// EHLO again; ready for MAIL.
+    pub async fn establish(&mut self, peer: Option<&str>) {
+        self.ehlo().await;
+        self.starttls(peer).await;
+        self.ehlo().await;
+    }
+
+    /// Runs a transcript: sends each step's command and checks its reply.
+    pub async fn exchange(&mut self, steps: &[Step<'_>]) {
+        for step in steps {
+            self.send(step.send).await;
+            self.expect_for(step.code, step.enhanced, step).await;
+        }
+    }
+
+    /// MAIL, each RCPT and DATA, all accepted; the body is the caller's to send.
+    pub async fn begin_data(&mut self, from: &str, to: &[&str]) {
+        self.send(&format!("MAIL FROM:<{from}>")).await;
+        self.expect(250, "2.1.0").await;
+        for rcpt in to {
+            self.send(&format!("RCPT TO:<{rcpt}>")).await;
+            self.expect(250, "2.1.5").await;
+        }
+        self.send("DATA").await;
+        self.expect(354, "2.0.0").await;
+    }
+
     /// Reads a reply and checks its code only (greeting, EHLO).
     pub async fn expect_code(&mut self, code: u16) -> Reply {
         let r = self.read_reply().await;
@@ -652,14 +723,7 @@ impl Client {
 
     /// MAIL, RCPT (accepted), DATA and `body`; the reply to the end of data, whatever it is.
     pub async fn try_message(&mut self, from: &str, to: &[&str], body: &[u8]) -> Reply {
-        self.send(&format!("MAIL FROM:<{from}>")).await;
-        self.expect(250, "2.1.0").await;
-        for rcpt in to {
-            self.send(&format!("RCPT TO:<{rcpt}>")).await;
-            self.expect(250, "2.1.5").await;
-        }
-        self.send("DATA").await;
-        self.expect(354, "2.0.0").await;
+        self.begin_data(from, to).await;
         let mut wire = dot_stuff(body);
         wire.extend_from_slice(b".\r\n");
         self.send_raw(&wire).await;
