@@ -554,24 +554,36 @@ fn print_entry(
     }
 }
 
-fn init_logs(config: &Config) {
+/// Installs the log subscriber. Records are formatted on the task that logs and written to
+/// stderr by a thread of their own (tracing-appender's non-blocking writer, which blocks
+/// rather than drops when it falls behind), in batches: a slow terminal or journal does
+/// not hold a session's worker thread in `write`, and a burst costs few system calls. The guard flushes what is queued when dropped: keep
+/// it until the process exits.
+fn init_logs(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        // Buffered: the thread writes whatever records are queued in one system call and
+        // flushes as soon as the queue is empty (that is the bound on the delay).
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Values from certificates and SMTP commands reach the log: the writer escapes every
     // control character in a record, so none can forge a line.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(mssante_gateway::logging::EscapingWriter::new(
-            std::io::stderr,
-            ansi,
-        ));
+        .with_writer(mssante_gateway::logging::EscapingWriter::new(writer, ansi));
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Human => builder.init(),
     }
+    guard
 }
 
 fn serve(path: &Path) -> ExitCode {
@@ -579,7 +591,7 @@ fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logs(&config);
+    let _log_writer = init_logs(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
