@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::sink::{server_tls, Sink, SinkOpts};
 use mssante_gateway::config::Config;
 use mssante_gateway::gateway::Gateway;
-use mssante_gateway::spool::{parse_file, Envelope, Recipient, Spool};
+use mssante_gateway::spool::{Envelope, Recipient, Spool};
 
 // ---------------------------------------------------------------------------------------
 // The gateway under test.
@@ -116,12 +116,7 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn queue_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir.join("spool/queue"))
-        .expect("queue dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    common::queued_ids(&dir.join("spool"))
 }
 
 /// Splits off the one header the gateway adds; the rest must be the accepted bytes.
@@ -232,8 +227,7 @@ async fn delivers_identical_bytes(chunking: bool) {
     })
     .await;
     let dsn_id = queue_files(dir.path()).remove(0);
-    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
-    let dsn = parse_file(&dsn_id, &bytes).expect("complete DSN");
+    let dsn = common::queued_message(&dir.path().join("spool"), &dsn_id);
     assert_eq!(dsn.envelope.mail_from, "");
     assert_eq!(
         dsn.envelope.recipients[0].address,
@@ -416,35 +410,35 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[tokio::test]
-async fn torn_spool_file_is_quarantined_and_never_delivered() {
+async fn torn_spool_file_and_damaged_log_record_are_quarantined_and_never_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let cfg = config(dir.path(), sink.addr);
-    // Before the gateway runs: one complete message and one cut short (a crash or a
-    // disk fault after the rename), plus a tmp/ leftover that was never acknowledged.
+    let to = ["alice@gateway.test.mssante.fr"];
+    // Before the gateway runs: a complete message in the log and one after it whose
+    // record is damaged (a disk fault: the bytes are there but do not check); a large
+    // message (a file of its own) cut short (a crash or a disk fault after the rename);
+    // a tmp/ leftover that was never acknowledged.
     let (good, torn) = {
         let spool = Spool::open(&cfg.spool_dir).expect("spool");
-        let good = commit(
-            &spool,
-            &envelope(
-                "x@peer-a.test.mssante.fr",
-                &["alice@gateway.test.mssante.fr"],
-            ),
-            &tricky_body("good"),
-        )
-        .await;
-        let torn = commit(
-            &spool,
-            &envelope(
-                "x@peer-a.test.mssante.fr",
-                &["alice@gateway.test.mssante.fr"],
-            ),
-            &tricky_body("torn"),
-        )
-        .await;
+        let env = envelope("x@peer-a.test.mssante.fr", &to);
+        let good = commit(&spool, &env, &tricky_body("good")).await;
+        commit(&spool, &env, &tricky_body("damaged")).await;
+        let mut large = tricky_body("torn");
+        large.resize(400 * 1024, b'x');
+        let torn = commit(&spool, &env, &large).await;
         let path = cfg.spool_dir.join("queue").join(&torn);
-        let bytes = std::fs::read(&path).expect("read");
+        let bytes = std::fs::read(&path).expect("the large message is a file of its own");
         std::fs::write(&path, &bytes[..bytes.len() - 30]).expect("truncate");
+        let segment = std::fs::read_dir(cfg.spool_dir.join("log"))
+            .expect("log dir")
+            .map(|e| e.expect("entry").path())
+            .next()
+            .expect("a log segment");
+        let mut log = std::fs::read(&segment).expect("read the segment");
+        let at = log.len() - 40;
+        log[at] ^= 0x20;
+        std::fs::write(&segment, &log).expect("damage the last record");
         std::fs::write(
             cfg.spool_dir.join("tmp/0000000000000000000"),
             b"MSSPOOL1\npartial",
@@ -467,6 +461,16 @@ async fn torn_spool_file_is_quarantined_and_never_delivered() {
     assert!(memmem(&got[0].data, b"<good@peer-a.test.mssante.fr>"));
     assert!(cfg.spool_dir.join("quarantine").join(&torn).is_file());
     assert!(!cfg.spool_dir.join("queue").join(&good).exists());
+    let quarantined: Vec<String> = std::fs::read_dir(cfg.spool_dir.join("quarantine"))
+        .expect("quarantine")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let tail = quarantined
+        .iter()
+        .find(|n| n.contains(".log@"))
+        .unwrap_or_else(|| panic!("no log tail quarantined: {quarantined:?}"));
+    let kept = std::fs::read(cfg.spool_dir.join("quarantine").join(tail)).expect("tail");
+    assert!(memmem(&kept, b"<damaged@peer-a.test.mssante.fr>"));
     assert!(std::fs::read_dir(cfg.spool_dir.join("tmp"))
         .expect("tmp")
         .next()
@@ -474,7 +478,7 @@ async fn torn_spool_file_is_quarantined_and_never_delivered() {
     assert!(gw
         .metrics
         .render()
-        .contains("mssante_spool_quarantined_total 1"));
+        .contains("mssante_spool_quarantined_total 2"));
     gw.shutdown().await;
 }
 
@@ -688,9 +692,9 @@ async fn lmtp_per_recipient_replies_after_the_body_are_honoured() {
     assert_eq!(got[0].rcpts, vec!["ok@gateway.test.mssante.fr"]);
     assert_eq!(strip_received(&got[0].data).1, &body[..]);
     let dsn_id = queue_files(dir.path()).remove(0);
-    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
     let text =
-        String::from_utf8_lossy(&parse_file(&dsn_id, &bytes).expect("dsn").body).into_owned();
+        String::from_utf8_lossy(&common::queued_message(&dir.path().join("spool"), &dsn_id).body)
+            .into_owned();
     assert!(text.contains("Final-Recipient: rfc822;full@gateway.test.mssante.fr\r\n"));
     assert!(text.contains("Status: 5.2.2\r\n"));
     assert!(!text.contains("Final-Recipient: rfc822;ok@"));
@@ -809,9 +813,9 @@ async fn message_undelivered_past_expiry_is_bounced_with_status_4_4_7() {
     })
     .await;
     let dsn_id = queue_files(dir.path()).remove(0);
-    let bytes = std::fs::read(dir.path().join("spool/queue").join(&dsn_id)).expect("dsn");
     let text =
-        String::from_utf8_lossy(&parse_file(&dsn_id, &bytes).expect("dsn").body).into_owned();
+        String::from_utf8_lossy(&common::queued_message(&dir.path().join("spool"), &dsn_id).body)
+            .into_owned();
     assert!(text.contains("Action: failed\r\n"), "{text}");
     assert!(text.contains("Status: 4.4.7\r\n"), "{text}");
     assert!(text.contains("delivery time expired"), "{text}");

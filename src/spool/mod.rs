@@ -1,15 +1,18 @@
 //! The durable spool: a message is acknowledged only once its bytes and its envelope are on
 //! stable storage.
 //!
-//! One file per message. It is written under `tmp/`, then completed with a trailer, flushed
-//! with `fsync`, renamed into `queue/` and the directory is `fsync`ed: only then may the
-//! caller answer 250. A file in `queue/` without a valid trailer is torn (a crash between
-//! rename and directory sync on some file systems, or a disk fault) and is never delivered.
+//! Messages of up to [`log::LOGGED_MAX`] bytes are held in memory while they arrive, then
+//! appended to the message log (`log/`), where concurrent commits share one `fdatasync`
+//! (see [`log`]). Larger ones get a file of their own: written under `tmp/` as they
+//! arrive, completed with a trailer, flushed with `fsync`, renamed into `queue/` and the
+//! directory `fsync`ed. Only then may the caller answer 250. A file in `queue/` without a
+//! valid trailer, or a log record whose checksum fails, is torn and never delivered.
 //!
 //! File layout: a magic line, the envelope as one JSON line, the message bytes exactly as
 //! received (dot-stuffing removed), then a 24-byte trailer: `MSSEND01`, the envelope
 //! length and the body length as little-endian u64.
 
+mod log;
 mod queue;
 
 use std::io;
@@ -23,6 +26,7 @@ use std::fs::File;
 use std::io::Write;
 use tokio::sync::Notify;
 
+pub use log::LogStats;
 use queue::Index;
 pub use queue::{
     id_time_ms, is_message_name, unix_ms, MessageState, QueueEntry, QueueSummary, RecoveryReport,
@@ -200,16 +204,19 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     }
 }
 
-/// The spool directory: `tmp/` (being written, never acknowledged), `queue/` (complete
-/// messages, each file written once and never rewritten), `state/` (one small JSON file
-/// per message that has been tried: attempts, next due time, pending recipients),
-/// `quarantine/` (torn files found at recovery, kept for inspection, never delivered).
+/// The spool directory: `log/` (the message log, see [`log`]), `tmp/` (large messages
+/// being written, never acknowledged), `queue/` (complete large messages, each file
+/// written once and never rewritten), `state/` (one small JSON file per message that has
+/// been tried or changed by a `queue` command: attempts, next due time, pending
+/// recipients), `quarantine/` (torn files and damaged log tails found at recovery, kept
+/// for inspection, never delivered).
 #[derive(Debug)]
 pub struct Spool {
     tmp: PathBuf,
     queue: PathBuf,
     state: PathBuf,
     quarantine: PathBuf,
+    log: Arc<log::Log>,
     counter: AtomicU32,
     /// Which messages are queued, when each is due and whether a worker holds it. Shared
     /// with [`Incoming`] so that a commit makes the message visible at once.
@@ -225,7 +232,8 @@ impl Spool {
         let queue = dir.join("queue");
         let state = dir.join("state");
         let quarantine = dir.join("quarantine");
-        for d in [&tmp, &queue, &state, &quarantine] {
+        let log_dir = dir.join("log");
+        for d in [&tmp, &queue, &state, &quarantine, &log_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
         Ok(Spool {
@@ -233,6 +241,7 @@ impl Spool {
             queue,
             state,
             quarantine,
+            log: Arc::new(log::Log::new(log_dir)),
             counter: AtomicU32::new(rand::random()),
             index: Arc::new(Index::default()),
             notify: Arc::new(Notify::new()),
@@ -244,9 +253,14 @@ impl Spool {
         Arc::clone(&self.notify)
     }
 
-    /// The directory of complete messages.
+    /// The directory of complete large messages.
     pub fn queue_dir(&self) -> &Path {
         &self.queue
+    }
+
+    /// Syncs and records written to the message log by this process.
+    pub fn log_stats(&self) -> LogStats {
+        self.log.stats()
     }
 
     /// A new queue id: time-ordered, unique within the process and across restarts.
@@ -267,28 +281,19 @@ impl Spool {
     }
 
     /// Starts storing a message with `envelope`; its body follows with
-    /// [`Incoming::write`].
+    /// [`Incoming::write`]. Nothing touches the disk until the message outgrows
+    /// [`log::LOGGED_MAX`] or is committed.
     pub async fn create(&self, envelope: &Envelope) -> Result<Incoming, SpoolError> {
         let id = self.next_id();
-        let tmp_path = self.tmp.join(&id);
         let mut env = serde_json::to_vec(envelope)?;
         env.push(b'\n');
-        let envelope_len = env.len() as u64;
-        let path = tmp_path.clone();
-        let (file, mut buf) = blocking(&tmp_path, move || {
-            let mut file = File::create(&path)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&env)?;
-            Ok((file, env))
-        })
-        .await?;
-        buf.clear();
+        let envelope_len = env.len();
         Ok(Incoming {
+            tmp_path: self.tmp.join(&id),
+            body: Body::Memory(log::record_start(&id, &env, 4096)),
             id,
-            file: Some(file),
-            buf,
-            tmp_path,
             queue_dir: self.queue.clone(),
+            log: Arc::clone(&self.log),
             index: Arc::clone(&self.index),
             notify: Arc::clone(&self.notify),
             envelope_len,
@@ -318,19 +323,26 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     .await
 }
 
+/// Where the body of a message being received goes.
+enum Body {
+    /// A log record being built: header, envelope, body so far.
+    Memory(Vec<u8>),
+    /// A file of its own under `tmp/`, and the bytes not yet written to it (up to
+    /// [`WRITE_BATCH`]). The file is `None` only after a failed write (the message is then
+    /// lost and can only be discarded).
+    File(Option<File>, Vec<u8>),
+}
+
 /// A message being written to the spool.
 pub struct Incoming {
     id: String,
-    /// The temporary file; `None` only after a failed write (the message is then lost and
-    /// can only be discarded).
-    file: Option<File>,
-    /// Body bytes not yet written to the file (up to [`WRITE_BATCH`]).
-    buf: Vec<u8>,
+    body: Body,
     tmp_path: PathBuf,
     queue_dir: PathBuf,
+    log: Arc<log::Log>,
     index: Arc<Index>,
     notify: Arc<Notify>,
-    envelope_len: u64,
+    envelope_len: usize,
     body_len: u64,
 }
 
@@ -347,80 +359,122 @@ impl Incoming {
 
     /// Appends body bytes.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
-        self.buf.extend_from_slice(chunk);
         self.body_len += chunk.len() as u64;
-        if self.buf.len() >= WRITE_BATCH {
-            let mut file = self.take_file()?;
-            let buf = std::mem::take(&mut self.buf);
-            let (file, mut buf) = blocking(&self.tmp_path, move || {
-                file.write_all(&buf)?;
-                Ok((file, buf))
-            })
-            .await?;
-            buf.clear();
-            self.file = Some(file);
-            self.buf = buf;
+        match &mut self.body {
+            Body::Memory(record) if record.len() + chunk.len() <= log::LOGGED_MAX => {
+                record.extend_from_slice(chunk);
+                return Ok(());
+            }
+            Body::Memory(record) => {
+                // Too large for the log: it continues in a file of its own.
+                let mut start = Vec::with_capacity(WRITE_BATCH.max(record.len()));
+                start.extend_from_slice(MAGIC);
+                start.extend_from_slice(&record[log::HEADER_LEN..]);
+                start.extend_from_slice(chunk);
+                let path = self.tmp_path.clone();
+                let (file, mut buf) = blocking(&self.tmp_path, move || {
+                    let mut file = File::create(&path)?;
+                    file.write_all(&start)?;
+                    Ok((file, start))
+                })
+                .await?;
+                buf.clear();
+                self.body = Body::File(Some(file), buf);
+                return Ok(());
+            }
+            Body::File(file, buf) => {
+                buf.extend_from_slice(chunk);
+                if buf.len() < WRITE_BATCH {
+                    return Ok(());
+                }
+                let mut f = take_file(file, &self.tmp_path)?;
+                let bytes = std::mem::take(buf);
+                let (f, mut bytes) = blocking(&self.tmp_path, move || {
+                    f.write_all(&bytes)?;
+                    Ok((f, bytes))
+                })
+                .await?;
+                bytes.clear();
+                *file = Some(f);
+                *buf = bytes;
+            }
         }
         Ok(())
     }
 
-    fn take_file(&mut self) -> Result<File, SpoolError> {
-        self.file.take().ok_or_else(|| SpoolError::Io {
-            path: self.tmp_path.clone(),
-            source: io::Error::other("an earlier write to this file failed"),
-        })
-    }
-
-    /// Completes the file, makes it durable and moves it into the queue. Only after this
-    /// returns may the message be acknowledged.
+    /// Completes the message, makes it durable and queues it. Only after this returns may
+    /// the message be acknowledged.
     ///
-    /// The remaining body, the trailer, `fdatasync`, the rename and the directory `fsync`
-    /// run in one trip to the blocking pool, in that order.
+    /// A logged message is sealed and handed to the log writer, which answers after the
+    /// `fdatasync` of its batch. A file of its own gets the remaining body, the trailer,
+    /// `fdatasync`, the rename and the directory `fsync` in one trip to the blocking pool,
+    /// in that order.
     pub async fn commit(mut self) -> Result<String, SpoolError> {
-        let mut trailer = [0u8; TRAILER_LEN];
-        trailer[..8].copy_from_slice(TRAILER_MAGIC);
-        trailer[8..16].copy_from_slice(&self.envelope_len.to_le_bytes());
-        trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
-        let mut file = match self.take_file() {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&self.tmp_path).await;
-                return Err(e);
+        match std::mem::replace(&mut self.body, Body::Memory(Vec::new())) {
+            Body::Memory(mut record) => {
+                log::seal(&mut record, self.envelope_len);
+                self.log
+                    .append_message(&self.id, record)
+                    .await
+                    .map_err(io_err(self.log.dir()))?;
             }
-        };
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.extend_from_slice(&trailer);
-        let path = self.tmp_path.clone();
-        let dest = self.queue_dir.join(&self.id);
-        let queue_dir = self.queue_dir.clone();
-        blocking(&self.tmp_path, move || {
-            let sealed = file.write_all(&buf).and_then(|()| file.sync_data());
-            drop(file);
-            if let Err(e) = sealed.and_then(|()| std::fs::rename(&path, &dest)) {
-                // Nothing was acknowledged: the partial file must not fill the disk.
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
+            Body::File(file, mut buf) => {
+                let mut trailer = [0u8; TRAILER_LEN];
+                trailer[..8].copy_from_slice(TRAILER_MAGIC);
+                trailer[8..16].copy_from_slice(&(self.envelope_len as u64).to_le_bytes());
+                trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
+                let Some(mut file) = file else {
+                    let _ = tokio::fs::remove_file(&self.tmp_path).await;
+                    return Err(lost_file(&self.tmp_path));
+                };
+                buf.extend_from_slice(&trailer);
+                let path = self.tmp_path.clone();
+                let dest = self.queue_dir.join(&self.id);
+                let queue_dir = self.queue_dir.clone();
+                blocking(&self.tmp_path, move || {
+                    let sealed = file.write_all(&buf).and_then(|()| file.sync_data());
+                    drop(file);
+                    if let Err(e) = sealed.and_then(|()| std::fs::rename(&path, &dest)) {
+                        // Nothing was acknowledged: the partial file must not fill the disk.
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                    // Makes the rename durable; if that fails the client is told to try
+                    // again, so this copy must not be delivered later as well.
+                    if let Err(e) = crate::durable::sync_dir(&queue_dir) {
+                        let _ = std::fs::remove_file(&dest);
+                        return Err(e.source);
+                    }
+                    Ok(())
+                })
+                .await?;
             }
-            // Makes the rename durable; if that fails the client is told to try again,
-            // so this copy must not be delivered later as well.
-            if let Err(e) = crate::durable::sync_dir(&queue_dir) {
-                let _ = std::fs::remove_file(&dest);
-                return Err(e.source);
-            }
-            Ok(())
-        })
-        .await?;
+        }
         self.index.insert_new(&self.id);
         self.notify.notify_one();
         Ok(self.id)
     }
 
-    /// Abandons the message: its temporary file is removed.
-    pub async fn discard(mut self) {
-        drop(self.file.take());
-        if let Err(e) = tokio::fs::remove_file(&self.tmp_path).await {
-            tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove abandoned spool file");
+    /// Abandons the message: its temporary file, if it has one, is removed.
+    pub async fn discard(self) {
+        if let Body::File(file, _) = self.body {
+            drop(file);
+            if let Err(e) = tokio::fs::remove_file(&self.tmp_path).await {
+                tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove abandoned spool file");
+            }
         }
+    }
+}
+
+/// The file of a message being written, or the error of the write that lost it.
+fn take_file(file: &mut Option<File>, path: &Path) -> Result<File, SpoolError> {
+    file.take().ok_or_else(|| lost_file(path))
+}
+
+fn lost_file(path: &Path) -> SpoolError {
+    SpoolError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other("an earlier write to this file failed"),
     }
 }
 
@@ -447,6 +501,9 @@ pub enum TornFile {
     /// The envelope line is not valid JSON.
     #[error("bad envelope: {0}")]
     BadEnvelope(String),
+    /// A record of the message log does not check (checksum, lengths, kind).
+    #[error("damaged log record: {0}")]
+    BadRecord(String),
 }
 
 /// Parses a spool file's bytes, checking its structure.
@@ -503,9 +560,18 @@ pub fn read_message(
     spool: &Spool,
     id: &str,
 ) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
-    let path = spool.queue.join(id);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    Ok(parse_file(id, &bytes))
+    spool.read_blocking(id)
+}
+
+/// Parses a message record of the log.
+fn parse_record(id: &str, record: log::Record) -> Result<StoredMessage, TornFile> {
+    let envelope: Envelope = serde_json::from_slice(record.envelope())
+        .map_err(|e| TornFile::BadEnvelope(e.to_string()))?;
+    Ok(StoredMessage {
+        id: id.to_string(),
+        envelope,
+        body: record.into_body(),
+    })
 }
 
 #[cfg(test)]
@@ -571,17 +637,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_truncation_is_detected_as_torn() {
+    async fn every_truncation_of_a_file_of_its_own_is_detected_as_torn() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let mut m = spool.create(&envelope()).await.unwrap();
-        m.write(b"Subject: x\r\n\r\nbody\r\n").await.unwrap();
+        let mut body = b"Subject: x\r\n\r\n".to_vec();
+        body.resize(log::LOGGED_MAX + 1, b'y');
+        m.write(&body[..100]).await.unwrap();
+        m.write(&body[100..]).await.unwrap();
         let id = m.commit().await.unwrap();
         let bytes = std::fs::read(spool.queue_dir().join(&id)).unwrap();
         assert!(parse_file(&id, &bytes).is_ok());
         let owned = parse_file_owned(&id, bytes.clone()).unwrap();
         assert_eq!(owned.body, parse_file(&id, &bytes).unwrap().body);
-        assert_eq!(owned.body, b"Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(owned.body, body);
         for cut in 0..bytes.len() {
             assert!(parse_file(&id, &bytes[..cut]).is_err(), "cut at {cut}");
         }

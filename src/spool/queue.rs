@@ -15,7 +15,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, parse_file, sync_dir, Envelope, Spool, SpoolError, StoredMessage};
+use super::log::{self, Loc};
+use super::{
+    io_err, parse_file, parse_record, sync_dir, Envelope, Spool, SpoolError, StoredMessage,
+    TornFile,
+};
+
+/// Where a queued message is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A file of its own in `queue/`.
+    File,
+    /// A record of the message log.
+    Log(Loc),
+}
 
 /// What the relay knows about a message between attempts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,6 +44,11 @@ pub struct MessageState {
     pub pending: Option<Vec<String>>,
     /// A "delayed" DSN was already sent for this message (RFC 3464: at most once).
     pub delay_notified: bool,
+    /// `queue delete` removed it while another process owned the spool: a record in the
+    /// message log cannot be unlinked, so its state says it is gone and it is never
+    /// delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl MessageState {
@@ -230,10 +248,24 @@ impl Spool {
         self.state.join(format!("{id}.json"))
     }
 
+    /// Where `id` is: the log as this process knows it, a file of its own, or, for a
+    /// `queue` command beside a running gateway, the log as it is on disk.
+    fn place(&self, id: &str) -> Result<Option<Place>, SpoolError> {
+        if let Some(loc) = self.log.loc(id) {
+            return Ok(Some(Place::Log(loc)));
+        }
+        if self.queue.join(id).is_file() {
+            return Ok(Some(Place::File));
+        }
+        let scan = log::scan(self.log.dir()).map_err(io_err(self.log.dir()))?;
+        Ok(scan.live.get(id).map(|loc| Place::Log(*loc)))
+    }
+
     /// Rebuilds the queue after a start or a crash: removes `tmp/` leftovers (never
     /// acknowledged), re-queues every complete message with its saved state, moves torn
-    /// files into `quarantine/` and removes state files whose message is gone. Run once,
-    /// by the gateway that owns the spool, before it accepts or delivers anything.
+    /// files and damaged log tails into `quarantine/`, drops log segments with nothing
+    /// live and removes state files whose message is gone. Run once, by the gateway that
+    /// owns the spool, before it accepts or delivers anything.
     pub fn recover(&self) -> Result<RecoveryReport, SpoolError> {
         let mut report = RecoveryReport::default();
         for entry in std::fs::read_dir(&self.tmp).map_err(io_err(&self.tmp))? {
@@ -266,25 +298,48 @@ impl Spool {
             sync_dir_blocking(&self.queue)?;
             sync_dir_blocking(&self.quarantine)?;
         }
+        let log_dir = self.log.dir();
+        let scan = log::scan(log_dir).map_err(io_err(log_dir))?;
+        for &(seg, offset, why) in &scan.corrupt {
+            let name = log::quarantine_tail(log_dir, &self.quarantine, seg, offset)
+                .map_err(io_err(&self.quarantine))?;
+            tracing::error!(segment = seg, offset, reason = why, quarantine = %self.quarantine.join(&name).display(), "damaged spool log: the records after this point are copied to quarantine and will not be delivered");
+            report.quarantined.push((name, why.to_string()));
+        }
         for entry in std::fs::read_dir(&self.state).map_err(io_err(&self.state))? {
             let entry = entry.map_err(io_err(&self.state))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let keep = name
                 .strip_suffix(".json")
-                .is_some_and(|id| self.queue.join(id).is_file());
+                .is_some_and(|id| scan.live.contains_key(id) || self.queue.join(id).is_file());
             if !keep {
                 let path = entry.path();
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
             }
         }
+        let mut logged = Vec::new();
+        for (id, loc) in &scan.live {
+            let state = self.read_state_blocking(id)?;
+            if !state.deleted {
+                logged.push((id.clone(), *loc, state.next_due_unix_ms));
+            }
+        }
+        self.log
+            .adopt(&scan, logged.iter().map(|(id, loc, _)| (id.clone(), *loc)));
+        self.log.drop_dead_segments().map_err(io_err(log_dir))?;
+        let mut queued = Vec::with_capacity(found.len() + logged.len());
         for id in found {
-            let state = self.read_state_blocking(&id)?;
+            let due = self.read_state_blocking(&id)?.next_due_unix_ms;
+            queued.push((id, due));
+        }
+        queued.extend(logged.into_iter().map(|(id, _, due)| (id, due)));
+        for (id, due_ms) in queued {
             let received_ms = id_time_ms(&id).unwrap_or(0);
             self.index.with(|m| {
                 m.insert(
                     id,
                     Slot {
-                        due_ms: state.next_due_unix_ms,
+                        due_ms,
                         received_ms,
                         claimed: false,
                         added_seq: 0,
@@ -311,12 +366,26 @@ impl Spool {
                 on_disk.insert(name, due);
             }
         }
-        self.index.with(|m| {
+        // Logged messages whose state a `queue` command may have written.
+        let mut logged = HashMap::new();
+        for entry in std::fs::read_dir(&self.state).map_err(io_err(&self.state))? {
+            let entry = entry.map_err(io_err(&self.state))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                if self.log.loc(id).is_some() {
+                    logged.insert(id.to_string(), self.read_state_blocking(id)?);
+                }
+            }
+        }
+        let deleted = self.index.with(|m| {
             let gone: Vec<String> = m
                 .by_id
                 .iter()
                 .filter(|(id, slot)| {
-                    !(slot.claimed || slot.added_seq > mark || on_disk.contains_key(*id))
+                    !(slot.claimed
+                        || slot.added_seq > mark
+                        || on_disk.contains_key(*id)
+                        || self.log.loc(id).is_some())
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -342,7 +411,27 @@ impl Spool {
                     }
                 }
             }
+            let mut deleted = Vec::new();
+            for (id, state) in logged {
+                match m.by_id.get(&id).copied() {
+                    Some(slot) if slot.claimed => {}
+                    Some(_) if state.deleted => {
+                        m.remove(&id);
+                        deleted.push(id);
+                    }
+                    Some(_) => m.update(&id, |s| {
+                        s.due_ms = state.next_due_unix_ms;
+                        s.has_state = true;
+                    }),
+                    None => {}
+                }
+            }
+            deleted
         });
+        // Their tombstone is durable: the log needs no record of it.
+        for id in deleted {
+            self.log.forget(&id);
+        }
         Ok(())
     }
 
@@ -383,13 +472,33 @@ impl Spool {
     }
 
     /// Reads a queued message.
-    pub async fn load(
+    pub async fn load(&self, id: &str) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
+        if self.log.loc(id).is_none() {
+            let path = self.queue.join(id);
+            let bytes = tokio::fs::read(&path).await.map_err(io_err(&path))?;
+            return Ok(super::parse_file_owned(id, bytes));
+        }
+        let log = std::sync::Arc::clone(&self.log);
+        let key = id.to_string();
+        let dir = self.log.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || read_logged(&log, &key))
+            .await
+            .unwrap_or_else(|e| Err(io_err(&dir)(io::Error::other(e))))
+    }
+
+    /// As [`Spool::load`], for callers that may block (`queue` commands).
+    pub(super) fn read_blocking(
         &self,
         id: &str,
-    ) -> Result<Result<StoredMessage, super::TornFile>, SpoolError> {
-        let path = self.queue.join(id);
-        let bytes = tokio::fs::read(&path).await.map_err(io_err(&path))?;
-        Ok(super::parse_file_owned(id, bytes))
+    ) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
+        match self.place(id)? {
+            Some(Place::Log(loc)) => Ok(record_at(self.log.dir(), id, loc)?),
+            _ => {
+                let path = self.queue.join(id);
+                let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+                Ok(parse_file(id, &bytes))
+            }
+        }
     }
 
     /// The delivery state of `id` (the default when it was never tried).
@@ -486,14 +595,23 @@ impl Spool {
         self.remove(id).await
     }
 
+    /// Removes `id` durably: a *done* record for a logged message, an unlink and a
+    /// directory sync for a file; then its state.
     async fn remove(&self, id: &str) -> Result<(), SpoolError> {
-        let path = self.queue.join(id);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path)(e)),
+        if self.log.loc(id).is_some() {
+            self.log
+                .append_done(id)
+                .await
+                .map_err(io_err(self.log.dir()))?;
+        } else {
+            let path = self.queue.join(id);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            sync_dir(&self.queue).await?;
         }
-        sync_dir(&self.queue).await?;
         let state = self.state_path(id);
         match tokio::fs::remove_file(&state).await {
             Ok(()) => {}
@@ -504,8 +622,8 @@ impl Spool {
         Ok(())
     }
 
-    /// Lists the queue from the files, for `queue list` (works whether or not a gateway
-    /// is running).
+    /// Lists the queue from the files and the log, for `queue list` (works whether or not
+    /// a gateway is running).
     pub fn list(&self) -> Result<Vec<QueueEntry>, SpoolError> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.queue).map_err(io_err(&self.queue))? {
@@ -514,9 +632,19 @@ impl Spool {
             if !is_message_name(&id) {
                 continue;
             }
-            match self.entry(&id) {
+            match self.file_entry(&id) {
                 Ok(e) => out.push(e),
                 // Delivered and removed between the listing and the read.
+                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let scan = log::scan(self.log.dir()).map_err(io_err(self.log.dir()))?;
+        for (id, loc) in scan.live {
+            match self.log_entry(&id, loc) {
+                Ok(Some(e)) => out.push(e),
+                Ok(None) => {}
+                // Its segment was compacted or dropped meanwhile.
                 Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -527,6 +655,14 @@ impl Spool {
 
     /// One queued message with its state, for `queue show`.
     pub fn entry(&self, id: &str) -> Result<QueueEntry, SpoolError> {
+        let found = match self.place(id)? {
+            Some(Place::Log(loc)) => self.log_entry(id, loc)?,
+            _ => Some(self.file_entry(id)?),
+        };
+        found.ok_or_else(|| not_found(&self.state_path(id)))
+    }
+
+    fn file_entry(&self, id: &str) -> Result<QueueEntry, SpoolError> {
         let path = self.queue.join(id);
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         let (envelope, torn) = match parse_file(id, &bytes) {
@@ -542,14 +678,32 @@ impl Spool {
         })
     }
 
+    /// A logged message, unless `queue delete` marked it gone.
+    fn log_entry(&self, id: &str, loc: Loc) -> Result<Option<QueueEntry>, SpoolError> {
+        let state = self.read_state_blocking(id)?;
+        if state.deleted {
+            return Ok(None);
+        }
+        let (envelope, torn) = match record_at(self.log.dir(), id, loc)? {
+            Ok(m) => (Some(m.envelope), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Ok(Some(QueueEntry {
+            id: id.to_string(),
+            size: loc.len,
+            envelope,
+            torn,
+            state,
+        }))
+    }
+
     /// Makes `id` due now (`queue retry`); a running gateway picks it up at its next
     /// refresh.
     pub async fn retry_now(&self, id: &str) -> Result<(), SpoolError> {
-        let path = self.queue.join(id);
-        if !path.is_file() {
-            return Err(io_err(&path)(io::Error::from(io::ErrorKind::NotFound)));
-        }
         let mut state = self.state(id).await?;
+        if self.place(id)?.is_none() || state.deleted {
+            return Err(not_found(&self.queue.join(id)));
+        }
         state.next_due_unix_ms = 0;
         self.save_state(id, &state).await?;
         self.index.with(|m| {
@@ -562,19 +716,76 @@ impl Spool {
         Ok(())
     }
 
-    /// Removes `id` without delivering it (`queue delete`).
+    /// Removes `id` without delivering it (`queue delete`). A message in the log of
+    /// another process (a running gateway) is marked deleted in its state; that gateway
+    /// drops it at its next refresh, and never delivers it.
     pub async fn delete(&self, id: &str) -> Result<(), SpoolError> {
-        let path = self.queue.join(id);
-        if !path.is_file() {
-            return Err(io_err(&path)(io::Error::from(io::ErrorKind::NotFound)));
+        let owned = self.log.loc(id).is_some();
+        match self.place(id)? {
+            None => Err(not_found(&self.queue.join(id))),
+            Some(Place::Log(_)) if !owned => {
+                let mut state = self.read_state_blocking(id)?;
+                if state.deleted {
+                    return Err(not_found(&self.queue.join(id)));
+                }
+                state.deleted = true;
+                self.save_state(id, &state).await
+            }
+            Some(_) => self.remove(id).await,
         }
-        self.remove(id).await
     }
 
     /// The directory torn files are moved to.
     pub fn quarantine_dir(&self) -> &Path {
         &self.quarantine
     }
+}
+
+fn not_found(path: &Path) -> SpoolError {
+    io_err(path)(io::Error::from(io::ErrorKind::NotFound))
+}
+
+/// Reads the logged message `id` at `loc`.
+fn record_at(
+    dir: &Path,
+    id: &str,
+    loc: Loc,
+) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
+    match log::read_at(dir, loc) {
+        Ok(record) => Ok(parse_record(id, record)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io_err(dir)(e)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Ok(Err(TornFile::BadRecord(e.to_string())))
+        }
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Reads a message this process's log holds. Compaction may move it, and drop the segment
+/// it was in, between the lookup and the read: the lookup is then made again.
+fn read_logged(log: &log::Log, id: &str) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
+    let mut last = None;
+    for _ in 0..3 {
+        let Some(loc) = log.loc(id) else {
+            return Err(not_found(log.dir()));
+        };
+        match record_at(log.dir(), id, loc) {
+            Err(SpoolError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && log.loc(id) != Some(loc) =>
+            {
+                last = Some(source);
+            }
+            other => return other,
+        }
+    }
+    Err(io_err(log.dir())(last.unwrap_or_else(|| {
+        io::Error::from(io::ErrorKind::NotFound)
+    })))
 }
 
 fn sync_dir_blocking(dir: &Path) -> Result<(), SpoolError> {
@@ -744,12 +955,21 @@ mod tests {
         assert_eq!(spool.next_due(SystemTime::now()), vec![id]);
     }
 
+    /// A message too large for the log: a file of its own.
+    async fn store_large(spool: &Spool) -> String {
+        let mut m = spool.create(&envelope()).await.unwrap();
+        m.write(b"Subject: x\r\n\r\n").await.unwrap();
+        m.write(&vec![b'y'; log::LOGGED_MAX]).await.unwrap();
+        m.commit().await.unwrap()
+    }
+
     #[tokio::test]
     async fn recovery_quarantines_torn_files_and_clears_tmp() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let good = store(&spool).await;
-        let torn = store(&spool).await;
+        let good = store_large(&spool).await;
+        let logged = store(&spool).await;
+        let torn = store_large(&spool).await;
         let path = dir.path().join("queue").join(&torn);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
@@ -757,26 +977,67 @@ mod tests {
         std::fs::write(dir.path().join("state/0000000000000000000.json"), b"{}").unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let report = spool.recover().unwrap();
-        assert_eq!(report.requeued, 1);
+        assert_eq!(report.requeued, 2);
         assert_eq!(report.tmp_removed, 1);
         assert_eq!(report.quarantined.len(), 1);
         assert_eq!(report.quarantined[0].0, torn);
         assert!(dir.path().join("quarantine").join(&torn).is_file());
         assert!(!dir.path().join("state/0000000000000000000.json").exists());
-        assert_eq!(spool.next_due(SystemTime::now()), vec![good]);
+        assert_eq!(spool.next_due(SystemTime::now()), vec![good, logged]);
     }
 
     #[tokio::test]
-    async fn refresh_sees_deletes_and_keeps_fresh_commits() {
+    async fn refresh_sees_deletes_by_another_process_and_keeps_fresh_commits() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let a = store(&spool).await;
-        // Another process (`queue delete`) removes it.
-        std::fs::remove_file(dir.path().join("queue").join(&a)).unwrap();
+        let file = store_large(&spool).await;
+        let logged = store(&spool).await;
+        let kept = store(&spool).await;
+        // `queue delete` in another process: it unlinks the file; the logged message is
+        // marked deleted in its state.
+        let other = Spool::open(dir.path()).unwrap();
+        assert_eq!(other.list().unwrap().len(), 3);
+        other.delete(&file).await.unwrap();
+        other.delete(&logged).await.unwrap();
+        assert!(other.delete(&logged).await.is_err(), "deleted twice");
+        assert_eq!(
+            other
+                .list()
+                .unwrap()
+                .iter()
+                .map(|e| &e.id)
+                .collect::<Vec<_>>(),
+            vec![&kept]
+        );
         spool.refresh().unwrap();
-        assert!(spool.next_due(SystemTime::now()).is_empty());
-        let b = store(&spool).await;
+        assert_eq!(spool.next_due(SystemTime::now()), vec![kept.clone()]);
+        let fresh = store(&spool).await;
         spool.refresh().unwrap();
-        assert_eq!(spool.next_due(SystemTime::now()), vec![b]);
+        assert_eq!(spool.next_due(SystemTime::now()), vec![fresh.clone()]);
+        // And after a restart: neither deleted message comes back.
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.recover().unwrap().requeued, 2);
+        assert_eq!(spool.next_due(SystemTime::now()), vec![kept, fresh]);
+    }
+
+    #[tokio::test]
+    async fn a_delivered_message_stays_done_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (done, left) = {
+            let spool = Spool::open(dir.path()).unwrap();
+            let done = store(&spool).await;
+            let left = store(&spool).await;
+            spool.next_due(SystemTime::now());
+            spool.complete(&done).await.unwrap();
+            (done, left)
+        };
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.recover().unwrap().requeued, 1);
+        assert_eq!(spool.next_due(SystemTime::now()), vec![left.clone()]);
+        assert!(spool.entry(&done).is_err());
+        let m = spool.load(&left).await.unwrap().unwrap();
+        assert_eq!(m.body, b"Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(m.envelope, envelope());
     }
 }

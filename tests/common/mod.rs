@@ -21,7 +21,7 @@ use mssante_gateway::gateway::Gateway;
 use mssante_gateway::metrics::Metrics;
 use mssante_gateway::smtp::client::ReplyReader;
 pub use mssante_gateway::smtp::Reply;
-use mssante_gateway::spool::{parse_file, StoredMessage};
+use mssante_gateway::spool::{read_message, Spool, StoredMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -269,15 +269,11 @@ impl TestGateway {
         self.spool_dir.join("tmp")
     }
 
-    /// Every message in the queue, parsed (a torn file fails the test), oldest first.
+    /// Every message in the queue, parsed (a torn one fails the test), oldest first.
     pub fn spooled_messages(&self) -> Vec<StoredMessage> {
-        let mut ids: Vec<String> = list_dir(&self.queue_dir());
-        ids.sort();
-        ids.iter()
-            .map(|id| {
-                let bytes = std::fs::read(self.queue_dir().join(id)).expect("read spool file");
-                parse_file(id, &bytes).unwrap_or_else(|e| panic!("spool file {id}: {e}"))
-            })
+        queued_ids(&self.spool_dir)
+            .iter()
+            .map(|id| queued_message(&self.spool_dir, id))
             .collect()
     }
 
@@ -344,7 +340,7 @@ impl TestGateway {
     /// Proves the gateway still serves: peer-a delivers a message and it reaches the
     /// spool.
     pub async fn assert_still_serving(&self) {
-        let before = list_dir(&self.queue_dir()).len();
+        let before = queued_ids(&self.spool_dir).len();
         let mut c = self.established(Some("peer-a")).await;
         c.send_message(
             "a@peer-a.test.mssante.fr",
@@ -353,7 +349,7 @@ impl TestGateway {
         )
         .await;
         c.quit().await;
-        assert_eq!(list_dir(&self.queue_dir()).len(), before + 1);
+        assert_eq!(queued_ids(&self.spool_dir).len(), before + 1);
     }
 
     /// Stops the gateway as `serve` does on SIGTERM and waits until every session is
@@ -374,6 +370,25 @@ impl TestGateway {
     pub fn take_gateway(&mut self) -> Gateway {
         self.gateway.take().expect("gateway already stopped")
     }
+}
+
+/// The ids queued in the spool at `spool_dir` (files and log), as `queue list` sees them,
+/// oldest first.
+pub fn queued_ids(spool_dir: &Path) -> Vec<String> {
+    Spool::open(spool_dir)
+        .and_then(|s| s.list())
+        .unwrap_or_else(|e| panic!("list the spool: {e}"))
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+/// The queued message `id` of the spool at `spool_dir`, parsed (a torn one fails the test).
+pub fn queued_message(spool_dir: &Path, id: &str) -> StoredMessage {
+    let spool = Spool::open(spool_dir).unwrap_or_else(|e| panic!("open the spool: {e}"));
+    read_message(&spool, id)
+        .unwrap_or_else(|e| panic!("read {id}: {e}"))
+        .unwrap_or_else(|e| panic!("spooled message {id}: {e}"))
 }
 
 fn list_dir(dir: &Path) -> Vec<String> {
