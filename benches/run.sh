@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
 # The message-path benchmarks of BENCHMARKS.md, in one command from a clean clone:
 #
-#   bash benches/run.sh            # RUNS=3 repetitions of each cell, medians reported
-#   QUICK=1 bash benches/run.sh    # one repetition, shorter cells (a smoke run)
+#   bash benches/run.sh                      # gateway against Postfix, PAIRS=3 pairs per cell
+#   VERSUS=/path/to/mssante-gateway bash benches/run.sh   # against another build (before/after)
+#   QUICK=1 bash benches/run.sh              # one pair, small cells (a smoke run)
 #
 # Builds release; starts the gateway on a temporary copy of config/local.toml (random high
-# loopback ports, temporary spool); measures inbound -> spool for 1 and 100 messages per
-# connection x 1 KiB, 100 KiB, 10 MiB; the bare limits (mutual-TLS accept loop, spool
-# fsync loop); p99 latency at half saturation; memory per 1,000 idle TLS sessions; and,
-# when the postfix package is installed (apt-get install -y postfix), a throwaway Postfix
-# instance with the same PKI and mandatory client certificates, relaying to the discard
-# transport. Every run is bounded in messages and seconds. Loopback only.
+# loopback ports, temporary spool) relaying to an smtp-sink (the internal server), and the
+# other side: a throwaway Postfix instance with the same PKI and mandatory client
+# certificates relaying to its discard transport, or a second gateway from the binary
+# VERSUS names (own spool and ports, same sink).
 #
-# Environment: RUNS (repetitions, default 3), CONNS (parallel connections, default 16),
-# SECS (seconds per cell, default 3), POSTFIX=0 to skip Postfix, KEEP=1 to keep the
-# temporary directory (logs, JSON results).
+# Paired cells: each runs in pairs taken back to back, A B then B A, and so on, with a
+# fixed number of messages; each run reports the accept rate (messages answered 250 per
+# second) and the end-to-end rate (messages / time from the first connect until every
+# accepted message has left the queue: relayed to the sink for a gateway, gone from the
+# queue directories for Postfix). The summary gives, per cell, the median and min-max of
+# the ratio gateway/other over the pairs, and the 1-minute load average during the runs.
+#
+# Then, for the gateway alone: a sustained cell (the internal server down for SUSTAIN
+# seconds of load, then up: intake per second, then drain rate), the bare limits
+# (mutual-TLS accept loop paired with the gateway at 1 msg/conn, with and without TLS
+# session resumption; the commit loop of a file per message), p99 accept latency at half
+# saturation and memory per 1,000 idle TLS sessions. Every run is bounded in messages and
+# seconds. Loopback only.
+#
+# Environment: PAIRS (default 3), CONNS (parallel connections, default 16), SECS (seconds
+# of the unpaired cells, default 3), SUSTAIN (seconds of the sustained cell, default 60),
+# VERSUS (postfix, or a gateway binary), KEEP=1 to keep the temporary directory (logs,
+# JSON results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    RUNS=${RUNS:-1}; SECS=${SECS:-1}
+    PAIRS=${PAIRS:-1}; RUNS=${RUNS:-1}; SECS=${SECS:-1}; SUSTAIN=${SUSTAIN:-5}; SCALE=10
 else
-    RUNS=${RUNS:-3}; SECS=${SECS:-3}
+    PAIRS=${PAIRS:-3}; RUNS=${RUNS:-3}; SECS=${SECS:-3}; SUSTAIN=${SUSTAIN:-60}; SCALE=1
 fi
 CONNS=${CONNS:-16}
-POSTFIX=${POSTFIX:-1}
+VERSUS=${VERSUS:-postfix}
 
 echo "== building (release)" >&2
 cargo build --release --quiet --workspace --bins
@@ -35,12 +49,13 @@ GATEWAY=$ROOT/target/release/mssante-gateway
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mssante-bench.XXXXXX")
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user
-GW_PID=
+PIDS=()
 PF_CONF=
 SINK_PID=
 cleanup() {
-    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
-    if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
+    for p in "${PIDS[@]}" "$SINK_PID"; do
+        if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+    done
     if [ -n "$PF_CONF" ]; then postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
@@ -62,35 +77,48 @@ wait_port() {
 
 # ---- the internal server: a sink -----------------------------------------------------
 # The gateway relays what it accepts to its internal mail server; Postfix's smtp-sink
-# (package postfix) plays that part, accepting everything. Without it the [relay] section
-# points at a closed port and messages stay queued (inbound -> spool only).
+# (package postfix) plays that part, accepting everything. End-to-end figures need it.
+command -v smtp-sink >/dev/null 2>&1 || { echo "smtp-sink missing: apt-get install -y postfix" >&2; exit 1; }
 SINK_PORT=$(free_port)
-if command -v smtp-sink >/dev/null 2>&1; then
+start_sink() {
     # As root, smtp-sink insists on a user to run as.
-    sink_user=()
+    local sink_user=()
     if [ "$(id -u)" = 0 ]; then sink_user=(-u "$(id -un nobody 2>/dev/null || echo nobody)"); fi
     smtp-sink "${sink_user[@]}" -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
     SINK_PID=$!
-    echo "== internal server: smtp-sink on 127.0.0.1:$SINK_PORT (path: inbound -> spool -> sink)" >&2
-else
-    echo "== no smtp-sink (apt-get install postfix): messages stay in the spool (path: inbound -> spool)" >&2
-fi
+    wait_port "$SINK_PORT"
+}
+stop_sink() {
+    kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=
+}
+start_sink
+echo "== internal server: smtp-sink on 127.0.0.1:$SINK_PORT" >&2
 
-# ---- the gateway -------------------------------------------------------------------
-GW_PORT=$(free_port)
-MX_PORT=$(free_port)
-mkdir -p "$WORK/gateway"
-sed -e "s|\.\./certs-test|$ROOT/certs-test|g" \
-    -e "s|127.0.0.1:2526|127.0.0.1:$SINK_PORT|" \
-    -e "s|\.\./var/spool|$WORK/gateway/spool|" \
-    -e "s|127.0.0.1:2525|127.0.0.1:$GW_PORT|" \
-    -e "s|127.0.0.1:9925|127.0.0.1:$MX_PORT|" \
-    -e 's|^max_connections = .*|max_connections = 2000|' \
-    -e 's|^max_connections_per_ip = .*|max_connections_per_ip = 2000|' \
-    config/local.toml >"$WORK/gateway/gateway.toml"
-"$GATEWAY" serve --config "$WORK/gateway/gateway.toml" >"$WORK/gateway/gateway.log" 2>&1 &
-GW_PID=$!
-wait_port "$GW_PORT"
+# ---- gateways ----------------------------------------------------------------------
+# start_gateway NAME BINARY: sets <NAME>_PORT, <NAME>_METRICS, <NAME>_PID, <NAME>_CONF.
+start_gateway() {
+    local name=$1 bin=$2 port metrics dir=$WORK/$1
+    port=$(free_port); metrics=$(free_port)
+    mkdir -p "$dir"
+    sed -e "s|\.\./certs-test|$ROOT/certs-test|g" \
+        -e "s|127.0.0.1:2526|127.0.0.1:$SINK_PORT|" \
+        -e "s|\.\./var/spool|$dir/spool|" \
+        -e "s|127.0.0.1:2525|127.0.0.1:$port|" \
+        -e "s|127.0.0.1:9925|127.0.0.1:$metrics|" \
+        -e 's|^max_connections = .*|max_connections = 2000|' \
+        -e 's|^max_connections_per_ip = .*|max_connections_per_ip = 2000|' \
+        config/local.toml >"$dir/gateway.toml"
+    "$bin" serve --config "$dir/gateway.toml" >>"$dir/gateway.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    printf -v "${name}_PORT" %s "$port"
+    printf -v "${name}_METRICS" %s "$metrics"
+    printf -v "${name}_PID" %s "$pid"
+    printf -v "${name}_CONF" %s "$dir/gateway.toml"
+    wait_port "$port"
+}
+start_gateway GW "$GATEWAY"
+echo "== gateway on 127.0.0.1:$GW_PORT ($GATEWAY)" >&2
 
 # ---- Postfix (optional) ------------------------------------------------------------
 PF_PORT=
@@ -114,7 +142,8 @@ myhostname = smtp.gateway.test.mssante.fr
 mydestination =
 mynetworks =
 relay_domains = gateway.test.mssante.fr
-relay_transport = discard:sink
+relay_transport = relay:[127.0.0.1]:$SINK_PORT
+smtp_tls_security_level = none
 smtpd_relay_restrictions = reject_unauth_destination
 default_process_limit = 300
 message_size_limit = 52428800
@@ -165,13 +194,21 @@ EOF
     PF_CONF=$d/etc
     wait_port "$PF_PORT"
 }
-if [ "$POSTFIX" = 1 ]; then
+OTHER=
+if [ "$VERSUS" = postfix ]; then
     if setup_postfix; then
+        OTHER=postfix
         echo "== postfix on 127.0.0.1:$PF_PORT ($(postconf -d mail_version 2>/dev/null | sed 's/.*= //'))" >&2
     else
-        echo "== postfix unavailable (install it with: apt-get install -y postfix); gateway figures only" >&2
-        PF_PORT=
+        echo "== postfix unavailable (apt-get install -y postfix): gateway figures only" >&2
     fi
+elif [ -x "$VERSUS" ]; then
+    start_gateway B "$VERSUS"
+    OTHER=baseline
+    echo "== baseline gateway on 127.0.0.1:$B_PORT ($VERSUS)" >&2
+else
+    echo "VERSUS must be postfix or an executable gateway binary: $VERSUS" >&2
+    exit 1
 fi
 
 # ---- the measurements --------------------------------------------------------------
@@ -180,8 +217,44 @@ RESULTS=$WORK/results.jsonl
 record() { # name, run, then the JSON line on stdin; the load average tells how shared the machine was
     python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["cell"]=sys.argv[1]; r["run"]=int(sys.argv[2]); r["loadavg1"]=float(open("/proc/loadavg").read().split()[0]); print(json.dumps(r))' "$1" "$2" >>"$RESULTS"
 }
+PROBE=$ROOT/benches/probe.py
 
-# cell name, target port, loadgen arguments...
+# One run of a paired cell on SIDE (gateway, postfix, baseline): loadgen with a fixed
+# number of messages, then wait until the side has finished every accepted message.
+run_e2e() { # side, cell, pair, loadgen args...
+    local side=$1 cell=$2 pair=$3 port metrics= before=0 t0
+    shift 3
+    case $side in
+        gateway) port=$GW_PORT; metrics=$GW_METRICS ;;
+        baseline) port=$B_PORT; metrics=$B_METRICS ;;
+        postfix) port=$PF_PORT ;;
+    esac
+    if [ -n "$metrics" ]; then before=$(python3 "$PROBE" relayed "$metrics"); fi
+    t0=$(date +%s.%N)
+    "$LOADGEN" --target "127.0.0.1:$port" --certs "$ROOT/certs-test" --json "$@" >"$WORK/run.json"
+    if [ -n "$metrics" ]; then
+        python3 "$PROBE" wait-relayed "$metrics" "$before" "$t0" "$WORK/run.json"
+    else
+        python3 "$PROBE" wait-postfix "$WORK/postfix/queue" "$t0" "$WORK/run.json"
+    fi | record "$side $cell" "$pair"
+}
+
+# A paired cell: PAIRS pairs, gateway then other, other then gateway, and so on.
+paired() { # cell, loadgen args...
+    local cell=$1 pair side
+    shift
+    for pair in $(seq 1 "$PAIRS"); do
+        local order=(gateway "$OTHER")
+        if [ $((pair % 2)) = 0 ]; then order=("$OTHER" gateway); fi
+        for side in "${order[@]}"; do
+            [ -n "$side" ] || continue
+            echo "-- $side $cell (pair $pair/$PAIRS)" >&2
+            run_e2e "$side" "$cell" "$pair" "$@"
+        done
+    done
+}
+
+# cell name, target port, loadgen arguments... (unpaired, gateway-only measurements)
 cell() {
     local name=$1 port=$2; shift 2
     for run in $(seq 1 "$RUNS"); do
@@ -190,20 +263,28 @@ cell() {
     done
 }
 
-matrix() { # server label, port
-    local s=$1 port=$2 ten=$((QUICK == 1 ? 4 : 8))
-    cell "$s 1k x1"    "$port" -c "$CONNS" -m 1   --size 1k   -n 1000000 -d "$SECS"
-    cell "$s 1k x100"  "$port" -c "$CONNS" -m 100 --size 1k   -n 1000000 -d "$SECS"
-    cell "$s 100k x1"  "$port" -c "$CONNS" -m 1   --size 100k -n 1000000 -d "$SECS"
-    cell "$s 100k x100" "$port" -c "$CONNS" -m 100 --size 100k -n 1000000 -d "$SECS"
-    # 10 MiB: a handful of messages, bounded in count.
-    cell "$s 10m x1"   "$port" -c 2 -m 1   --size 10m -n "$ten" -d 20
-    cell "$s 10m x100" "$port" -c 2 -m 100 --size 10m -n "$ten" -d 20
-}
+echo "== paired cells: gateway vs ${OTHER:-nothing}" >&2
+paired "1k x1"         -c "$CONNS" -m 1   --size 1k   -n $((3200 / SCALE))  -d 600
+paired "1k x100"       -c "$CONNS" -m 100 --size 1k   -n $((16000 / SCALE)) -d 600
+paired "100k x100"     -c "$CONNS" -m 100 --size 100k -n $((6400 / SCALE))  -d 600
+paired "1k x1 resumed" -c "$CONNS" -m 1   --size 1k   -n $((3200 / SCALE))  -d 600 --resume
 
-# The fsync loop first, in fresh directories of the spool's file system: it only creates
-# files, like the spool, and nothing has deleted any yet (see limits::fsync_loop).
-echo "== bare limit: spool commit loop" >&2
+# ---- the gateway alone ----------------------------------------------------------------
+# Sustained: the internal server is down while SUSTAIN seconds of load arrive (the backlog
+# grows), then up: intake per second from the gateway's own counter, then the drain.
+echo "== sustained: ${SUSTAIN}s of 1k x100 with the internal server down, then up" >&2
+stop_sink
+python3 "$PROBE" sample "$GW_METRICS" "$SUSTAIN" >"$WORK/sustained.jsonl" &
+SAMPLER=$!
+"$LOADGEN" --target "127.0.0.1:$GW_PORT" --certs "$ROOT/certs-test" --json \
+    -c "$CONNS" -m 100 --size 1k -n 100000000 -d "$SUSTAIN" | record "sustained intake" 1
+wait "$SAMPLER" || true
+start_sink
+python3 "$PROBE" drain "$GW_METRICS" | record "sustained drain" 1
+
+# The fsync loop, in fresh directories of the spool's file system: the commit sequence of
+# a message with a file of its own (see limits::fsync_loop).
+echo "== bare limit: a file per message commit loop" >&2
 for run in $(seq 1 "$RUNS"); do
     for p in 1 "$CONNS"; do
         echo "-- fsync x$p (run $run/$RUNS)" >&2
@@ -212,107 +293,34 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-echo "== gateway on 127.0.0.1:$GW_PORT" >&2
-matrix gateway "$GW_PORT"
-
-# Half saturation, right after the gateway's matrix (Postfix deletes every message it
-# discards, and on ext4 without a journal inode allocation then slows down for a while): the median saturated rate of "1k x100", halved, with the same
-# connections; the latency there is the target's.
-HALF=$(python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
-rates = [json.loads(l)["messages_per_s"] for l in open(sys.argv[1]) if json.loads(l)["cell"] == "gateway 1k x100"]
-print(f"{statistics.median(rates) / 2:.0f}")
-EOF
-)
+# Half saturation: the median accept rate of the paired "1k x100" runs, halved, with the
+# same connections; the latency there is the target's.
+HALF=$(python3 "$PROBE" half "$RESULTS" "gateway 1k x100")
 cell "gateway 1k x100 @half" "$GW_PORT" -c "$CONNS" -m 100 --size 1k -n 1000000 -d "$SECS" --rate "$HALF"
-[ -n "$PF_PORT" ] && matrix postfix "$PF_PORT"
-if [ -n "$PF_PORT" ]; then
-    PF_HALF=$(python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
-rates = [json.loads(l)["messages_per_s"] for l in open(sys.argv[1]) if json.loads(l)["cell"] == "postfix 1k x100"]
-print(f"{statistics.median(rates) / 2:.0f}")
-EOF
-)
-    cell "postfix 1k x100 @half" "$PF_PORT" -c "$CONNS" -m 100 --size 1k -n 1000000 -d "$SECS" --rate "$PF_HALF"
-fi
-
 
 # The handshake limit, each run paired with a gateway run of one message per connection
 # right before it: on a shared machine only measurements taken together compare.
 echo "== bare limit: mutual-TLS accept loop, paired with the gateway at 1 msg/conn" >&2
 for run in $(seq 1 "$RUNS"); do
-    echo "-- pair $run/$RUNS: gateway 1k x1, bare-tls" >&2
-    "$LOADGEN" --target "127.0.0.1:$GW_PORT" --certs "$ROOT/certs-test" --json \
-        -c "$CONNS" -m 1 --size 1k -n 1000000 -d "$SECS" | record "pair gateway 1k x1" "$run"
-    "$LOADGEN" bare-tls --config "$WORK/gateway/gateway.toml" --certs "$ROOT/certs-test" \
-        -c "$CONNS" -n 1000000 -d "$SECS" --json | record "bare-tls" "$run"
+    for resume in "" --resume; do
+        echo "-- pair $run/$RUNS: gateway 1k x1, bare-tls ${resume:-(full handshakes)}" >&2
+        "$LOADGEN" --target "127.0.0.1:$GW_PORT" --certs "$ROOT/certs-test" --json $resume \
+            -c "$CONNS" -m 1 --size 1k -n 1000000 -d "$SECS" | record "pair gateway 1k x1$resume" "$run"
+        "$LOADGEN" bare-tls --config "$GW_CONF" --certs "$ROOT/certs-test" $resume \
+            -c "$CONNS" -n 1000000 -d "$SECS" --json | record "bare-tls$resume" "$run"
+    done
 done
 
-# On a freshly started gateway each time: after the matrix, the allocator holds freed
+# On a freshly started gateway each time: after the runs, the allocator holds freed
 # memory that new sessions would reuse without growing the RSS.
 echo "== 1,000 idle TLS sessions" >&2
 for run in $(seq 1 "$RUNS"); do
     kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
-    rm -rf "$WORK/gateway/spool"
-    "$GATEWAY" serve --config "$WORK/gateway/gateway.toml" >>"$WORK/gateway/gateway.log" 2>&1 &
-    GW_PID=$!
-    wait_port "$GW_PORT"
+    rm -rf "$WORK/GW/spool"
+    start_gateway GW "$GATEWAY"
     sleep 0.5
     "$LOADGEN" idle --pid "$GW_PID" --target "127.0.0.1:$GW_PORT" --certs "$ROOT/certs-test" \
         -c 20 -n 1000 -d 60 --json | record "idle" "$run"
 done
 
-python3 - "$RESULTS" "$(nproc)" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-cells = {}
-for r in rows:
-    cells.setdefault(r["cell"], []).append(r)
-med = lambda c, k: statistics.median(r[k] for r in cells[c]) if c in cells else None
-lat = lambda c, k: statistics.median(r["accept_latency"][k] for r in cells[c]) if c in cells else None
-runs = max(r["run"] for r in rows)
-loads = [r["loadavg1"] for r in rows if "loadavg1" in r]
-print(f"\nmedians of {runs} run(s) per cell, {sys.argv[2]} CPUs shared by server and load generator"
-      f" (1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f})\n")
-print(f"| cell | msgs/s | MiB/s | handshakes/s | p50 ms | p90 ms | p99 ms | max ms | errors |")
-print(f"|---|---:|---:|---:|---:|---:|---:|---:|---|")
-for c, rs in cells.items():
-    if "messages_per_s" not in rs[0] or c == "bare-tls":
-        continue
-    errs = {}
-    for r in rs:
-        for k, v in r["errors"].items():
-            errs[k] = errs.get(k, 0) + v
-    e = ", ".join(f"{k}: {v}" for k, v in errs.items()) or "0"
-    print(f"| {c} | {med(c,'messages_per_s'):.0f} | {med(c,'mib_per_s'):.1f} | {med(c,'handshakes_per_s'):.0f} | "
-          f"{lat(c,'p50_ms'):.2f} | {lat(c,'p90_ms'):.2f} | {lat(c,'p99_ms'):.2f} | {lat(c,'max_ms'):.2f} | {e} |")
-print()
-print("| bare limit | rate | p50 ms | p99 ms |")
-print("|---|---:|---:|---:|")
-if "bare-tls" in cells:
-    print(f"| mutual-TLS accept loop (handshakes/s) | {med('bare-tls','handshakes_per_s'):.0f} | | |")
-for c in cells:
-    if c.startswith("fsync"):
-        print(f"| spool commit loop, {c[6:]} writers (commits/s; 2 fsyncs each) | {med(c,'commits_per_s'):.0f} | {med(c,'p50_ms'):.2f} | {med(c,'p99_ms'):.2f} |")
-if "idle" in cells:
-    print(f"\nidle TLS sessions: {med('idle','sessions'):.0f} open, {med('idle','kib_per_session'):.1f} KiB per session (gateway RSS delta, median)")
-print("\nratios (medians):")
-def ratio(a, b, label):
-    x, y = a, b
-    if x is not None and y:
-        print(f"  {label}: {x:.0f} / {y:.0f} = {x / y:.2f}")
-g = lambda c: med(c, "messages_per_s")
-for s in ["1k x1", "1k x100", "100k x1", "100k x100", "10m x1", "10m x100"]:
-    ratio(g(f"gateway {s}"), g(f"postfix {s}"), f"gateway/postfix msgs/s, {s}")
-if "bare-tls" in cells and "pair gateway 1k x1" in cells:
-    by_run = {r["run"]: r["handshakes_per_s"] for r in cells["bare-tls"]}
-    rs = [r["handshakes_per_s"] / by_run[r["run"]] for r in cells["pair gateway 1k x1"] if by_run.get(r["run"])]
-    if rs:
-        print(f"  gateway 1 msg/conn handshakes/s / bare mTLS handshakes/s, median of {len(rs)} paired runs: {statistics.median(rs):.2f}"
-              f" (pairs: {', '.join(f'{x:.2f}' for x in rs)})")
-ratio(g("gateway 1k x100"), med(f"fsync x{max(int(c[7:]) for c in cells if c.startswith('fsync x'))}", "commits_per_s") if any(c.startswith("fsync") for c in cells) else None,
-      "gateway 1k x100 msgs/s / parallel fsync commits/s")
-if "gateway 1k x100 @half" in cells:
-    print(f"  p99 accept latency at half saturation ({med('gateway 1k x100 @half','messages_per_s'):.0f} msgs/s): "
-          f"{lat('gateway 1k x100 @half','p99_ms'):.2f} ms")
-EOF
+python3 "$PROBE" summary "$RESULTS" "$WORK/sustained.jsonl" "${OTHER:-}"
