@@ -314,6 +314,43 @@ async fn unreachable_server_defers_then_delivers_when_it_returns() {
 }
 
 #[tokio::test]
+async fn messages_waiting_for_the_internal_server_go_as_soon_as_it_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = Sink::start("127.0.0.1:0", SinkOpts::plain()).await.down();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Retries an hour apart: without the server's return making them due, the messages
+    // that met the outage would wait that long.
+    let cfg = config_with(dir.path(), addr, "retry_first = \"1h\"\nretry_max = \"1h\"");
+    let gw = Gateway::start(&cfg).await.expect("gateway starts");
+    let env = envelope(
+        "x@peer-a.test.mssante.fr",
+        &["alice@gateway.test.mssante.fr"],
+    );
+    let mut waiting = Vec::new();
+    for tag in ["outage-1", "outage-2", "outage-3"] {
+        let id = commit(&gw.spool, &env, &tricky_body(tag)).await;
+        let state = dir.path().join(format!("spool/state/{id}.json"));
+        wait_for("a failed attempt", Duration::from_secs(10), || {
+            state.exists()
+        })
+        .await;
+        waiting.push(id);
+    }
+    let sink = Sink::start(&addr.to_string(), SinkOpts::plain()).await;
+    // The next message finds the server back; the three that waited follow at once.
+    commit(&gw.spool, &env, &tricky_body("after")).await;
+    wait_for("every message delivered", Duration::from_secs(10), || {
+        sink.delivered().len() == 4
+    })
+    .await;
+    wait_for("queue empty", Duration::from_secs(5), || {
+        queue_files(dir.path()).is_empty()
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn temporary_refusal_retries_only_the_refused_recipient() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;

@@ -2,6 +2,8 @@
 //! STARTTLS and AUTH as configured) and one transaction per message with a reply per
 //! recipient.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +31,24 @@ pub struct Internal {
     /// Bounds simultaneous transactions (and so sessions) with the internal server to
     /// `internal_concurrency`.
     slots: Arc<Semaphore>,
+    /// The last session attempt failed: the server is down (or unreachable).
+    down: AtomicBool,
+    /// Messages deferred because the server was down: due again as soon as a session
+    /// succeeds, rather than at their retry time (minutes to an hour away).
+    waiting: Mutex<HashSet<String>>,
+}
+
+/// What one delivery to the internal server gave.
+pub struct Delivered {
+    /// Each recipient's outcome.
+    pub outcomes: Vec<(String, Outcome)>,
+    /// The server's name, when a session was had.
+    pub server: Option<String>,
+    /// The server was down and this delivery reached it: the messages that waited for it
+    /// can go now.
+    pub back: Vec<String>,
+    /// No session could be had: the message waits for the server.
+    pub unreachable: bool,
 }
 
 impl Internal {
@@ -52,6 +72,8 @@ impl Internal {
             idle_timeout: settings.idle_timeout,
             pool: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
+            down: AtomicBool::new(false),
+            waiting: Mutex::new(HashSet::new()),
         })
     }
 
@@ -60,47 +82,87 @@ impl Internal {
         self.options.lmtp
     }
 
-    /// Delivers one message to `recipients` (all in our domains); returns each one's
-    /// outcome and the server's name when a session was had.
-    pub async fn deliver(
-        &self,
-        queue_id: &str,
-        transaction: &Transaction<'_>,
-    ) -> (Vec<(String, Outcome)>, Option<String>) {
+    /// Delivers one message to `recipients` (all in our domains): each one's outcome, the
+    /// server's name when a session was had, and the messages to make due again when this
+    /// delivery found the server back after an outage.
+    pub async fn deliver(&self, queue_id: &str, transaction: &Transaction<'_>) -> Delivered {
         let recipients = transaction.envelope.recipients;
         let all = |o: Outcome| recipients.iter().map(|r| (r.clone(), o.clone())).collect();
         // The semaphore is never closed; if it were, going on unbounded is harmless.
         let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
         match self.session().await {
             Ok(mut client) => {
-                let name = Some(client.caps.name.clone());
-                match client.send(transaction).await {
+                let back = self.reached();
+                let server = Some(client.caps.name.clone());
+                let outcomes = match client.send(transaction).await {
                     Ok(replies) => {
                         if !client.is_broken() {
                             self.give_back(client);
                         }
-                        let outcomes = recipients
+                        recipients
                             .iter()
                             .zip(replies)
                             .map(|(r, reply)| (r.clone(), Outcome::of_reply(reply)))
-                            .collect();
-                        (outcomes, name)
+                            .collect()
                     }
                     Err(e) => {
                         tracing::warn!(queue_id = %queue_id, error = %e, "session to the internal server broke during a transaction");
-                        (all(lost(&e)), name)
+                        all(lost(&e))
                     }
+                };
+                Delivered {
+                    outcomes,
+                    server,
+                    back,
+                    unreachable: false,
                 }
             }
             Err(ClientError::Refused(reply)) if reply.is_permanent() => {
                 tracing::error!(queue_id = %queue_id, reply = %reply, "the internal server refuses our session; check relay.auth_*");
-                (all(Outcome::Temporary(reply)), None)
+                Delivered {
+                    outcomes: all(Outcome::Temporary(reply)),
+                    server: None,
+                    back: Vec::new(),
+                    unreachable: false,
+                }
             }
             Err(e) => {
-                tracing::warn!(queue_id = %queue_id, internal = %self.options.addr, error = %e, "internal server unreachable");
-                (all(lost(&e)), None)
+                if !self.down.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(internal = %self.options.addr, error = %e, "internal server unreachable: messages for it wait until a session succeeds");
+                }
+                tracing::debug!(queue_id = %queue_id, internal = %self.options.addr, error = %e, "internal server unreachable");
+                self.lock_waiting().insert(queue_id.to_string());
+                Delivered {
+                    outcomes: all(lost(&e)),
+                    server: None,
+                    back: Vec::new(),
+                    unreachable: true,
+                }
             }
         }
+    }
+
+    /// A session succeeded: if the server was down, it is back, and every message that
+    /// waited for it is handed back to be made due.
+    fn reached(&self) -> Vec<String> {
+        if !self.down.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let back: Vec<String> = self.lock_waiting().drain().collect();
+        tracing::info!(internal = %self.options.addr, waiting = back.len(), "internal server reachable again: the messages that waited for it are due now");
+        back
+    }
+
+    /// The last session attempt failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Insert and drain cannot leave the set inconsistent.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {

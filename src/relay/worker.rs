@@ -234,6 +234,7 @@ impl Relay {
         let (internal, elsewhere): (Vec<String>, Vec<String>) =
             pending.into_iter().partition(|r| self.is_local(r));
         let mut remote_mta = None;
+        let mut waits_for_internal = false;
         if !internal.is_empty() {
             let received = received_header(&message, &self.hostname);
             let t = Transaction {
@@ -246,9 +247,13 @@ impl Relay {
                 prefix: received.as_bytes(),
                 body: &message.body,
             };
-            let (o, mta) = self.internal.deliver(id, &t).await;
-            outcomes.extend(o);
-            remote_mta = mta;
+            let delivered = self.internal.deliver(id, &t).await;
+            outcomes.extend(delivered.outcomes);
+            remote_mta = delivered.server;
+            if !delivered.back.is_empty() {
+                self.spool.expedite(&delivered.back);
+            }
+            waits_for_internal = delivered.unreachable;
         }
         if !elsewhere.is_empty() {
             let (o, mta) = self.deliver_outbound(&message, elsewhere).await;
@@ -257,6 +262,11 @@ impl Relay {
         }
         self.settle(message, &mut state, outcomes, remote_mta, direction)
             .await;
+        // The server came back while this message was being deferred, after the messages
+        // waiting for it were made due: this one goes now too.
+        if waits_for_internal && !self.internal.is_down() {
+            self.spool.expedite(&[id.to_string()]);
+        }
     }
 
     /// Hands recipients outside our domains to the outbound relay: one transaction per

@@ -579,6 +579,23 @@ impl Spool {
         });
     }
 
+    /// Makes the unclaimed messages among `ids` due now (what they waited for is back);
+    /// ids no longer queued are ignored. Their state files keep the later time: after a
+    /// restart they wait for it.
+    pub fn expedite(&self, ids: &[String]) {
+        let now = unix_ms(SystemTime::now());
+        self.index.with(|m| {
+            for id in ids {
+                m.update(id, |s| {
+                    if !s.claimed {
+                        s.due_ms = s.due_ms.min(now);
+                    }
+                })
+            }
+        });
+        self.notify.notify_one();
+    }
+
     /// Gives a claimed message back unchanged (shutdown, or a worker that cannot run).
     pub fn release(&self, id: &str) {
         self.index.with(|m| m.update(id, |s| s.claimed = false));
