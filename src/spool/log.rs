@@ -277,8 +277,8 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
 pub(super) struct Scan {
     /// Live messages (a message record without a later *done* record), by id.
     pub live: HashMap<String, Loc>,
-    /// Every segment seen.
-    pub segments: Vec<u64>,
+    /// Every segment seen, with its length.
+    pub segments: Vec<(u64, u64)>,
     /// Segments that end in a record that does not check (segment, offset, why), with
     /// bytes other than zeros from there on.
     pub corrupt: Vec<(u64, u64, &'static str)>,
@@ -328,7 +328,7 @@ pub(super) fn scan(dir: &Path) -> io::Result<Scan> {
                 }
             }
         }
-        out.segments.push(seg);
+        out.segments.push((seg, size));
     }
     Ok(out)
 }
@@ -374,6 +374,8 @@ struct Book {
     locs: HashMap<String, Loc>,
     /// Every segment not yet deleted, with its live messages.
     members: BTreeMap<u64, HashSet<String>>,
+    /// The length of each segment.
+    sizes: HashMap<u64, u64>,
     /// The segment being appended to.
     active: Option<u64>,
 }
@@ -407,8 +409,10 @@ impl Book {
     }
 
     /// The oldest segment, when it is worth moving its live records to the head: not the
-    /// active one, at least two segments behind it, few of its bytes live.
-    fn to_compact(&self, segment_size: u64) -> Option<(u64, Vec<(String, Loc)>)> {
+    /// active one, at least two segments behind it, and no more than an eighth of its
+    /// bytes live (the stragglers of a segment otherwise delivered, not a backlog, which
+    /// would only be copied again and again).
+    fn to_compact(&self) -> Option<(u64, Vec<(String, Loc)>)> {
         let (seg, live) = self.members.iter().next()?;
         if Some(*seg) == self.active || self.members.len() < 3 || live.is_empty() {
             return None;
@@ -418,7 +422,8 @@ impl Book {
             .filter_map(|id| self.locs.get(id).map(|l| (id.clone(), *l)))
             .collect();
         let bytes: u64 = locs.iter().map(|(_, l)| l.len).sum();
-        (bytes <= segment_size / COMPACT_LIVE_FRACTION).then_some((*seg, locs))
+        let size = self.sizes.get(seg).copied().unwrap_or(0);
+        (bytes.saturating_mul(COMPACT_LIVE_FRACTION) <= size).then_some((*seg, locs))
     }
 }
 
@@ -480,8 +485,9 @@ impl Log {
     /// Takes what recovery found: the live messages and every segment.
     pub(super) fn adopt(&self, scan: &Scan, live: impl Iterator<Item = (String, Loc)>) {
         let mut book = self.book();
-        for seg in &scan.segments {
+        for (seg, size) in &scan.segments {
             book.members.entry(*seg).or_default();
+            book.sizes.insert(*seg, *size);
         }
         for (id, loc) in live {
             book.add(id, loc);
@@ -584,6 +590,7 @@ fn delete_segments(dir: &Path, book: &Mutex<Book>, segs: &[u64]) -> io::Result<(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for seg in segs {
         b.members.remove(seg);
+        b.sizes.remove(seg);
     }
     Ok(())
 }
@@ -667,8 +674,9 @@ impl Writer {
                 len: job.record.len() as u64,
             });
         }
-        if let Some((_, file, _)) = &self.active {
+        if let Some((seg, file, len)) = &self.active {
             file.sync_data()?;
+            self.lock_book().sizes.insert(*seg, *len);
         }
         self.stats.syncs += 1;
         self.stats.records += batch.len() as u64;
@@ -683,9 +691,11 @@ impl Writer {
             .as_ref()
             .is_none_or(|(_, _, len)| *len >= self.segment_size);
         if full {
-            if let Some((_, file, _)) = self.active.take() {
-                // Everything in it was synced with its batch.
-                drop(file);
+            if let Some((seg, file, len)) = self.active.take() {
+                // The records of the current batch written to it so far are synced here:
+                // the batch's own sync is for the new segment.
+                file.sync_data()?;
+                self.lock_book().sizes.insert(seg, len);
             }
             let (seg, file) = loop {
                 let seg = self.next_seg;
@@ -703,11 +713,9 @@ impl Writer {
                 }
             };
             crate::durable::sync_dir(&self.dir).map_err(|e| e.source)?;
-            let mut book = self
-                .book
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut book = self.lock_book();
             book.members.entry(seg).or_default();
+            book.sizes.insert(seg, 0);
             book.active = Some(seg);
             drop(book);
             self.active = Some((seg, file, 0));
@@ -717,19 +725,25 @@ impl Writer {
             .ok_or_else(|| io::Error::other("no active segment"))
     }
 
+    fn lock_book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Drops dead segments; moves the live records of a mostly dead oldest segment.
     fn tidy(&mut self) -> io::Result<()> {
         let compact = self
             .book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .to_compact(self.segment_size);
+            .to_compact();
         if let Some((seg, live)) = compact {
             let mut jobs = Vec::with_capacity(live.len());
+            let old = File::open(segment_path(&self.dir, seg))?;
             for (id, loc) in &live {
                 let mut record = vec![0u8; loc.len as usize];
-                File::open(segment_path(&self.dir, loc.seg))?
-                    .read_exact_at(&mut record, loc.offset)?;
+                old.read_exact_at(&mut record, loc.offset)?;
                 let (reply, _) = oneshot::channel();
                 jobs.push(Job {
                     id: id.clone(),
@@ -831,6 +845,13 @@ mod tests {
         }
         let first = log.loc(&id(0)).unwrap().seg;
         assert!(segment_files(dir.path()).len() >= 4);
+        // A backlog (every record live) is never copied: only a mostly dead segment is.
+        let locs: Vec<Option<Loc>> = (0..100).map(|n| log.loc(&id(n))).collect();
+        log.append_done(&id(99)).await.unwrap();
+        assert_eq!(
+            (0..99).map(|n| log.loc(&id(n))).collect::<Vec<_>>(),
+            locs[..99]
+        );
         // Everything is delivered but message 0, deferred for days: it alone would pin
         // every segment written after it.
         for n in 1..100 {

@@ -164,6 +164,10 @@ impl Sink {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Replies to pipelined commands go out as separate writes: with Nagle's
+                // algorithm each one after the first would wait for the client's delayed
+                // ACK (40 ms), which made the sink, not the gateway, the relay's limit.
+                let _ = stream.set_nodelay(true);
                 lock(&st).sessions += 1;
                 conns.spawn(serve(stream, Arc::clone(&st), opts.clone()));
                 // Finished sessions are reaped as new ones come.
