@@ -680,6 +680,7 @@ mod tests {
             id: "0000000000100000001".into(),
             envelope: envelope(SENDER),
             body: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            rest: None,
         };
         let now = SystemTime::now();
         let first = AutoReplier::with_file(settings(), &file);

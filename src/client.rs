@@ -15,6 +15,7 @@ use crate::smtp::client::{
     bdat_command, dot_stuff, Capabilities, Envelope, Exchange, ReplyError, ReplyReader, Step,
 };
 use crate::smtp::Reply;
+use crate::spool::{Spilled, StoredMessage};
 use crate::trust::TlsInfo;
 
 /// A byte stream a session runs over: TCP, or TLS over TCP.
@@ -270,7 +271,85 @@ pub struct Transaction<'a> {
     /// Bytes sent before the body (our `Received:` header).
     pub prefix: &'a [u8],
     /// The message exactly as received.
-    pub body: &'a [u8],
+    pub body: Payload<'a>,
+}
+
+/// The message bytes of a transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// Left in a spool file: read a piece at a time while it is sent, so that a large
+    /// message never sits whole in memory.
+    File(&'a Spilled),
+}
+
+impl Payload<'_> {
+    /// The payload of a message loaded from the spool.
+    pub fn of(message: &StoredMessage) -> Payload<'_> {
+        match &message.rest {
+            Some(spilled) => Payload::File(spilled),
+            None => Payload::Bytes(&message.body),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File(f) => f.len,
+        }
+    }
+}
+
+/// How much of a payload is read, dot-stuffed and written at a time.
+const PIECE: usize = 64 * 1024;
+
+/// A payload read a piece at a time. A file that ends early or cannot be read is an
+/// error: the caller must then drop the session, never end the message.
+struct Pieces<'a> {
+    payload: Payload<'a>,
+    file: Option<tokio::fs::File>,
+    buf: Vec<u8>,
+    /// Bytes of the payload handed out so far.
+    done: u64,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(payload: Payload<'a>) -> Pieces<'a> {
+        Pieces {
+            payload,
+            file: None,
+            buf: Vec::new(),
+            done: 0,
+        }
+    }
+
+    /// The next piece, `None` at the end.
+    async fn next(&mut self) -> Result<Option<&[u8]>, ClientError> {
+        let left = self.payload.len() - self.done;
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(left).map_or(PIECE, |l| l.min(PIECE));
+        let start = self.done;
+        self.done += n as u64;
+        match self.payload {
+            Payload::Bytes(bytes) => Ok(bytes.get(start as usize..start as usize + n)),
+            Payload::File(spilled) => {
+                if self.file.is_none() {
+                    use tokio::io::AsyncSeekExt;
+                    let mut file = tokio::fs::File::open(&spilled.path).await?;
+                    file.seek(std::io::SeekFrom::Start(spilled.offset)).await?;
+                    self.file = Some(file);
+                    self.buf = vec![0u8; PIECE];
+                }
+                if let Some(file) = &mut self.file {
+                    file.read_exact(&mut self.buf[..n]).await?;
+                }
+                Ok(Some(&self.buf[..n]))
+            }
+        }
+    }
 }
 
 impl Client {
@@ -344,11 +423,11 @@ impl Client {
     /// Writes the message as DATA: dot-stuffed piece by piece (no second copy of a large
     /// message in memory), then `.` CRLF.
     async fn write_data(&mut self, t: &Transaction<'_>) -> Result<(), ClientError> {
-        const PIECE: usize = 64 * 1024;
         let mut bol = true;
         let mut out = Vec::with_capacity(PIECE + PIECE / 32);
-        for part in [t.prefix, t.body] {
-            for piece in part.chunks(PIECE) {
+        for part in [Payload::Bytes(t.prefix), t.body] {
+            let mut pieces = Pieces::new(part);
+            while let Some(piece) = pieces.next().await? {
                 out.clear();
                 dot_stuff(&mut out, piece, &mut bol);
                 self.conn.write(&[&out]).await?;
@@ -356,6 +435,22 @@ impl Client {
         }
         let end: &[u8] = if bol { b".\r\n" } else { b"\r\n.\r\n" };
         self.conn.write(&[end]).await
+    }
+
+    /// Writes the message as one BDAT LAST chunk (its length is known beforehand).
+    async fn write_bdat(&mut self, t: &Transaction<'_>) -> Result<(), ClientError> {
+        let bdat = bdat_command(t.prefix.len() as u64 + t.body.len());
+        match t.body {
+            Payload::Bytes(body) => self.conn.write(&[bdat.as_bytes(), t.prefix, body]).await,
+            Payload::File(_) => {
+                self.conn.write(&[bdat.as_bytes(), t.prefix]).await?;
+                let mut pieces = Pieces::new(t.body);
+                while let Some(piece) = pieces.next().await? {
+                    self.conn.write(&[piece]).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Sends one message; returns the reply that decided each recipient's fate, in the
@@ -366,12 +461,7 @@ impl Client {
         loop {
             match step {
                 Step::Send(commands) => self.conn.write(&[commands.as_bytes()]).await?,
-                Step::SendBody { chunking: true } => {
-                    let bdat = bdat_command(t.prefix.len() + t.body.len());
-                    self.conn
-                        .write(&[bdat.as_bytes(), t.prefix, t.body])
-                        .await?;
-                }
+                Step::SendBody { chunking: true } => self.write_bdat(t).await?,
                 Step::SendBody { chunking: false } => self.write_data(t).await?,
                 Step::Reset => self.conn.write(&[b"RSET\r\n"]).await?,
                 Step::Read => {}

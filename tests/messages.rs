@@ -57,6 +57,7 @@ fn original(ret_full: Option<bool>) -> StoredMessage {
         body: "Message-ID: <m1@peer-a.test.mssante.fr>\r\nSubject: compte rendu\r\nFrom: <alice@peer-a.test.mssante.fr>\r\n\r\nrésumé: données de santé\r\n"
             .as_bytes()
             .to_vec(),
+        rest: None,
     }
 }
 

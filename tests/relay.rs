@@ -259,6 +259,47 @@ async fn messages_arrive_identical_over_bdat() {
 }
 
 #[tokio::test]
+async fn a_large_message_is_streamed_from_its_file_identical_over_data_and_bdat() {
+    // Larger than what the spool loads into memory: sent a piece at a time from its
+    // file, with lines that need dot-stuffing on both sides of the pieces' boundaries.
+    let mut body = tricky_body("large");
+    let mut n = 0;
+    while body.len() <= 3 * mssante_gateway::spool::HEAD {
+        body.extend_from_slice(format!(".line {n} {}\r\n", "x".repeat(n % 97)).as_bytes());
+        n += 1;
+    }
+    for chunking in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = if chunking {
+            SinkOpts::chunking()
+        } else {
+            SinkOpts::plain()
+        };
+        let sink = Sink::start("127.0.0.1:0", opts).await;
+        let gw = Gateway::start(&config(dir.path(), sink.addr))
+            .await
+            .expect("gateway starts");
+        let env = envelope(
+            "x@peer-a.test.mssante.fr",
+            &["alice@gateway.test.mssante.fr"],
+        );
+        commit(&gw.spool, &env, &body).await;
+        wait_for("delivery", Duration::from_secs(10), || {
+            !sink.delivered().is_empty()
+        })
+        .await;
+        let got = sink.delivered();
+        let (_, rest) = strip_received(&got[0].data);
+        assert!(rest == &body[..], "chunking {chunking}: bytes differ");
+        wait_for("queue empty", Duration::from_secs(5), || {
+            queue_files(dir.path()).is_empty()
+        })
+        .await;
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn unreachable_server_defers_then_delivers_when_it_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Take a free port, then close it: the internal server is down.

@@ -99,7 +99,11 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
         Action::Delayed => "Delayed Mail (still being retried)",
         Action::Delivered | Action::Relayed => "Successful Mail Delivery Report",
     };
-    let ret_full = env.ret_full == Some(true);
+    // RET=FULL returns the whole message only when it is small enough to have been read
+    // whole ([`crate::spool::HEAD`]); a larger one gets its headers, as most MTAs do
+    // (Postfix: `bounce_size_limit`), so that a DSN never copies a 40 MB message.
+    let too_large = r.original.rest.is_some();
+    let ret_full = env.ret_full == Some(true) && !too_large;
     let fields = status_fields(r, &date);
     let body = &r.original.body;
     // The returned message or its headers go as they are (no transfer encoding of ours):
@@ -126,7 +130,7 @@ pub fn build(r: &Report<'_>) -> Option<(Envelope, Vec<u8>)> {
         vec![
             MimePart::new(
                 ContentType::new("text/plain").attribute("charset", "us-ascii"),
-                BodyPart::Text(human_text(r).into()),
+                BodyPart::Text(human_text(r, env.ret_full == Some(true) && too_large).into()),
             )
             .transfer_encoding("7bit"),
             MimePart::new(
@@ -218,7 +222,7 @@ fn status_fields(r: &Report<'_>, date: &str) -> String {
     f
 }
 
-fn human_text(r: &Report<'_>) -> String {
+fn human_text(r: &Report<'_>, only_headers_returned: bool) -> String {
     let mut t = String::new();
     let intro = match r.recipients[0].action {
         Action::Failed => "Your message could not be delivered to the recipients below. This is a permanent error; it will not be retried.",
@@ -235,6 +239,12 @@ fn human_text(r: &Report<'_>) -> String {
             t.push_str(&format!(" ({})", clean(d)));
         }
         t.push_str("\r\n");
+    }
+    if only_headers_returned {
+        t.push_str(&format!(
+            "\r\nThe message is larger than {} bytes: only its headers are returned.\r\n",
+            crate::spool::HEAD
+        ));
     }
     // The text part is declared us-ascii.
     t.chars()
@@ -274,6 +284,7 @@ mod tests {
                 recipients: vec![],
             },
             body: b"Subject: compte rendu\r\nMessage-ID: <m1@x>\r\n\r\nsecret body\r\n".to_vec(),
+            rest: None,
         }
     }
 
@@ -400,6 +411,30 @@ mod tests {
             returned.starts_with(&o.body),
             "{}",
             String::from_utf8_lossy(returned)
+        );
+    }
+
+    #[test]
+    fn ret_full_of_a_large_message_returns_its_headers_and_says_so() {
+        let mut o = original(Some(true));
+        // Loaded for delivery with its body left in the spool file.
+        o.rest = Some(crate::spool::Spilled {
+            path: "/nonexistent".into(),
+            offset: 0,
+            len: 40 << 20,
+        });
+        let (_, text) = report(&o, vec![failed(RCPT_NOTIFY_FAILURE)]).expect("a DSN");
+        let m = mail_parser::MessageParser::new()
+            .parse(&text)
+            .expect("parses");
+        let (ct, returned) = part(&m, 3);
+        assert_eq!(ct, "text/rfc822-headers");
+        assert!(!String::from_utf8_lossy(returned).contains("secret body"));
+        let (_, human) = part(&m, 1);
+        assert!(
+            String::from_utf8_lossy(human).contains("only its headers are returned"),
+            "{}",
+            String::from_utf8_lossy(human)
         );
     }
 

@@ -96,6 +96,7 @@ mod tests {
                 }],
             },
             body: Vec::new(),
+            rest: None,
         };
         let h = received_header(&m, "smtp.gateway.test.mssante.fr");
         assert_eq!(

@@ -16,7 +16,7 @@ use super::received::received_header;
 use super::RelaySettings;
 use super::{auto_reply, Outcome};
 use crate::autoreply::AutoReplier;
-use crate::client::Transaction;
+use crate::client::{Payload, Transaction};
 use crate::metrics::Metrics;
 use crate::smtp::client::Envelope as Sending;
 use crate::smtp::Enhanced;
@@ -245,7 +245,7 @@ impl Relay {
                     recipients: &internal,
                 },
                 prefix: received.as_bytes(),
-                body: &message.body,
+                body: Payload::of(&message),
             };
             let delivered = self.internal.deliver(id, &t).await;
             outcomes.extend(delivered.outcomes);
@@ -319,7 +319,7 @@ impl Relay {
                             recipients: rcpts,
                         },
                         prefix: received.as_bytes(),
-                        body: &message.body,
+                        body: Payload::of(message),
                     },
                 })
                 .await;

@@ -265,7 +265,7 @@ pub fn rcpt_command(recipient: &str) -> String {
 }
 
 /// The `BDAT` command that carries a message of `len` bytes in one chunk.
-pub fn bdat_command(len: usize) -> String {
+pub fn bdat_command(len: u64) -> String {
     format!("BDAT {len} LAST\r\n")
 }
 

@@ -485,8 +485,81 @@ pub struct StoredMessage {
     pub id: String,
     /// The envelope.
     pub envelope: Envelope,
-    /// The message bytes.
+    /// The message bytes; only the first [`HEAD`] of them when `rest` is set.
     pub body: Vec<u8>,
+    /// For a large message loaded for delivery ([`Spool::load`]): the whole body, left in
+    /// its spool file and read piece by piece as it is sent. `body` then holds its head,
+    /// which is enough for the header section.
+    pub rest: Option<Spilled>,
+}
+
+/// How much of a large message [`Spool::load`] reads into memory: its head, for the
+/// header section (what the loop check, the auto-reply and DSNs read).
+pub const HEAD: usize = log::LOGGED_MAX;
+
+/// A message body left in its spool file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spilled {
+    /// The spool file.
+    pub path: PathBuf,
+    /// Where the body starts in it.
+    pub offset: u64,
+    /// The body's length.
+    pub len: u64,
+}
+
+/// Reads a large message's envelope and head and checks its trailer, leaving the body in
+/// the file (see [`StoredMessage::rest`]); a file of at most [`HEAD`] body bytes is read
+/// whole.
+fn load_head(id: &str, path: &Path) -> io::Result<Result<StoredMessage, TornFile>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let fixed = (MAGIC.len() + TRAILER_LEN) as u64;
+    if size < fixed {
+        return Ok(Err(TornFile::BadTrailer));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut trailer, size - TRAILER_LEN as u64)?;
+    if &trailer[..8] != TRAILER_MAGIC {
+        return Ok(Err(TornFile::BadTrailer));
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&trailer[8..16]);
+    let env_len = u64::from_le_bytes(n);
+    n.copy_from_slice(&trailer[16..24]);
+    let body_len = u64::from_le_bytes(n);
+    if env_len
+        .checked_add(body_len)
+        .and_then(|x| x.checked_add(fixed))
+        != Some(size)
+    {
+        return Ok(Err(TornFile::BadTrailer));
+    }
+    if body_len <= HEAD as u64 {
+        return Ok(parse_file_owned(id, std::fs::read(path)?));
+    }
+    let start = MAGIC.len() as u64 + env_len;
+    let mut front = vec![0u8; (start as usize).saturating_add(HEAD)];
+    file.read_exact_at(&mut front, 0)?;
+    if !front.starts_with(MAGIC) {
+        return Ok(Err(TornFile::BadMagic));
+    }
+    let envelope: Envelope = match serde_json::from_slice(&front[MAGIC.len()..start as usize]) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(TornFile::BadEnvelope(e.to_string()))),
+    };
+    front.drain(..start as usize);
+    Ok(Ok(StoredMessage {
+        id: id.to_string(),
+        envelope,
+        body: front,
+        rest: Some(Spilled {
+            path: path.to_path_buf(),
+            offset: start,
+            len: body_len,
+        }),
+    }))
 }
 
 /// Why a spool file cannot be used.
@@ -514,6 +587,7 @@ pub fn parse_file(id: &str, bytes: &[u8]) -> Result<StoredMessage, TornFile> {
         id: id.to_string(),
         envelope,
         body: bytes[start..start + body_len].to_vec(),
+        rest: None,
     })
 }
 
@@ -528,6 +602,7 @@ pub fn parse_file_owned(id: &str, mut bytes: Vec<u8>) -> Result<StoredMessage, T
         id: id.to_string(),
         envelope,
         body: bytes,
+        rest: None,
     })
 }
 
@@ -571,6 +646,7 @@ fn parse_record(id: &str, record: log::Record) -> Result<StoredMessage, TornFile
         id: id.to_string(),
         envelope,
         body: record.into_body(),
+        rest: None,
     })
 }
 

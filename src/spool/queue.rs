@@ -471,12 +471,17 @@ impl Spool {
         })
     }
 
-    /// Reads a queued message.
+    /// Reads a queued message for delivery: a large one's body stays in its file (see
+    /// [`StoredMessage::rest`]).
     pub async fn load(&self, id: &str) -> Result<Result<StoredMessage, TornFile>, SpoolError> {
         if self.log.loc(id).is_none() {
             let path = self.queue.join(id);
-            let bytes = tokio::fs::read(&path).await.map_err(io_err(&path))?;
-            return Ok(super::parse_file_owned(id, bytes));
+            let key = id.to_string();
+            let at = path.clone();
+            return tokio::task::spawn_blocking(move || super::load_head(&key, &at))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+                .map_err(io_err(&path));
         }
         let log = std::sync::Arc::clone(&self.log);
         let key = id.to_string();
