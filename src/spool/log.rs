@@ -376,6 +376,9 @@ struct Book {
     members: BTreeMap<u64, HashSet<String>>,
     /// The length of each segment.
     sizes: HashMap<u64, u64>,
+    /// The bytes of live records in each segment (kept as records come and go: deciding
+    /// whether to compact must not walk a segment's records at every batch).
+    live_bytes: HashMap<u64, u64>,
     /// The segment being appended to.
     active: Option<u64>,
 }
@@ -383,18 +386,25 @@ struct Book {
 impl Book {
     fn add(&mut self, id: String, loc: Loc) {
         if let Some(old) = self.locs.insert(id.clone(), loc) {
-            if let Some(m) = self.members.get_mut(&old.seg) {
-                m.remove(&id);
-            }
+            self.leave(&id, old);
         }
+        *self.live_bytes.entry(loc.seg).or_default() += loc.len;
         self.members.entry(loc.seg).or_default().insert(id);
     }
 
     fn forget(&mut self, id: &str) {
         if let Some(old) = self.locs.remove(id) {
-            if let Some(m) = self.members.get_mut(&old.seg) {
-                m.remove(id);
-            }
+            self.leave(id, old);
+        }
+    }
+
+    /// `id` is no longer at `old`.
+    fn leave(&mut self, id: &str, old: Loc) {
+        if let Some(m) = self.members.get_mut(&old.seg) {
+            m.remove(id);
+        }
+        if let Some(b) = self.live_bytes.get_mut(&old.seg) {
+            *b = b.saturating_sub(old.len);
         }
     }
 
@@ -417,13 +427,16 @@ impl Book {
         if Some(*seg) == self.active || self.members.len() < 3 || live.is_empty() {
             return None;
         }
-        let locs: Vec<(String, Loc)> = live
+        let bytes = self.live_bytes.get(seg).copied().unwrap_or(0);
+        let size = self.sizes.get(seg).copied().unwrap_or(0);
+        if bytes.saturating_mul(COMPACT_LIVE_FRACTION) > size {
+            return None;
+        }
+        let locs = live
             .iter()
             .filter_map(|id| self.locs.get(id).map(|l| (id.clone(), *l)))
             .collect();
-        let bytes: u64 = locs.iter().map(|(_, l)| l.len).sum();
-        let size = self.sizes.get(seg).copied().unwrap_or(0);
-        (bytes.saturating_mul(COMPACT_LIVE_FRACTION) <= size).then_some((*seg, locs))
+        Some((*seg, locs))
     }
 }
 
@@ -591,6 +604,7 @@ fn delete_segments(dir: &Path, book: &Mutex<Book>, segs: &[u64]) -> io::Result<(
     for seg in segs {
         b.members.remove(seg);
         b.sizes.remove(seg);
+        b.live_bytes.remove(seg);
     }
     Ok(())
 }
