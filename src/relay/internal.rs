@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -31,8 +31,11 @@ pub struct Internal {
     /// Bounds simultaneous transactions (and so sessions) with the internal server to
     /// `internal_concurrency`.
     slots: Arc<Semaphore>,
-    /// The last session attempt failed: the server is down (or unreachable).
+    /// The last session attempt failed: the server is down (or unreachable). Deliveries
+    /// then do not try to connect: [`Internal::probe`] tries every [`PROBE_EVERY`].
     down: AtomicBool,
+    /// When the server was last tried while down.
+    last_try: Mutex<Instant>,
     /// Messages deferred because the server was down: due again as soon as a session
     /// succeeds, rather than at their retry time (minutes to an hour away).
     waiting: Mutex<HashSet<String>>,
@@ -73,6 +76,7 @@ impl Internal {
             pool: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(settings.internal_concurrency)),
             down: AtomicBool::new(false),
+            last_try: Mutex::new(Instant::now()),
             waiting: Mutex::new(HashSet::new()),
         })
     }
@@ -90,6 +94,20 @@ impl Internal {
         let all = |o: Outcome| recipients.iter().map(|r| (r.clone(), o.clone())).collect();
         // The semaphore is never closed; if it were, going on unbounded is harmless.
         let _slot = Arc::clone(&self.slots).acquire_owned().await.ok();
+        if self.is_down() {
+            // Known down: no connection per message (with a server that drops packets, each
+            // would hold a slot for the connect timeout). The message waits for the probe.
+            self.lock_waiting().insert(queue_id.to_string());
+            return Delivered {
+                outcomes: all(Outcome::deferred(
+                    Enhanced(4, 4, 1),
+                    "the internal server is unreachable; waiting for it to come back",
+                )),
+                server: None,
+                back: Vec::new(),
+                unreachable: true,
+            };
+        }
         match self.session().await {
             Ok(mut client) => {
                 let back = self.reached();
@@ -127,6 +145,7 @@ impl Internal {
                 }
             }
             Err(e) => {
+                *lock(&self.last_try) = Instant::now();
                 if !self.down.swap(true, Ordering::SeqCst) {
                     tracing::warn!(internal = %self.options.addr, error = %e, "internal server unreachable: messages for it wait until a session succeeds");
                 }
@@ -156,6 +175,31 @@ impl Internal {
     /// The last session attempt failed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
+    }
+
+    /// While the server is down, tries a session every [`PROBE_EVERY`]; when one succeeds,
+    /// the messages that waited for it, to be made due now.
+    pub async fn probe(&self) -> Vec<String> {
+        if !self.is_down() {
+            return Vec::new();
+        }
+        {
+            let mut last = lock(&self.last_try);
+            if last.elapsed() < PROBE_EVERY {
+                return Vec::new();
+            }
+            *last = Instant::now();
+        }
+        match self.session().await {
+            Ok(client) => {
+                self.give_back(client);
+                self.reached()
+            }
+            Err(e) => {
+                tracing::debug!(internal = %self.options.addr, error = %e, "internal server still unreachable");
+                Vec::new()
+            }
+        }
     }
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -215,6 +259,14 @@ impl Internal {
     fn give_back(&self, c: Client) {
         self.lock_pool().push(c);
     }
+}
+
+/// How often a down internal server is tried again.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The values behind these locks are replaced whole: a poisoned one is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A session that failed or broke: its recipients wait for the next attempt.

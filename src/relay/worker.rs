@@ -102,6 +102,10 @@ impl Relay {
                 }
                 self.close_idle_sessions();
             }
+            let back = self.internal.probe().await;
+            if !back.is_empty() {
+                self.spool.expedite(&back);
+            }
             let now = SystemTime::now();
             // Only as many messages as there are free delivery slots are claimed: the rest
             // stay in the queue's index, not in tasks waiting for a slot.
@@ -134,6 +138,12 @@ impl Relay {
                     .unwrap_or(REFRESH_EVERY)
                     .min(REFRESH_EVERY)
                     .max(Duration::from_millis(5))
+            };
+            // While the internal server is down, wake up to probe it.
+            let wait = if self.internal.is_down() {
+                wait.min(super::internal::PROBE_EVERY)
+            } else {
+                wait
             };
             tokio::select! {
                 _ = notify.notified() => {}
@@ -216,7 +226,7 @@ impl Relay {
                 format!("mail loop: the message already carries {received} Received headers"),
             ));
             let outcomes = pending.into_iter().map(|r| (r, looping.clone())).collect();
-            self.settle(message, &mut state, outcomes, None, direction)
+            self.settle(message, &mut state, outcomes, None, direction, false)
                 .await;
             return;
         }
@@ -225,6 +235,7 @@ impl Relay {
                 .as_ref()
                 .is_some_and(|a| a.settings.is_auto_reply(r))
         });
+        let answered_count = answered.len();
         let mut outcomes = match &self.auto_reply {
             Some(responder) if !answered.is_empty() => {
                 auto_reply::answer(responder, &self.spool, &self.metrics, &message, answered).await
@@ -255,13 +266,25 @@ impl Relay {
             }
             waits_for_internal = delivered.unreachable;
         }
+        let elsewhere_tried = elsewhere.len();
         if !elsewhere.is_empty() {
             let (o, mta) = self.deliver_outbound(&message, elsewhere).await;
             outcomes.extend(o);
             remote_mta = remote_mta.or(mta);
         }
-        self.settle(message, &mut state, outcomes, remote_mta, direction)
-            .await;
+        // Only the internal server's absence held the message: nothing about the message
+        // itself needs recording (its state file would cost two fsyncs per message for the
+        // whole outage); after a restart it is simply tried again.
+        let only_waiting = waits_for_internal && elsewhere_tried == 0 && answered_count == 0;
+        self.settle(
+            message,
+            &mut state,
+            outcomes,
+            remote_mta,
+            direction,
+            only_waiting,
+        )
+        .await;
         // The server came back while this message was being deferred, after the messages
         // waiting for it were made due: this one goes now too.
         if waits_for_internal && !self.internal.is_down() {
@@ -337,6 +360,7 @@ impl Relay {
         outcomes: Vec<(String, Outcome)>,
         remote_mta: Option<String>,
         direction: &str,
+        only_waiting: bool,
     ) {
         let id = message.id.as_str();
         let env = &message.envelope;
@@ -443,6 +467,7 @@ impl Relay {
                 .with_label_values(&[direction])
                 .inc();
         }
+        let delay_reported = !delays.is_empty();
         if !delays.is_empty() {
             let until = OffsetDateTime::from_unix_timestamp(
                 i64::try_from((received_ms + self.settings.retry.expiry.as_millis() as u64) / 1000)
@@ -474,9 +499,14 @@ impl Relay {
             let delay = self.settings.retry.next_delay_random(attempt);
             tracing::info!(queue_id = %id, attempt, retry_in = ?delay, rcpts = ?still_pending, error = %last_error, "delivery deferred");
             state.pending = Some(still_pending);
-            self.spool
-                .defer(id, state.clone(), &last_error, now + delay)
-                .await
+            if only_waiting && !delay_reported {
+                self.spool.defer_in_memory(id, now + delay);
+                Ok(())
+            } else {
+                self.spool
+                    .defer(id, state.clone(), &last_error, now + delay)
+                    .await
+            }
         };
         if let Err(e) = result {
             tracing::error!(queue_id = %id, error = %e, "cannot record the delivery outcome in the spool");

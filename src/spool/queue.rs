@@ -571,6 +571,19 @@ impl Spool {
         saved
     }
 
+    /// Gives a claimed message back, due at `next_due`, without recording the attempt: for
+    /// a message that only waits for its next hop to come back. After a restart it is due
+    /// at once.
+    pub fn defer_in_memory(&self, id: &str, next_due: SystemTime) {
+        let due = unix_ms(next_due);
+        self.index.with(|m| {
+            m.update(id, |s| {
+                s.claimed = false;
+                s.due_ms = due;
+            })
+        });
+    }
+
     /// Gives a claimed message back and makes it due again only after `delay`: for errors
     /// reading it, so that a failing disk or a lack of file descriptors does not turn the
     /// relay into a tight retry loop.
