@@ -27,8 +27,9 @@
 #
 # Environment: PAIRS (default 3), CONNS (parallel connections, default 16), SECS (seconds
 # of the unpaired cells, default 3), SUSTAIN (seconds of the sustained cell, default 60),
-# VERSUS (postfix, or a gateway binary), KEEP=1 to keep the temporary directory (logs,
-# JSON results).
+# VERSUS (postfix, or a gateway binary), POSTFIX_TRANSPORT (relay, the default, or
+# discard), PAIRED_ONLY=1 to stop after the paired cells, KEEP=1 to keep the temporary
+# directory (logs, JSON results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -122,6 +123,14 @@ echo "== gateway on 127.0.0.1:$GW_PORT ($GATEWAY)" >&2
 
 # ---- Postfix (optional) ------------------------------------------------------------
 PF_PORT=
+# Postfix relays to the same sink as the gateway (what an operator's Postfix connector
+# does); POSTFIX_TRANSPORT=discard makes it drop messages instead (less work than the
+# gateway does: no second SMTP session per message).
+if [ "${POSTFIX_TRANSPORT:-relay}" = discard ]; then
+    PF_TRANSPORT=discard:sink
+else
+    PF_TRANSPORT="relay:[127.0.0.1]:$SINK_PORT"
+fi
 setup_postfix() {
     command -v postfix >/dev/null && [ -x /usr/lib/postfix/sbin/master ] || return 1
     PF_PORT=$(free_port)
@@ -142,7 +151,7 @@ myhostname = smtp.gateway.test.mssante.fr
 mydestination =
 mynetworks =
 relay_domains = gateway.test.mssante.fr
-relay_transport = relay:[127.0.0.1]:$SINK_PORT
+relay_transport = $PF_TRANSPORT
 smtp_tls_security_level = none
 smtpd_relay_restrictions = reject_unauth_destination
 default_process_limit = 300
@@ -268,6 +277,11 @@ paired "1k x1"         -c "$CONNS" -m 1   --size 1k   -n $((3200 / SCALE))  -d 6
 paired "1k x100"       -c "$CONNS" -m 100 --size 1k   -n $((16000 / SCALE)) -d 600
 paired "100k x100"     -c "$CONNS" -m 100 --size 100k -n $((6400 / SCALE))  -d 600
 paired "1k x1 resumed" -c "$CONNS" -m 1   --size 1k   -n $((3200 / SCALE))  -d 600 --resume
+
+if [ "${PAIRED_ONLY:-0}" = 1 ]; then
+    python3 "$PROBE" summary "$RESULTS" /nonexistent "${OTHER:-}"
+    exit 0
+fi
 
 # ---- the gateway alone ----------------------------------------------------------------
 # Sustained: the internal server is down while SUSTAIN seconds of load arrive (the backlog
