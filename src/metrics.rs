@@ -86,6 +86,11 @@ pub struct Metrics {
     pub delivery_latency_seconds: Histogram,
     /// Torn spool files moved to quarantine at recovery.
     pub spool_quarantined_total: IntCounter,
+    /// Syncs of the spool's message log (one per batch of commits).
+    pub spool_log_syncs_total: IntCounter,
+    /// Records written to the spool's message log (messages and their completions):
+    /// divided by the syncs, the batch size group commit reached.
+    pub spool_log_records_total: IntCounter,
     /// Messages to the auto-reply mailbox, by outcome (`sent`, or `suppressed_<reason>`).
     pub autoreplies_total: IntCounterVec,
     /// Delivery status notifications we wrote and spooled, by action (`failed`,
@@ -303,6 +308,22 @@ impl Metrics {
         registry
             .register(Box::new(spool_quarantined_total.clone()))
             .expect("metric names are unique");
+        let spool_log_syncs_total = IntCounter::new(
+            "mssante_spool_log_syncs_total",
+            "Syncs (fdatasync) of the spool's message log, one per batch of commits.",
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(spool_log_syncs_total.clone()))
+            .expect("metric names are unique");
+        let spool_log_records_total = IntCounter::new(
+            "mssante_spool_log_records_total",
+            "Records written to the spool's message log (messages and completions).",
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(spool_log_records_total.clone()))
+            .expect("metric names are unique");
         let build = IntGauge::with_opts(
             Opts::new(
                 "mssante_build_info",
@@ -345,6 +366,8 @@ impl Metrics {
             outbound_failures_total,
             delivery_latency_seconds,
             spool_quarantined_total,
+            spool_log_syncs_total,
+            spool_log_records_total,
             autoreplies_total,
             dsn_generated_total,
         }

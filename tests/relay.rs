@@ -244,6 +244,14 @@ async fn delivers_identical_bytes(chunking: bool) {
     );
     let m = gw.metrics.render();
     assert!(m.contains("mssante_messages_relayed_total{direction=\"inbound\"} 1"));
+    // The message, the DSN and the message's completion went through the log (the
+    // counters follow at the relay loop's next turn).
+    wait_for("log counters", Duration::from_secs(5), || {
+        gw.metrics.spool_log_records_total.get() >= 3
+    })
+    .await;
+    let syncs = gw.metrics.spool_log_syncs_total.get();
+    assert!(syncs >= 1 && syncs <= gw.metrics.spool_log_records_total.get());
     assert!(m.contains("mssante_messages_bounced_total{direction=\"inbound\"} 1"));
     gw.shutdown().await;
 }

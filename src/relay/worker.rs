@@ -128,6 +128,14 @@ impl Relay {
             self.metrics
                 .queue_oldest_age_seconds
                 .set(i64::try_from(summary.oldest_age.as_secs()).unwrap_or(i64::MAX));
+            // The log's counters, mirrored (only this loop adds to these two).
+            let log = self.spool.log_stats();
+            let (syncs, records) = (
+                &self.metrics.spool_log_syncs_total,
+                &self.metrics.spool_log_records_total,
+            );
+            syncs.inc_by(log.syncs.saturating_sub(syncs.get()));
+            records.inc_by(log.records.saturating_sub(records.get()));
             // With every slot busy, the next due message waits for a delivery to finish
             // (`join_next` below), not for its due time.
             let wait = if self.workers.available_permits() == 0 {
