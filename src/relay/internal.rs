@@ -97,7 +97,7 @@ impl Internal {
         if self.is_down() {
             // Known down: no connection per message (with a server that drops packets, each
             // would hold a slot for the connect timeout). The message waits for the probe.
-            self.lock_waiting().insert(queue_id.to_string());
+            lock(&self.waiting).insert(queue_id.to_string());
             return Delivered {
                 outcomes: all(Outcome::deferred(
                     Enhanced(4, 4, 1),
@@ -150,7 +150,7 @@ impl Internal {
                     tracing::warn!(internal = %self.options.addr, error = %e, "internal server unreachable: messages for it wait until a session succeeds");
                 }
                 tracing::debug!(queue_id = %queue_id, internal = %self.options.addr, error = %e, "internal server unreachable");
-                self.lock_waiting().insert(queue_id.to_string());
+                lock(&self.waiting).insert(queue_id.to_string());
                 Delivered {
                     outcomes: all(lost(&e)),
                     server: None,
@@ -167,7 +167,7 @@ impl Internal {
         if !self.down.swap(false, Ordering::SeqCst) {
             return Vec::new();
         }
-        let back: Vec<String> = self.lock_waiting().drain().collect();
+        let back: Vec<String> = lock(&self.waiting).drain().collect();
         tracing::info!(internal = %self.options.addr, waiting = back.len(), "internal server reachable again: the messages that waited for it are due now");
         back
     }
@@ -202,18 +202,9 @@ impl Internal {
         }
     }
 
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // Insert and drain cannot leave the set inconsistent.
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
         // Push and pop cannot leave the vector inconsistent, so a poisoned lock is usable.
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.pool)
     }
 
     /// Says QUIT to the sessions idle for longer than `idle_timeout`.

@@ -488,16 +488,9 @@ impl Log {
         &self.dir
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        // Every operation leaves the book consistent before it can panic.
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Takes what recovery found: the live messages and every segment.
     pub(super) fn adopt(&self, scan: &Scan, live: impl Iterator<Item = (String, Loc)>) {
-        let mut book = self.book();
+        let mut book = lock(&self.book);
         for (seg, size) in &scan.segments {
             book.members.entry(*seg).or_default();
             book.sizes.insert(*seg, *size);
@@ -509,25 +502,22 @@ impl Log {
 
     /// Drops segments with nothing live (at recovery, before the writer runs).
     pub(super) fn drop_dead_segments(&self) -> io::Result<()> {
-        let dead = self.book().droppable();
+        let dead = lock(&self.book).droppable();
         delete_segments(&self.dir, &self.book, &dead)
     }
 
     /// Where the live message `id` is, if it is in the log.
     pub(super) fn loc(&self, id: &str) -> Option<Loc> {
-        self.book().locs.get(id).copied()
+        lock(&self.book).locs.get(id).copied()
     }
 
     /// Forgets `id` without a record (a `queue delete` tombstone already says it is gone).
     pub(super) fn forget(&self, id: &str) {
-        self.book().forget(id);
+        lock(&self.book).forget(id);
     }
 
     pub(super) fn stats(&self) -> LogStats {
-        *self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.stats)
     }
 
     /// Appends a sealed message record; returns once it is on stable storage.
@@ -584,6 +574,12 @@ impl Log {
     }
 }
 
+/// Locks `m`. The book and the counters are changed whole under their locks, never left
+/// half-updated before a panic could occur, so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Deletes `segs` (oldest first) and makes that durable before they leave the book, so
 /// that no *done* record disappears before the record it closes.
 fn delete_segments(dir: &Path, book: &Mutex<Book>, segs: &[u64]) -> io::Result<()> {
@@ -598,9 +594,7 @@ fn delete_segments(dir: &Path, book: &Mutex<Book>, segs: &[u64]) -> io::Result<(
         }
     }
     crate::durable::sync_dir(dir).map_err(|e| e.source)?;
-    let mut b = book
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut b = lock(book);
     for seg in segs {
         b.members.remove(seg);
         b.sizes.remove(seg);
@@ -641,10 +635,7 @@ impl Writer {
             match written {
                 Ok(locs) => {
                     {
-                        let mut book = self
-                            .book
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut book = lock(&self.book);
                         for (job, loc) in batch.iter().zip(locs) {
                             if job.record[8] == KIND_MESSAGE {
                                 book.add(job.id.clone(), loc);
@@ -690,7 +681,7 @@ impl Writer {
         }
         if let Some((seg, file, len)) = &self.active {
             file.sync_data()?;
-            self.lock_book().sizes.insert(*seg, *len);
+            lock(&self.book).sizes.insert(*seg, *len);
         }
         self.stats.syncs += 1;
         self.stats.records += batch.len() as u64;
@@ -709,7 +700,7 @@ impl Writer {
                 // The records of the current batch written to it so far are synced here:
                 // the batch's own sync is for the new segment.
                 file.sync_data()?;
-                self.lock_book().sizes.insert(seg, len);
+                lock(&self.book).sizes.insert(seg, len);
             }
             let (seg, file) = loop {
                 let seg = self.next_seg;
@@ -727,7 +718,7 @@ impl Writer {
                 }
             };
             crate::durable::sync_dir(&self.dir).map_err(|e| e.source)?;
-            let mut book = self.lock_book();
+            let mut book = lock(&self.book);
             book.members.entry(seg).or_default();
             book.sizes.insert(seg, 0);
             book.active = Some(seg);
@@ -739,19 +730,9 @@ impl Writer {
             .ok_or_else(|| io::Error::other("no active segment"))
     }
 
-    fn lock_book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Drops dead segments; moves the live records of a mostly dead oldest segment.
     fn tidy(&mut self) -> io::Result<()> {
-        let compact = self
-            .book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .to_compact();
+        let compact = lock(&self.book).to_compact();
         if let Some((seg, live)) = compact {
             let mut jobs = Vec::with_capacity(live.len());
             let old = File::open(segment_path(&self.dir, seg))?;
@@ -766,10 +747,7 @@ impl Writer {
                 });
             }
             let locs = self.write_batch(&jobs)?;
-            let mut book = self
-                .book
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut book = lock(&self.book);
             for (job, loc) in jobs.iter().zip(locs) {
                 // Only if it is still live and still where it was copied from.
                 if book.locs.get(&job.id).is_some_and(|l| l.seg == seg) {
@@ -783,11 +761,7 @@ impl Writer {
                 "spool log segment compacted"
             );
         }
-        let dead = self
-            .book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .droppable();
+        let dead = lock(&self.book).droppable();
         delete_segments(&self.dir, &self.book, &dead)
     }
 }
