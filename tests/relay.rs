@@ -142,12 +142,7 @@ fn memchr(d: &[u8]) -> Option<usize> {
 
 async fn delivers_identical_bytes(chunking: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = if chunking {
-        SinkOpts::chunking()
-    } else {
-        SinkOpts::plain()
-    };
-    let sink = Sink::start("127.0.0.1:0", opts).await;
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::esmtp(chunking)).await;
     sink.refuse(
         "nobody@gateway.test.mssante.fr",
         "550 5.1.1 no such user",
@@ -278,12 +273,7 @@ async fn a_large_message_is_streamed_from_its_file_identical_over_data_and_bdat(
     }
     for chunking in [false, true] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = if chunking {
-            SinkOpts::chunking()
-        } else {
-            SinkOpts::plain()
-        };
-        let sink = Sink::start("127.0.0.1:0", opts).await;
+        let sink = Sink::start("127.0.0.1:0", SinkOpts::esmtp(chunking)).await;
         let gw = Gateway::start(&config(dir.path(), sink.addr))
             .await
             .expect("gateway starts");

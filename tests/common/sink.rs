@@ -75,8 +75,13 @@ impl SinkOpts {
 
     /// ESMTP with CHUNKING.
     pub fn chunking() -> Self {
+        Self::esmtp(true)
+    }
+
+    /// ESMTP, offering CHUNKING or not.
+    pub fn esmtp(chunking: bool) -> Self {
         SinkOpts {
-            chunking: true,
+            chunking,
             ..Self::default()
         }
     }
