@@ -52,9 +52,10 @@ pub struct SubjectDn {
 /// The normalised comparison key of a [`SubjectDn`]: hash-map key for DN lookups.
 ///
 /// Its text is an RFC 4514-like rendering (`cn=...,ou=...,o=...`) of the normalised values,
-/// in a fixed attribute order, readable in logs.
+/// in a fixed attribute order, readable in logs. Shared, not copied, when cloned (a list
+/// holds one per entry, a few hundred distinct).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DnKey(String);
+pub struct DnKey(std::sync::Arc<str>);
 
 impl DnKey {
     /// The key's text.
@@ -240,7 +241,7 @@ impl SubjectDn {
         for (t, v) in &others {
             field(t, v);
         }
-        DnKey(out)
+        DnKey(out.into())
     }
 
     /// True when both DNs have the same [`DnKey`].

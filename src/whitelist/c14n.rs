@@ -11,7 +11,7 @@
 //! are read from (see [`super::xml`]), with the enveloped signature left out by identity,
 //! not by byte range.
 pub use super::xml::XmlError as C14nError;
-use super::xml::{Binding, Document, Element, Node, Ns, Pi};
+use super::xml::{lookup, Binding, Document, Element, Node, Ns, Pi};
 
 /// Canonicalises the whole document, leaving out `exclude` (the enveloped-signature
 /// transform's `Signature` element) where it occurs.
@@ -46,13 +46,6 @@ pub(crate) fn canonicalize_element(doc: &Document<'_>, element: &Element<'_>) ->
 /// Parses `xml` and canonicalises it whole (signing, and tests).
 pub(crate) fn canonicalize(xml: &str) -> Result<Vec<u8>, C14nError> {
     Ok(canonicalize_document(&Document::parse(xml)?, None))
-}
-
-fn lookup(list: &[Binding], prefix: &str) -> Option<Ns> {
-    list.iter()
-        .rev()
-        .find(|(p, _)| p == prefix)
-        .map(|(_, ns)| *ns)
 }
 
 fn write_pi(pi: &Pi<'_>, out: &mut Vec<u8>) {
@@ -141,20 +134,33 @@ fn write_element(
 
 fn escape_text(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
-    let mut from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let replacement: &[u8] = match b {
+    let replacement = |b: u8| -> &'static [u8] {
+        match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
-            b'\r' => b"&#xD;",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[from..i]);
-        out.extend_from_slice(replacement);
-        from = i + 1;
+            _ => b"&#xD;",
+        }
+    };
+    let mut from = 0;
+    // A CR is left in text only by a character reference (`&#13;`): rare, so the common
+    // case is a vectorised search for the three others.
+    if memchr::memchr(b'\r', bytes).is_none() {
+        for i in memchr::memchr3_iter(b'&', b'<', b'>', bytes) {
+            out.extend_from_slice(bytes.get(from..i).unwrap_or_default());
+            out.extend_from_slice(bytes.get(i).map_or(&[][..], |&b| replacement(b)));
+            from = i + 1;
+        }
+    } else {
+        for (i, &b) in bytes.iter().enumerate() {
+            if matches!(b, b'&' | b'<' | b'>' | b'\r') {
+                out.extend_from_slice(bytes.get(from..i).unwrap_or_default());
+                out.extend_from_slice(replacement(b));
+                from = i + 1;
+            }
+        }
     }
-    out.extend_from_slice(&bytes[from..]);
+    out.extend_from_slice(bytes.get(from..).unwrap_or_default());
 }
 
 fn escape_attribute(value: &str, out: &mut Vec<u8>) {

@@ -36,15 +36,24 @@ impl Whitelist {
     pub fn new(list: ParsedList, signer: Option<SignerInfo>) -> Self {
         let mut by_domain: HashMap<String, Vec<usize>> = HashMap::with_capacity(list.entries.len());
         let mut by_dn: HashMap<DnKey, Vec<String>> = HashMap::new();
-        // (domain, DN) pairs already seen: the list repeats some entries verbatim.
-        let mut pairs = HashSet::with_capacity(list.entries.len());
         for (i, entry) in list.entries.iter().enumerate() {
-            by_domain.entry(entry.domain.clone()).or_default().push(i);
-            if pairs.insert((entry.domain.clone(), entry.dn_key.clone())) {
-                by_dn
-                    .entry(entry.dn_key.clone())
-                    .or_default()
-                    .push(entry.domain.clone());
+            // The list repeats some (domain, DN) pairs verbatim: a pair is new when none of
+            // the domain's earlier entries (1 to 5) has the same DN.
+            // One hash per entry; most domains have a single entry, so the key's copy is
+            // rarely wasted.
+            let indices = by_domain.entry(entry.domain.clone()).or_default();
+            let new_pair = !indices.iter().any(|&j| {
+                list.entries
+                    .get(j)
+                    .is_some_and(|earlier| earlier.dn_key == entry.dn_key)
+            });
+            indices.push(i);
+            if new_pair {
+                let domains = match by_dn.get_mut(&entry.dn_key) {
+                    Some(domains) => domains,
+                    None => by_dn.entry(entry.dn_key.clone()).or_default(),
+                };
+                domains.push(entry.domain.clone());
             }
         }
         Whitelist {

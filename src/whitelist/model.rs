@@ -1,4 +1,6 @@
 //! What the whitelist says: one [`Entry`] per (domain, operator certificate DN) pair.
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use crate::trust::dn::{DnError, DnKey, SubjectDn};
@@ -16,8 +18,8 @@ pub struct Entry {
     pub description: String,
     /// `DNCertificatOperateur` as written, for logs that must quote the list.
     pub dn_text: String,
-    /// `DNCertificatOperateur` parsed.
-    pub dn: SubjectDn,
+    /// `DNCertificatOperateur` parsed (shared by the entries of one certificate).
+    pub dn: Arc<SubjectDn>,
     /// `dn`'s comparison key, computed once.
     pub dn_key: DnKey,
     /// `ResponsableContact`: "phone, e-mail" of the project contact (public).

@@ -23,8 +23,15 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::model::{normalize_domain, Entry, ParseWarning, ParsedList, WarningKind};
-use super::xml::{Document, Element, Node, Ns, XmlError};
-use crate::trust::dn::SubjectDn;
+use super::xml::{is_blank, Document, Element, Node, Ns, XmlError};
+use crate::trust::dn::{DnError, DnKey, SubjectDn};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Each distinct `DNCertificatOperateur` text parsed and keyed once: the real list has
+/// 391 distinct DNs for 6,494 entries (one operator certificate serves many domains).
+type DnMemo = HashMap<String, Result<(Arc<SubjectDn>, DnKey), DnError>>;
 
 /// The list's XML namespace.
 pub const LIST_NS: &str = "https://listeblanche.mssante.fr/schema";
@@ -97,7 +104,7 @@ fn children<'d, 'x>(
             namespace: doc.uri(e.ns).to_string(),
             position: e.position,
         })),
-        Node::Text(t) if t.value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => None,
+        Node::Text(t) if is_blank(&t.value) => None,
         Node::Text(t) => Some(Err(ParseError::UnexpectedContent {
             parent,
             what: "text".to_string(),
@@ -112,8 +119,12 @@ fn children<'d, 'x>(
     })
 }
 
-/// The text of a field: character data only.
-fn text(element: &Element<'_>, field: &'static str) -> Result<String, ParseError> {
+/// The text of a field: character data only (borrowed in the usual case of one text node:
+/// the tree merges adjacent character data).
+fn text<'d>(element: &'d Element<'_>, field: &'static str) -> Result<Cow<'d, str>, ParseError> {
+    if let [Node::Text(t)] = &*element.children {
+        return Ok(Cow::Borrowed(&t.value));
+    }
     let mut value = String::new();
     for node in &element.children {
         match node {
@@ -141,13 +152,13 @@ fn text(element: &Element<'_>, field: &'static str) -> Result<String, ParseError
             }
         }
     }
-    Ok(value)
+    Ok(Cow::Owned(value))
 }
 
 /// Sets a once-only field, refusing a second occurrence.
-fn once(
-    slot: &mut Option<String>,
-    element: &Element<'_>,
+fn once<'d>(
+    slot: &mut Option<Cow<'d, str>>,
+    element: &'d Element<'_>,
     field: &'static str,
 ) -> Result<(), ParseError> {
     if slot.is_some() {
@@ -201,7 +212,10 @@ pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError
                 })
             }
             "DateDeGeneration" => {
-                generated = Some((text(element, "DateDeGeneration")?, element.position))
+                generated = Some((
+                    text(element, "DateDeGeneration")?.into_owned(),
+                    element.position,
+                ))
             }
             "ListeDomaines" if domains.is_some() => {
                 return Err(ParseError::DuplicateElement {
@@ -223,12 +237,13 @@ pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError
         .map_err(|_| ParseError::BadGenerationDate { value, position })?;
     let domains = domains.ok_or_else(|| missing("ListeDomaines"))?;
     let mut entries = Vec::with_capacity(domains.children.len() / 2);
+    let mut dns = DnMemo::new();
     for child in children(doc, domains, "ListeDomaines") {
         let Child::Data(element) = child? else {
             continue;
         };
         if element.local() == "Domaine" {
-            if let Some(entry) = parse_entry(doc, element, &mut warnings)? {
+            if let Some(entry) = parse_entry(doc, element, &mut dns, &mut warnings)? {
                 entries.push(entry);
             }
         } else {
@@ -246,6 +261,7 @@ pub(crate) fn from_document(doc: &Document<'_>) -> Result<ParsedList, ParseError
 fn parse_entry(
     doc: &Document<'_>,
     domaine: &Element<'_>,
+    dns: &mut DnMemo,
     warnings: &mut Vec<ParseWarning>,
 ) -> Result<Option<Entry>, ParseError> {
     let position = domaine.position;
@@ -269,9 +285,9 @@ fn parse_entry(
             _ => unknown(element, warnings),
         }
     }
-    let description = description.unwrap_or_default();
-    let responsable = responsable.unwrap_or_default();
-    let support = support.unwrap_or_default();
+    let description = description.unwrap_or_default().into_owned();
+    let responsable = responsable.unwrap_or_default().into_owned();
+    let support = support.unwrap_or_default().into_owned();
     let updated_text = updated_text.unwrap_or_default();
     let missing = |element| ParseError::MissingElement {
         element,
@@ -295,7 +311,18 @@ fn parse_entry(
         }
     };
     let dn_text = dn_text.trim().to_string();
-    let parsed_dn = match SubjectDn::parse(&dn_text) {
+    let parsed = match dns.get(&dn_text) {
+        Some(parsed) => parsed.clone(),
+        None => {
+            let parsed = SubjectDn::parse(&dn_text).map(|dn| {
+                let key = dn.normalized_key();
+                (Arc::new(dn), key)
+            });
+            dns.insert(dn_text.clone(), parsed.clone());
+            parsed
+        }
+    };
+    let (parsed_dn, dn_key) = match parsed {
         Ok(parsed) => parsed,
         Err(error) => {
             warnings.push(ParseWarning {
@@ -327,7 +354,7 @@ fn parse_entry(
         domain,
         domain_as_written,
         description,
-        dn_key: parsed_dn.normalized_key(),
+        dn_key,
         dn: parsed_dn,
         dn_text,
         responsable_contact: responsable,
@@ -424,6 +451,42 @@ mod tests {
             list.warnings[0].kind,
             WarningKind::InvalidDn { .. }
         ));
+    }
+
+    #[test]
+    fn a_dn_read_once_serves_every_entry_that_repeats_it_and_its_errors_too() {
+        let dn = "CN=mss.x.fr,OU=1750048886,O=X,ST=Paris (75),C=FR";
+        let xml = doc(&format!(
+            "{}{}{}{}{}",
+            entry("a.mssante.fr", dn),
+            entry("b.mssante.fr", "CN=\"open"),
+            entry("c.mssante.fr", &format!("  {dn}\n")),
+            entry("d.mssante.fr", "CN=\"open"),
+            entry(
+                "e.mssante.fr",
+                "cn=MSS.X.FR,ou=1750048886,o=x,st=paris (75),c=fr"
+            ),
+        ));
+        let list = parse(&xml).expect("parses");
+        let names: Vec<_> = list.entries.iter().map(|e| e.domain.as_str()).collect();
+        assert_eq!(names, ["a.mssante.fr", "c.mssante.fr", "e.mssante.fr"]);
+        let (a, c, e) = (&list.entries[0], &list.entries[1], &list.entries[2]);
+        // Same text (once trimmed): one parse, shared.
+        assert!(std::sync::Arc::ptr_eq(&a.dn, &c.dn));
+        assert_eq!(a.dn_text, c.dn_text);
+        // Other text, same DN once normalised: parsed apart, equal keys, own text kept.
+        assert!(!std::sync::Arc::ptr_eq(&a.dn, &e.dn));
+        assert_eq!(a.dn_key, e.dn_key);
+        assert!(e.dn_text.starts_with("cn=MSS.X.FR"));
+        // Each entry with the bad DN has its own warning at its own position.
+        let bad: Vec<u64> = list
+            .warnings
+            .iter()
+            .filter(|w| matches!(w.kind, WarningKind::InvalidDn { .. }))
+            .map(|w| w.position)
+            .collect();
+        assert_eq!(bad.len(), 2);
+        assert_ne!(bad[0], bad[1]);
     }
 
     #[test]

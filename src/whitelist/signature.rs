@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 use super::c14n;
 use super::parse::LIST_NS;
-use super::xml::{Document, Element, Node, Ns, XmlError};
+use super::xml::{is_blank, Document, Element, Node, Ns, XmlError};
 use crate::trust::dn::{normalize_value, SubjectDn};
 
 /// XML Signature namespace.
@@ -238,10 +238,6 @@ fn profile(path: &str, problem: impl Into<String>) -> SignatureError {
         path: path.to_string(),
         problem: problem.into(),
     }
-}
-
-fn is_blank(text: &str) -> bool {
-    text.trim_matches([' ', '\t', '\n', '\r']).is_empty()
 }
 
 /// The first element of the xmldsig namespace under `element` (itself included) that is

@@ -128,12 +128,14 @@ pub(crate) struct Element<'x> {
     /// Qualified name as written (borrowed from the document).
     pub qname: Cow<'x, str>,
     /// Where the local name starts in `qname` (after the prefix's colon, or 0).
-    local_at: usize,
+    local_at: u32,
     /// Namespace of the element.
     pub ns: Ns,
     /// Attributes other than namespace declarations, in document order.
-    pub attributes: Vec<Attribute>,
-    pub children: Vec<Node<'x>>,
+    pub attributes: Box<[Attribute]>,
+    /// Boxed slices, not vectors: the list has 45,000 elements and 130,000 nodes, and the
+    /// tree is built by moving nodes, so their size is load time.
+    pub children: Box<[Node<'x>]>,
     /// Byte offset of the start tag.
     pub position: u64,
 }
@@ -141,13 +143,13 @@ pub(crate) struct Element<'x> {
 impl<'x> Element<'x> {
     /// Local name.
     pub fn local(&self) -> &str {
-        self.qname.get(self.local_at..).unwrap_or("")
+        self.qname.get(self.local_at as usize..).unwrap_or("")
     }
 
     /// Prefix (empty for none).
     pub fn prefix(&self) -> &str {
         self.qname
-            .get(..self.local_at.saturating_sub(1))
+            .get(..(self.local_at as usize).saturating_sub(1))
             .unwrap_or("")
     }
 
@@ -197,11 +199,13 @@ pub(crate) fn prefix_of(qname: &str) -> &str {
     qname.split_once(':').map(|(p, _)| p).unwrap_or("")
 }
 
-fn lookup(bindings: &[Binding], prefix: &str) -> Option<Ns> {
+/// The namespace bound to `prefix` by the innermost binding in `bindings` (in scope order).
+pub(crate) fn lookup(bindings: &[Binding], prefix: &str) -> Option<Ns> {
+    // Length first: most lookups are of the default namespace (the empty prefix).
     bindings
         .iter()
         .rev()
-        .find(|(p, _)| p == prefix)
+        .find(|(p, _)| p.len() == prefix.len() && (prefix.is_empty() || p == prefix))
         .map(|(_, ns)| *ns)
 }
 
@@ -229,8 +233,21 @@ impl Interner {
     }
 }
 
+/// True when `text` is only XML white space (the `S` production: space, tab, CR, LF).
+pub(crate) fn is_blank(text: &str) -> bool {
+    text.bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
 /// Refuses characters outside XML 1.0's `Char` production.
 fn check_chars(text: &str, position: u64) -> Result<(), XmlError> {
+    // The refused characters are the C0 controls but tab, LF and CR (one byte each in
+    // UTF-8) and U+FFFE, U+FFFF (EF BF BE, EF BF BF): a text without those bytes, and
+    // without 0xEF, needs no decoding.
+    let suspect = |b: &u8| (*b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || *b == 0xef;
+    if !text.as_bytes().iter().any(suspect) {
+        return Ok(());
+    }
     match text
         .chars()
         .find(|&c| matches!(c, '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
@@ -467,7 +484,8 @@ impl<'x> Document<'x> {
                         return Err(syntax("unbalanced end tag"));
                     };
                     in_scope.truncate(open.scope);
-                    open.element.children = siblings.nodes.split_off(open.children);
+                    open.element.children =
+                        siblings.nodes.split_off(open.children).into_boxed_slice();
                     if stack.is_empty() {
                         root = Some(open.element);
                     } else {
@@ -482,7 +500,7 @@ impl<'x> Document<'x> {
                     check_chars(&value, position)?;
                     match stack.last() {
                         Some(open) => siblings.push_text(open.children, value, position),
-                        None if value.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
+                        None if is_blank(&value) => {}
                         None => return Err(syntax("text outside the document element")),
                     }
                 }
@@ -580,6 +598,7 @@ fn element<'x>(
     check_qname(&qname, position)?;
     check_attribute_syntax(start.attributes_raw().as_bytes(), position)?;
     let local_at = qname.find(':').map(|i| i + 1).unwrap_or(0);
+    let local_at = u32::try_from(local_at).map_err(|_| syntax("name too long".to_string()))?;
     let mut raw: Vec<(String, String)> = Vec::new();
     for attribute in start.attributes().with_checks(true) {
         let attribute = attribute.map_err(|e| syntax(e.to_string()))?;
@@ -619,7 +638,11 @@ fn element<'x>(
             }),
         }
     };
-    let ns = resolve(qname.get(..local_at.saturating_sub(1)).unwrap_or(""))?;
+    let ns = resolve(
+        qname
+            .get(..(local_at as usize).saturating_sub(1))
+            .unwrap_or(""),
+    )?;
     let mut attributes = Vec::with_capacity(raw.len());
     for (key, value) in raw {
         let ns = if key.contains(':') {
@@ -646,8 +669,8 @@ fn element<'x>(
         qname,
         local_at,
         ns,
-        attributes,
-        children: Vec::new(),
+        attributes: attributes.into_boxed_slice(),
+        children: Box::default(),
         position,
     })
 }
@@ -676,6 +699,22 @@ mod tests {
         assert_eq!(child.attributes[0].ns, child.ns);
         assert_eq!(child.attribute("y"), Some("2"));
         assert!(matches!(&doc.root.children[2], Node::Pi(pi) if pi.content == "z"));
+    }
+
+    #[test]
+    fn characters_near_the_refused_ones_are_accepted() {
+        // Same lead byte as U+FFFE / U+FFFF, or next to the refused controls.
+        for text in [
+            "\u{f000}",
+            "\u{fffd}",
+            "\u{efff}",
+            "\t\n",
+            "\u{7f}\u{80}",
+            " ",
+        ] {
+            let xml = format!("<r a='{text}'>{text}</r>");
+            assert!(Document::parse(&xml).is_ok(), "{text:?}");
+        }
     }
 
     #[test]
@@ -711,6 +750,11 @@ mod tests {
             "<r\u{0}/>",
             "<r 1a='x'/>",
             "<r>]]></r>",
+            "<r>\u{fffe}</r>",
+            "<r>a\u{ffff}</r>",
+            "<r a='\u{fffe}'/>",
+            "<r>\u{1f}</r>",
+            "<r><!--\u{ffff}--></r>",
         ];
         for xml in refused {
             assert!(Document::parse(xml).is_err(), "{xml:?}");
