@@ -948,3 +948,77 @@ async fn a_message_with_more_received_headers_than_the_limit_is_refused_as_a_loo
         .await;
     assert_eq!(gw.spooled_messages().len(), 1);
 }
+
+/// Interoperability with a stock Postfix as the sending peer operator: TLS required and
+/// verified on its side (`smtp_tls_security_level = secure`, our name matched), its client
+/// certificate and EHLO name checked on ours. Debian's postfix package is installed by
+/// scripts/test.sh (as root).
+#[tokio::test]
+async fn postfix_as_the_sending_peer_operator() {
+    assert!(
+        std::path::Path::new("/usr/sbin/postfix").exists(),
+        "Debian's postfix package is missing: scripts/test.sh installs it (as root)"
+    );
+    let gw = TestGateway::start().await;
+    let (_dir, pf_dir) = common::postfix_workdir();
+    let _postfix = common::Postfix::start("postfix-sender.sh", &pf_dir, gw.addr.port());
+    let body = "From: Alice <alice@peer-a.test.mssante.fr>\n\
+                To: Bob <bob@gateway.test.mssante.fr>\n\
+                Subject: Compte rendu par Postfix\n\
+                \n\
+                .a line that starts with a dot\n\
+                R\u{e9}sultat en pi\u{e8}ce jointe.\n";
+    let mut sendmail = std::process::Command::new("/usr/sbin/sendmail")
+        .args(["-C", &pf_dir.join("etc").to_string_lossy()])
+        .args(["-f", SENDER, "bob@gateway.test.mssante.fr"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run Postfix's sendmail");
+    {
+        use std::io::Write;
+        let mut stdin = sendmail.stdin.take().expect("stdin");
+        stdin.write_all(body.as_bytes()).expect("write the message");
+    }
+    assert!(sendmail.wait().expect("sendmail").success());
+
+    let maillog = pf_dir.join("maillog");
+    common::wait_for(
+        "Postfix to relay the message",
+        std::time::Duration::from_secs(60),
+        || !gw.spooled_messages().is_empty(),
+    )
+    .await;
+    let stored = gw.spooled_messages();
+    assert_eq!(stored.len(), 1);
+    let m = &stored[0];
+    assert_eq!(m.envelope.mail_from, SENDER);
+    assert_eq!(m.envelope.helo, "smtp.peer-a.test.mssante.fr");
+    assert_eq!(
+        m.envelope.peer_cn.as_deref(),
+        Some("smtp.peer-a.test.mssante.fr")
+    );
+    assert!(m.envelope.tls.is_some(), "{:?}", m.envelope);
+    // Postfix adds its Received, Message-Id and Date; the rest arrives as written.
+    let text = String::from_utf8_lossy(&m.body).replace('\r', "");
+    let (headers, content) = text.split_once("\n\n").expect("a header section");
+    let (sent_headers, sent_content) = body.split_once("\n\n").expect("a header section");
+    assert_eq!(content, sent_content, "body intact:\n{text}");
+    for line in sent_headers.lines() {
+        assert!(headers.contains(line), "{line:?} kept:\n{text}");
+    }
+    // Postfix's side: our chain verified and our name matched, then the message sent.
+    let mut log = String::new();
+    common::wait_for(
+        "Postfix to log the delivery",
+        std::time::Duration::from_secs(10),
+        || {
+            log = std::fs::read_to_string(&maillog).unwrap_or_default();
+            log.contains("status=sent")
+        },
+    )
+    .await;
+    assert!(
+        log.contains("Verified TLS connection established to 127.0.0.1"),
+        "{log}"
+    );
+}

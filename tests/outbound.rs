@@ -440,11 +440,15 @@ async fn a_listed_domain_that_does_not_exist_in_dns_is_bounced_with_5_1_2() {
     wait_for("queue empty", || w.gw.spooled_messages().is_empty()).await;
 }
 
-/// Interoperability with Postfix as the receiving operator. Needs root and Debian's postfix
-/// package: `cargo test --test outbound -- --ignored postfix`.
+/// Interoperability with Postfix as the receiving operator, which requires our client
+/// certificate (`smtpd_tls_req_ccert = yes`). Debian's postfix package is installed by
+/// scripts/test.sh (as root).
 #[tokio::test]
-#[ignore = "needs root and Debian's postfix package"]
 async fn postfix_as_the_receiving_operator() {
+    assert!(
+        std::path::Path::new("/usr/sbin/postfix").exists(),
+        "Debian's postfix package is missing: scripts/test.sh installs it (as root)"
+    );
     let port = common::free_port();
     let (_dir, pf_dir) = common::postfix_workdir();
     let _postfix = common::Postfix::start("postfix-peer.sh", &pf_dir, port);

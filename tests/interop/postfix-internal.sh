@@ -12,33 +12,16 @@
 # Needs root and Debian's postfix package (scripts/test.sh installs it); used by
 # tests/addresses.rs.
 set -eu
-cmd=$1 dir=$2
-if [ "$cmd" = stop ]; then
-    postfix -c "$dir/etc" stop >/dev/null 2>&1 || true
-    exit 0
-fi
-port=$3
-mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
-chown postfix "$dir/data"
-cp /etc/postfix/master.cf "$dir/etc/master.cf"
-sed -i -e 's/^smtp \{1,\}inet .*$/127.0.0.1:'"$port"' inet n - n - - smtpd/' "$dir/etc/master.cf"
-grep -q '^postlog' "$dir/etc/master.cf" || \
-    echo 'postlog unix-dgram n - n - 1 postlogd' >> "$dir/etc/master.cf"
-cat > "$dir/etc/main.cf" <<CONF
-compatibility_level = 3.6
-queue_directory = $dir/queue
-data_directory = $dir/data
-maillog_file = $dir/maillog
-maillog_file_prefixes = $dir
+. "$(dirname "$0")/postfix-instance.sh"
+instance_begin "$@"
+instance_master "127.0.0.1:$port"
+instance_main <<CONF
 myhostname = mail.internal.gateway.test.mssante.fr
 mydestination = gateway.test.mssante.fr
 local_recipient_maps =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 defer_transports = smtp local error
 queue_run_delay = 1s
 CONF
-postfix -c "$dir/etc" check
-postfix -c "$dir/etc" start
+instance_start
