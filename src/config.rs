@@ -234,6 +234,8 @@ struct RawSubmission {
     allow: Vec<String>,
     #[serde(default)]
     require_tls: bool,
+    #[serde(default)]
+    proxy_protocol: RawProxyProtocol,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,6 +323,31 @@ struct RawInbound {
     tls_deadline: String,
     max_pre_tls_connections: Option<usize>,
     listen_backlog: Option<u32>,
+    proxy_protocol: RawProxyProtocol,
+}
+
+/// The balancers allowed to send a PROXY protocol header, for `key`; a range that covers
+/// every address is refused (anyone could then choose the address we see).
+fn proxy_trusted(p: &mut Problems<'_>, key: &str, raw: &RawProxyProtocol) -> Vec<AllowedNet> {
+    let mut nets = Vec::new();
+    for t in &raw.trusted {
+        match t.parse::<AllowedNet>() {
+            Ok(n) if n.prefix() == 0 => p.add(
+                key,
+                format!("\"{t}\" trusts every address: name the load balancers' addresses, since whoever may send the header chooses the client address the per-IP limits and logs see"),
+            ),
+            Ok(n) => nets.push(n),
+            Err(e) => p.add(key, e),
+        }
+    }
+    nets
+}
+
+/// `[inbound.proxy_protocol]`, `[submission.proxy_protocol]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct RawProxyProtocol {
+    trusted: Vec<String>,
 }
 
 impl Default for RawInbound {
@@ -342,6 +369,7 @@ impl Default for RawInbound {
             tls_deadline: "30s".into(),
             max_pre_tls_connections: None,
             listen_backlog: None,
+            proxy_protocol: RawProxyProtocol::default(),
         }
     }
 }
@@ -696,6 +724,8 @@ impl Config {
                 None
             }
         };
+        let inbound_proxy =
+            proxy_trusted(&mut p, "inbound.proxy_protocol.trusted", &i.proxy_protocol);
         let handshake_timeout = duration(&mut p, "inbound.handshake_timeout", &i.handshake_timeout);
         let tls_deadline = duration(&mut p, "inbound.tls_deadline", &i.tls_deadline);
         let max_pre_tls_connections = i
@@ -805,11 +835,17 @@ impl Config {
                 if sub.allow.is_empty() {
                     p.add("submission.allow", "list the internal mail servers' addresses (e.g. [\"10.0.0.5/32\"]); nobody else may submit");
                 }
+                let proxy_trusted = proxy_trusted(
+                    &mut p,
+                    "submission.proxy_protocol.trusted",
+                    &sub.proxy_protocol,
+                );
                 match listen {
                     Ok(listen) => Some(SubmissionSettings {
                         listen,
                         allow,
                         require_tls: sub.require_tls,
+                        proxy_trusted,
                     }),
                     Err(e) => {
                         p.add("submission.listen", e);
@@ -963,6 +999,7 @@ impl Config {
                 max_pre_tls_connections,
                 listen_backlog,
                 max_received_headers,
+                proxy_trusted: inbound_proxy,
             },
             spool_dir: resolve(&raw.spool.dir),
             whitelist: WhitelistSettings {

@@ -146,6 +146,7 @@ impl Gateway {
             Some(sub) => {
                 let mut settings = config.inbound.clone();
                 settings.listen = sub.listen;
+                settings.proxy_trusted = sub.proxy_trusted.clone();
                 let sub_ctx = Arc::new(InboundContext {
                     resolver: None,
                     role: Role::Submission {

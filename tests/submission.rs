@@ -108,3 +108,37 @@ async fn a_looping_message_from_the_internal_server_is_refused() {
     assert_eq!(gw.rejections("data", "mail_loop"), 1);
     assert!(gw.spooled_messages().is_empty());
 }
+
+/// Behind a balancer that sends the PROXY protocol, the allow-list judges the client the
+/// header names, not the balancer.
+#[tokio::test]
+async fn the_allow_list_applies_to_the_client_behind_a_trusted_balancer() {
+    let gw = TestGateway::start_with(|t| {
+        with_submission(&["192.0.2.0/24"])(t);
+        let mut proxy = toml::Table::new();
+        proxy.insert(
+            "trusted".into(),
+            toml::Value::Array(vec!["127.0.0.1".into()]),
+        );
+        t["submission"]
+            .as_table_mut()
+            .expect("[submission]")
+            .insert("proxy_protocol".into(), proxy.into());
+    })
+    .await;
+    let addr = gw.gateway().submission_addr.expect("submission listener");
+    let mut inside = Client::connect(addr).await;
+    inside
+        .send_raw(b"PROXY TCP4 192.0.2.5 127.0.0.1 40000 2587\r\n")
+        .await;
+    inside.expect_code(220).await;
+    inside.send("QUIT").await;
+    inside.expect(221, "2.0.0").await;
+    let mut outside = Client::connect(addr).await;
+    outside
+        .send_raw(b"PROXY TCP4 203.0.113.5 127.0.0.1 40000 2587\r\n")
+        .await;
+    outside.expect(554, "5.7.1").await;
+    outside.expect_eof().await;
+    assert_eq!(gw.connections_refused("submission", "not_allowed"), 1);
+}

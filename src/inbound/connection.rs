@@ -35,9 +35,12 @@ enum Pass {
 static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Serves one connection to its end.
+/// `peer` is the client: the TCP peer, or the client a trusted balancer's PROXY header
+/// named (`via` is then the balancer).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    via: Option<SocketAddr>,
     ctx: Arc<InboundContext>,
     shutdown: watch::Receiver<bool>,
     pre_tls_slot: Option<OwnedSemaphorePermit>,
@@ -47,7 +50,10 @@ pub async fn serve(
         std::process::id(),
         SESSION_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let span = tracing::info_span!("session", session = %id, peer = %peer);
+    let span = match via {
+        Some(via) => tracing::info_span!("session", session = %id, peer = %peer, via = %via),
+        None => tracing::info_span!("session", session = %id, peer = %peer),
+    };
     ctx.metrics.connections_open.inc();
     let metrics = Arc::clone(&ctx.metrics);
     async move {
@@ -96,6 +102,8 @@ struct Connection {
     head: Vec<u8>,
     /// A spool write failed during the body: the message is answered 451 at its end.
     spool_failed: bool,
+    /// Nothing has been read from the client yet (a PROXY header would be there).
+    first_read: bool,
 }
 
 impl Connection {
@@ -143,6 +151,7 @@ impl Connection {
             incoming: None,
             head: Vec::new(),
             spool_failed: false,
+            first_read: true,
         }
     }
 
@@ -285,7 +294,26 @@ impl Connection {
                     tracing::debug!("peer closed the connection");
                     return Ok(Pass::Closed);
                 }
-                Ok(Ok(n)) => self.session.feed(&buf[..n]),
+                Ok(Ok(n)) => {
+                    let bytes = buf.get(..n).unwrap_or_default();
+                    if std::mem::take(&mut self.first_read)
+                        && self.tls.is_none()
+                        && super::proxy::looks_like_a_header(bytes)
+                    {
+                        // A balancer this listener does not trust, or one sending a second
+                        // header: its address claim is not taken, and what follows would
+                        // not be SMTP.
+                        let reason = "proxy_untrusted";
+                        self.ctx
+                            .metrics
+                            .connections_refused_total
+                            .with_label_values(&[self.ctx.role.listener_name(), reason])
+                            .inc();
+                        tracing::warn!(reason, "PROXY protocol header from an address not in proxy_protocol.trusted; connection closed");
+                        return Ok(Pass::Closed);
+                    }
+                    self.session.feed(bytes)
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     tracing::info!(

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::connection;
+use super::proxy;
 use super::{InboundContext, Role};
 
 /// Counts open connections per IP address; the count drops with the guard.
@@ -130,16 +131,21 @@ impl Listener {
     /// finish (each answers 421 at its next command, or once its transaction is over).
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let settings = &self.ctx.settings;
-        let slots = Arc::new(Semaphore::new(settings.max_connections));
-        // Peers not yet past TLS with a verified certificate hold at most this many of the
-        // slots: a crowd of idle or slow connections cannot lock authenticated peers out.
-        let pre_tls = Arc::new(Semaphore::new(settings.max_pre_tls_connections));
-        let per_ip = Arc::new(PerIp::default());
-        let rate = ConnectionRate::new(settings.max_connection_rate_per_ip);
+        let admission = Arc::new(Admission {
+            ctx: Arc::clone(&self.ctx),
+            name: self.name,
+            slots: Arc::new(Semaphore::new(settings.max_connections)),
+            // Peers not yet past TLS with a verified certificate hold at most this many of
+            // the slots: a crowd of idle or slow connections cannot lock authenticated
+            // peers out.
+            pre_tls: Arc::new(Semaphore::new(settings.max_pre_tls_connections)),
+            per_ip: Arc::new(PerIp::default()),
+            rate: ConnectionRate::new(settings.max_connection_rate_per_ip),
+        });
         let mut tasks = JoinSet::new();
         let mut stop = shutdown.clone();
         let mut backoff = Duration::from_millis(10);
-        tracing::info!(listener = self.name, addr = %settings.listen, "listening");
+        tracing::info!(listener = self.name, addr = %settings.listen, proxy_protocol_trusted = settings.proxy_trusted.len(), "listening");
         loop {
             let accepted = tokio::select! {
                 r = self.listener.accept() => r,
@@ -161,83 +167,33 @@ impl Listener {
                     continue;
                 }
             };
-            let metrics = &self.ctx.metrics;
-            if let Role::Submission { allow, .. } = &self.ctx.role {
-                if !allow.iter().any(|net| net.contains(peer.ip())) {
-                    metrics
-                        .connections_refused_total
-                        .with_label_values(&[self.name, "not_allowed"])
-                        .inc();
-                    tracing::warn!(listener = self.name, %peer, reason = "not_allowed", "connection refused: address not in submission.allow");
-                    tokio::spawn(refuse(stream, b"554 5.7.1 Access denied\r\n"));
-                    continue;
-                }
-            }
-            if !rate.allow(peer.ip(), Instant::now()) {
-                metrics
-                    .connections_refused_total
-                    .with_label_values(&[self.name, "connection_rate"])
-                    .inc();
-                tracing::warn!(listener = self.name, %peer, reason = "connection_rate", "connection refused");
-                tokio::spawn(refuse(
-                    stream,
-                    b"421 4.7.0 Too many new connections from your address, slow down\r\n",
-                ));
-                continue;
-            }
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                metrics
-                    .connections_refused_total
-                    .with_label_values(&[self.name, "max_connections"])
-                    .inc();
-                tracing::warn!(listener = self.name, %peer, reason = "max_connections", "connection refused");
-                tokio::spawn(refuse(
-                    stream,
-                    b"421 4.7.0 Too many connections, try again later\r\n",
-                ));
-                continue;
-            };
-            let Some(ip_slot) = per_ip.try_take(peer.ip(), settings.max_connections_per_ip) else {
-                metrics
-                    .connections_refused_total
-                    .with_label_values(&[self.name, "max_connections_per_ip"])
-                    .inc();
-                tracing::warn!(listener = self.name, %peer, reason = "max_connections_per_ip", "connection refused");
-                tokio::spawn(refuse(
-                    stream,
-                    b"421 4.7.0 Too many connections from your address, try again later\r\n",
-                ));
-                continue;
-            };
-            let pre_tls_slot = match &self.ctx.role {
-                Role::Peer => match Arc::clone(&pre_tls).try_acquire_owned() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        metrics
-                            .connections_refused_total
-                            .with_label_values(&[self.name, "pre_tls_budget"])
-                            .inc();
-                        tracing::warn!(listener = self.name, %peer, reason = "pre_tls_budget", "connection refused: inbound.max_pre_tls_connections connections are still before TLS");
-                        tokio::spawn(refuse(
-                            stream,
-                            b"421 4.7.0 Too many connections not yet authenticated, try again later\r\n",
-                        ));
-                        continue;
-                    }
-                },
-                Role::Submission { .. } => None,
-            };
-            metrics
-                .connections_total
-                .with_label_values(&[self.name])
-                .inc();
-            let ctx = Arc::clone(&self.ctx);
             let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                connection::serve(stream, peer, ctx, shutdown, pre_tls_slot).await;
-                drop(ip_slot);
-                drop(slot);
-            });
+            if settings.proxy_trusted.iter().any(|n| n.contains(peer.ip())) {
+                // A balancer: the client's address comes in its header, which may take a
+                // moment; read it in the connection's own task, then admit the client.
+                let admission = Arc::clone(&admission);
+                tasks.spawn(async move {
+                    let mut stream = stream;
+                    let limit = admission.ctx.settings.handshake_timeout;
+                    match proxy::read_header(&mut stream, limit).await {
+                        Ok(client) => {
+                            admission
+                                .serve(stream, client.unwrap_or(peer), Some(peer), shutdown)
+                                .await
+                        }
+                        Err(refusal) => {
+                            let reason = refusal.reason();
+                            admission.refused(reason);
+                            tracing::warn!(listener = admission.name, balancer = %peer, reason, error = %refusal, "connection closed before SMTP");
+                        }
+                    }
+                });
+                continue;
+            }
+            if let Some(admitted) = admission.admit(stream, peer) {
+                let admission = Arc::clone(&admission);
+                tasks.spawn(async move { admission.run(admitted, peer, None, shutdown).await });
+            }
         }
         tracing::info!(
             listener = self.name,
@@ -253,6 +209,145 @@ impl Listener {
             tasks.shutdown().await;
         }
         tracing::info!(listener = self.name, "all sessions closed");
+    }
+}
+
+/// A connection that passed the listener's limits, with the places it holds.
+struct Admitted {
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+    ip_slot: PerIpGuard,
+    pre_tls_slot: Option<OwnedSemaphorePermit>,
+}
+
+/// The listener's limits, applied to the client's address: the TCP peer's, or the one a
+/// trusted balancer's PROXY header names.
+struct Admission {
+    ctx: Arc<InboundContext>,
+    name: &'static str,
+    slots: Arc<Semaphore>,
+    pre_tls: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    rate: ConnectionRate,
+}
+
+impl Admission {
+    fn refused(&self, reason: &str) {
+        self.ctx
+            .metrics
+            .connections_refused_total
+            .with_label_values(&[self.name, reason])
+            .inc();
+    }
+
+    /// Applies the limits to a connection from `client`; a refused one is answered and
+    /// closed in a task of its own.
+    fn admit(&self, stream: TcpStream, client: SocketAddr) -> Option<Admitted> {
+        let name = self.name;
+        let settings = &self.ctx.settings;
+        let refuse = |reason: &str, reply: &'static [u8], stream: TcpStream| {
+            self.refused(reason);
+            tokio::spawn(refuse(stream, reply));
+            None
+        };
+        if let Role::Submission { allow, .. } = &self.ctx.role {
+            if !allow.iter().any(|net| net.contains(client.ip())) {
+                tracing::warn!(listener = name, peer = %client, reason = "not_allowed", "connection refused: address not in submission.allow");
+                return refuse("not_allowed", b"554 5.7.1 Access denied\r\n", stream);
+            }
+        }
+        if !self.rate.allow(client.ip(), Instant::now()) {
+            tracing::warn!(listener = name, peer = %client, reason = "connection_rate", "connection refused");
+            return refuse(
+                "connection_rate",
+                b"421 4.7.0 Too many new connections from your address, slow down\r\n",
+                stream,
+            );
+        }
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            tracing::warn!(listener = name, peer = %client, reason = "max_connections", "connection refused");
+            return refuse(
+                "max_connections",
+                b"421 4.7.0 Too many connections, try again later\r\n",
+                stream,
+            );
+        };
+        let Some(ip_slot) = self
+            .per_ip
+            .try_take(client.ip(), settings.max_connections_per_ip)
+        else {
+            tracing::warn!(listener = name, peer = %client, reason = "max_connections_per_ip", "connection refused");
+            return refuse(
+                "max_connections_per_ip",
+                b"421 4.7.0 Too many connections from your address, try again later\r\n",
+                stream,
+            );
+        };
+        let pre_tls_slot = match &self.ctx.role {
+            Role::Peer => match Arc::clone(&self.pre_tls).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::warn!(listener = name, peer = %client, reason = "pre_tls_budget", "connection refused: inbound.max_pre_tls_connections connections are still before TLS");
+                    return refuse(
+                        "pre_tls_budget",
+                        b"421 4.7.0 Too many connections not yet authenticated, try again later\r\n",
+                        stream,
+                    );
+                }
+            },
+            Role::Submission { .. } => None,
+        };
+        Some(Admitted {
+            stream,
+            slot,
+            ip_slot,
+            pre_tls_slot,
+        })
+    }
+
+    /// Admits and serves a connection whose client is known.
+    async fn serve(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        via: Option<SocketAddr>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        if let Some(admitted) = self.admit(stream, client) {
+            self.run(admitted, client, via, shutdown).await;
+        }
+    }
+
+    /// Serves an admitted connection to its end, then gives its places back.
+    async fn run(
+        &self,
+        admitted: Admitted,
+        client: SocketAddr,
+        via: Option<SocketAddr>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        self.ctx
+            .metrics
+            .connections_total
+            .with_label_values(&[self.name])
+            .inc();
+        let Admitted {
+            stream,
+            slot,
+            ip_slot,
+            pre_tls_slot,
+        } = admitted;
+        connection::serve(
+            stream,
+            client,
+            via,
+            Arc::clone(&self.ctx),
+            shutdown,
+            pre_tls_slot,
+        )
+        .await;
+        drop(ip_slot);
+        drop(slot);
     }
 }
 

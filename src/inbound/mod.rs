@@ -6,6 +6,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod listener;
+mod proxy;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -62,6 +63,11 @@ pub struct AllowedNet {
 }
 
 impl AllowedNet {
+    /// The prefix length (0 for a range that holds every address).
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -140,6 +146,9 @@ pub struct SubmissionSettings {
     pub allow: Vec<AllowedNet>,
     /// MAIL needs STARTTLS first.
     pub require_tls: bool,
+    /// Load balancers that send a PROXY protocol header (see
+    /// [`InboundSettings::proxy_trusted`]).
+    pub proxy_trusted: Vec<AllowedNet>,
 }
 
 /// The inbound listener's settings.
@@ -184,6 +193,11 @@ pub struct InboundSettings {
     pub listen_backlog: u32,
     /// More `Received:` headers than this: refused as a mail loop (`limits`).
     pub max_received_headers: usize,
+    /// Load balancers in front of the listener that send a PROXY protocol header (v1 or
+    /// v2): a connection from one of them must start with the header, and the client
+    /// address it carries is the one every check and log uses; a header from any other
+    /// address closes the connection.
+    pub proxy_trusted: Vec<AllowedNet>,
 }
 
 #[cfg(test)]

@@ -290,7 +290,6 @@ impl TestGateway {
             .get()
     }
 
-    /// `mssante_tls_handshake_failures_total`, all reasons together.
     /// Connections refused at accept on `listener` (`inbound`, `submission`) for `reason`.
     pub fn connections_refused(&self, listener: &str, reason: &str) -> u64 {
         self.metrics
@@ -313,6 +312,7 @@ impl TestGateway {
         );
     }
 
+    /// `mssante_tls_handshake_failures_total`, all reasons together.
     pub fn handshake_failures(&self) -> u64 {
         sum_counter(
             &self.metrics.render(),
@@ -340,8 +340,23 @@ impl TestGateway {
     /// Proves the gateway still serves: peer-a delivers a message and it reaches the
     /// spool.
     pub async fn assert_still_serving(&self) {
+        self.still_serving(self.connect().await).await
+    }
+
+    /// As [`Self::assert_still_serving`], through a balancer that first sends `header`
+    /// (PROXY protocol).
+    pub async fn assert_still_serving_through(&self, header: &[u8]) {
+        let mut c = Client::connect(self.addr).await;
+        c.send_raw(header).await;
+        c.expect_code(220).await;
+        self.still_serving(c).await
+    }
+
+    async fn still_serving(&self, mut c: Client) {
         let before = queued_ids(&self.spool_dir).len();
-        let mut c = self.established(Some("peer-a")).await;
+        c.ehlo().await;
+        c.starttls(Some("peer-a")).await;
+        c.ehlo().await;
         c.send_message(
             "a@peer-a.test.mssante.fr",
             &[&format!("still-serving@{LOCAL_DOMAIN}")],
