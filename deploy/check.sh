@@ -153,6 +153,8 @@ for b in target/release/mssante-gateway target/debug/mssante-gateway; do
 done
 if [ -n "$bin" ] && python3 -c 'import yaml' 2>/dev/null; then
     tmp="$(mktemp -d)"
+    # The volumes the pod mounts: the cache directory must exist (check-config says so).
+    mkdir -p "$tmp/cache" "$tmp/spool"
     python3 - "$tmp" <<'EOF'
 import os, sys, yaml
 tmp = sys.argv[1]

@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Take the running gateway out of service without stranding its queue (SIGUSR1):
+    /// `/readyz` turns not ready, the listeners close, and it keeps delivering until its
+    /// queue is empty or `relay.drain_deadline` passes, then exits. Prints the queue as it
+    /// empties; exit 0 when the gateway stopped with an empty queue, 1 otherwise.
+    Drain {
+        /// The configuration file (TOML) of the running gateway.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Inspect, verify, look up or download the liste blanche.
     Whitelist {
         /// What to do with it.
@@ -217,5 +226,19 @@ pub enum QueueAction {
     Delete {
         /// The queue id.
         id: String,
+    },
+    /// Move every queued message, with its delivery state, out of this spool into DIR
+    /// (for a spool no gateway runs on any more: drain leftovers, a retired replica).
+    /// Refused while a gateway runs on the spool. Safe to run again after an interruption.
+    Export {
+        /// The directory to write to (created if needed).
+        dir: PathBuf,
+    },
+    /// Move the messages exported to DIR into this spool; a running gateway picks them up
+    /// within 15 s. A message this spool already holds is not imported twice. Safe to run
+    /// again after an interruption.
+    Import {
+        /// The directory `queue export` wrote.
+        dir: PathBuf,
     },
 }

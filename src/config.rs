@@ -159,6 +159,12 @@ struct RawRelay {
     expiry: String,
     #[serde(default = "default_jitter")]
     retry_jitter: f64,
+    #[serde(default = "default_drain_deadline")]
+    drain_deadline: String,
+}
+
+fn default_drain_deadline() -> String {
+    "10m".into()
 }
 
 fn default_internal_concurrency() -> usize {
@@ -1067,6 +1073,7 @@ fn relay_settings(
     let first = duration(p, "relay.retry_first", &r.retry_first);
     let max = duration(p, "relay.retry_max", &r.retry_max);
     let expiry = duration(p, "relay.expiry", &r.expiry);
+    let drain_deadline = duration(p, "relay.drain_deadline", &r.drain_deadline);
     if r.internal_concurrency == 0 {
         p.add("relay.internal_concurrency", "must be greater than 0");
     }
@@ -1129,6 +1136,7 @@ fn relay_settings(
         idle_timeout: idle_timeout?,
         timeout: timeout?,
         max_received_headers: 50,
+        drain_deadline: drain_deadline?,
         retry: crate::relay::retry::RetrySchedule {
             first: first?,
             max: max?,

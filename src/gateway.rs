@@ -67,7 +67,13 @@ pub struct Gateway {
     /// The spool this gateway owns (shared with its listener and relay).
     pub spool: Arc<Spool>,
     shutdown: watch::Sender<bool>,
-    inbound_task: JoinHandle<()>,
+    /// Closes the listeners only (a drain); `shutdown` closes them too.
+    listeners_stop: watch::Sender<bool>,
+    /// A drain has begun: `/readyz` says not ready.
+    draining: Arc<AtomicBool>,
+    /// How long a drain may deliver (`None` without a relay: nothing to deliver).
+    drain_deadline: Option<std::time::Duration>,
+    inbound_task: Option<JoinHandle<()>>,
     inbound: Arc<InboundContext>,
     config_path: std::path::PathBuf,
     relay: Option<JoinHandle<()>>,
@@ -90,6 +96,8 @@ impl Gateway {
             "spool recovered"
         );
         let (shutdown, rx) = watch::channel(false);
+        let (listeners_stop, listeners_rx) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
         let live = Arc::new(ArcSwap::new(Arc::new(live_settings(config)?)));
         metrics.set_crl_coverage(&live.load().trust);
         let whitelist = start_whitelist(config, &live, &metrics, rx.clone()).await?;
@@ -186,10 +194,12 @@ impl Gateway {
         let listeners_up = Arc::new(AtomicBool::new(false));
         let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
             let up = Arc::clone(&listeners_up);
+            let draining = Arc::clone(&draining);
             let list = Arc::clone(&whitelist);
             let live = Arc::clone(&live);
             Arc::new(move || {
                 up.load(Ordering::Acquire)
+                    && !draining.load(Ordering::Acquire)
                     && list.is_loaded()
                     && live.load().trust.revocation_ready()
             })
@@ -213,9 +223,10 @@ impl Gateway {
             None => None,
         };
         let submission_addr = submission.as_ref().map(|(_, a)| *a);
-        let submission_task = submission.map(|(l, _)| tokio::spawn(l.run(rx.clone())));
+        let submission_task = submission.map(|(l, _)| tokio::spawn(l.run(listeners_rx.clone())));
         let relay = relay.map(|r| r.spawn(rx.clone()));
-        let inbound_task = tokio::spawn(listener.run(rx));
+        let inbound_task = Some(tokio::spawn(listener.run(listeners_rx)));
+        drop(rx);
         listeners_up.store(true, Ordering::Release);
         Ok(Gateway {
             inbound: ctx,
@@ -227,6 +238,9 @@ impl Gateway {
             metrics,
             spool: Arc::clone(&spool),
             shutdown,
+            listeners_stop,
+            draining,
+            drain_deadline: config.relay.as_ref().map(|r| r.drain_deadline),
             inbound_task,
             relay,
         })
@@ -267,24 +281,114 @@ impl Gateway {
         Ok(notes)
     }
 
-    /// Stops accepting, lets sessions finish their transaction (they answer 421 4.3.2 at
-    /// their next command) and returns once all are closed.
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        if let Err(e) = self.inbound_task.await {
-            tracing::error!(error = %e, "inbound listener task failed");
+    /// Waits for the listeners, once told to stop, to close their sessions.
+    async fn listeners_closed(&mut self) {
+        if let Some(task) = self.inbound_task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "inbound listener task failed");
+            }
         }
-        if let Some(task) = self.submission_task {
+        if let Some(task) = self.submission_task.take() {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "submission listener task failed");
             }
         }
-        if let Some(relay) = self.relay {
+    }
+
+    /// Takes the gateway out of service without losing its queue: `/readyz` turns not
+    /// ready (a balancer moves traffic away), the listeners close (open sessions finish
+    /// their transaction, as at shutdown), deferred messages are tried again at once, and
+    /// the relay keeps delivering until the queue is empty or `relay.drain_deadline` has
+    /// passed. Returns what is left; [`Gateway::shutdown`] then stops the rest.
+    pub async fn drain(&mut self) -> DrainReport {
+        let started = std::time::Instant::now();
+        self.draining.store(true, Ordering::Release);
+        let queued = self.spool.summary(std::time::SystemTime::now()).messages;
+        tracing::info!(
+            queued,
+            deadline_s = self.drain_deadline.map(|d| d.as_secs()),
+            "draining: /readyz not ready, listeners closing; the queue is delivered before stopping"
+        );
+        let _ = self.listeners_stop.send(true);
+        self.listeners_closed().await;
+        let Some(deadline) = self.drain_deadline else {
+            let remaining = self.spool.summary(std::time::SystemTime::now()).messages;
+            tracing::warn!(
+                remaining,
+                "drain: no [relay], nothing can be delivered; stopping with the queue in the spool"
+            );
+            return DrainReport {
+                remaining,
+                elapsed: started.elapsed(),
+                deadline_reached: false,
+            };
+        };
+        self.spool.expedite_all();
+        let end = started + deadline;
+        let mut last_report = std::time::Instant::now();
+        loop {
+            let summary = self.spool.summary(std::time::SystemTime::now());
+            if summary.messages == 0 {
+                tracing::info!(
+                    elapsed_s = started.elapsed().as_secs(),
+                    "drained: the queue is empty"
+                );
+                return DrainReport {
+                    remaining: 0,
+                    elapsed: started.elapsed(),
+                    deadline_reached: false,
+                };
+            }
+            if std::time::Instant::now() >= end {
+                tracing::warn!(
+                    remaining = summary.messages,
+                    oldest_age_s = summary.oldest_age.as_secs(),
+                    "drain: relay.drain_deadline reached; the rest stays in the spool (start a gateway on it, or move it with `queue export`)"
+                );
+                return DrainReport {
+                    remaining: summary.messages,
+                    elapsed: started.elapsed(),
+                    deadline_reached: true,
+                };
+            }
+            if last_report.elapsed() >= DRAIN_REPORT_EVERY {
+                last_report = std::time::Instant::now();
+                tracing::info!(
+                    queued = summary.messages,
+                    oldest_age_s = summary.oldest_age.as_secs(),
+                    "draining"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops accepting, lets sessions finish their transaction (they answer 421 4.3.2 at
+    /// their next command) and returns once all are closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.listeners_stop.send(true);
+        let _ = self.shutdown.send(true);
+        self.listeners_closed().await;
+        if let Some(relay) = self.relay.take() {
             if let Err(e) = relay.await {
                 tracing::error!(error = %e, "relay task failed");
             }
         }
     }
+}
+
+/// How often a drain logs its progress.
+const DRAIN_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a drain left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Messages still in the spool.
+    pub remaining: usize,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
+    /// It stopped at `relay.drain_deadline`, not on an empty queue.
+    pub deadline_reached: bool,
 }
 
 /// Exports when our certificate and the issuers in its chain file expire.

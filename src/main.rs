@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Whitelist { action } => whitelist(action),
         Command::Reload { config } => send_reload(&config),
+        Command::Drain { config } => drain(&config),
         Command::Queue { config, action } => match config {
             Some(c) => queue(&c, action),
             None => {
@@ -402,8 +403,19 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let QueueAction::Export { .. } = &action {
+        let pid_file = config.spool_dir.join(PID_FILE);
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if let Ok(pid) = text.trim().parse::<u32>() {
+                if signal(pid, "-0") {
+                    eprintln!("queue export: a gateway (process {pid}) runs on {}; its relay could deliver a message being moved. Drain it first (`mssante-gateway drain`), then export what is left", config.spool_dir.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
     let id = match &action {
-        QueueAction::List => None,
+        QueueAction::List | QueueAction::Export { .. } | QueueAction::Import { .. } => None,
         QueueAction::Show { id } | QueueAction::Retry { id } | QueueAction::Delete { id } => {
             if !spool::is_message_name(id) {
                 eprintln!("queue: \"{id}\" is not a queue id (19 hexadecimal digits, as shown by `queue list`)");
@@ -423,6 +435,8 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
         }
     };
     let now = std::time::SystemTime::now();
+    // Messages an export or import could not move (torn): exit 1.
+    let mut left_behind = false;
     let result = match (action, id) {
         (QueueAction::List, _) => spool.list().map(|entries| {
             println!(
@@ -443,15 +457,42 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
         (QueueAction::Delete { .. }, Some(id)) => runtime
             .block_on(spool.delete(&id))
             .map(|()| println!("{id}: deleted")),
+        (QueueAction::Export { dir }, _) => runtime
+            .block_on(spool.export(&dir))
+            .map(|r| left_behind = print_transfer("exported to", &dir, &r)),
+        (QueueAction::Import { dir }, _) => runtime
+            .block_on(spool.import(&dir))
+            .map(|r| left_behind = print_transfer("imported from", &dir, &r)),
         _ => Ok(()),
     };
     match result {
+        Ok(()) if left_behind => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("queue: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints what a transfer did; whether it left messages behind.
+fn print_transfer(what: &str, dir: &Path, r: &mssante_gateway::spool::TransferReport) -> bool {
+    for id in &r.moved {
+        println!("{id}: {what} {}", dir.display());
+    }
+    for id in &r.already_present {
+        println!("{id}: already in this spool (an earlier run was interrupted); its copy removed");
+    }
+    for (id, why) in &r.skipped {
+        eprintln!("{id}: left in place: {why}");
+    }
+    println!(
+        "{} message(s) moved, {} already present, {} left in place",
+        r.moved.len(),
+        r.already_present.len(),
+        r.skipped.len()
+    );
+    !r.skipped.is_empty()
 }
 
 fn age_text(d: std::time::Duration) -> String {
@@ -627,8 +668,23 @@ fn serve(path: &Path) -> ExitCode {
         if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
             tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file; `reload` will not find this process");
         }
-        while let Signal::Reload = signals.next().await {
-            reload(&gateway, path);
+        let mut gateway = gateway;
+        loop {
+            match signals.next().await {
+                Signal::Reload => reload(&gateway, path),
+                Signal::Stop => break,
+                Signal::Drain => {
+                    tokio::select! {
+                        report = gateway.drain() => {
+                            tracing::info!(remaining = report.remaining, elapsed_s = report.elapsed.as_secs(), deadline_reached = report.deadline_reached, "drain finished");
+                        }
+                        _ = signals.stop() => {
+                            tracing::warn!("stop signal during the drain: stopping now; the rest of the queue stays in the spool");
+                        }
+                    }
+                    break;
+                }
+            }
         }
         tracing::info!("shutting down: no new connections; open sessions finish their transaction");
         gateway.shutdown().await;
@@ -667,43 +723,131 @@ fn reload(gateway: &Gateway, path: &Path) {
     }
 }
 
-/// `reload`: checks the configuration, then signals the running gateway (SIGHUP).
-fn send_reload(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+/// The pid of the gateway running on `config`'s spool, from its pid file.
+fn running_pid(config: &Config) -> Result<u32, ExitCode> {
     let pid_file = config.spool_dir.join(PID_FILE);
-    let pid = match std::fs::read_to_string(&pid_file) {
-        Ok(text) => match text.trim().parse::<u32>() {
-            Ok(pid) => pid,
-            Err(_) => {
-                eprintln!("{}: not a pid: {:?}", pid_file.display(), text.trim());
-                return ExitCode::from(1);
-            }
-        },
+    match std::fs::read_to_string(&pid_file) {
+        Ok(text) => text.trim().parse::<u32>().map_err(|_| {
+            eprintln!("{}: not a pid: {:?}", pid_file.display(), text.trim());
+            ExitCode::from(1)
+        }),
         Err(e) => {
             eprintln!(
                 "cannot read {}: {e}; is the gateway running with this configuration?",
                 pid_file.display()
             );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// Sends `signal` (a `kill` option such as `-HUP`) to `pid`; whether it was delivered.
+fn signal(pid: u32, signal: &str) -> bool {
+    match std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) => status.success(),
+        Err(e) => {
+            eprintln!("cannot run kill: {e}");
+            false
+        }
+    }
+}
+
+/// The valid configuration at `path` and the pid of the gateway running on it.
+fn running_gateway(path: &Path) -> Result<(Config, u32), ExitCode> {
+    let config = load_config(path)?;
+    let pid = running_pid(&config)?;
+    Ok((config, pid))
+}
+
+/// `reload`: checks the configuration, then signals the running gateway (SIGHUP).
+fn send_reload(path: &Path) -> ExitCode {
+    let pid = match running_gateway(path) {
+        Ok((_, pid)) => pid,
+        Err(code) => return code,
+    };
+    if signal(pid, "-HUP") {
+        println!("configuration valid; reload signalled to process {pid}");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("kill -HUP {pid} failed; is the gateway running?");
+        ExitCode::from(1)
+    }
+}
+
+/// `drain`: signals the running gateway (SIGUSR1), then follows its queue in the spool
+/// until the process has exited.
+fn drain(path: &Path) -> ExitCode {
+    let (config, pid) = match running_gateway(path) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let deadline = config.relay.as_ref().map(|r| r.drain_deadline);
+    if !signal(pid, "-USR1") {
+        eprintln!("kill -USR1 {pid} failed; is the gateway running?");
+        return ExitCode::from(1);
+    }
+    match deadline {
+        Some(d) => println!(
+            "drain signalled to process {pid}: listeners closing, delivering the queue for at most {}",
+            humantime::format_duration(d)
+        ),
+        None => println!("drain signalled to process {pid}: no [relay], the gateway stops without delivering"),
+    }
+    let spool = match mssante_gateway::spool::Spool::open(&config.spool_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot open the spool: {e}");
             return ExitCode::from(1);
         }
     };
-    match std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-    {
-        Ok(status) if status.success() => {
-            println!("configuration valid; reload signalled to process {pid}");
+    let queued = || spool.list().map(|l| l.len());
+    // The gateway exits by itself; wait a little past its deadline and the sessions' grace.
+    let patience = deadline.unwrap_or_default()
+        + config.inbound.shutdown_grace * 2
+        + std::time::Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let mut last = None;
+    // Running while the process exists and its pid file, removed as its last act, is
+    // there (a process that has exited but is not yet reaped still answers `kill -0`).
+    let pid_file = config.spool_dir.join(PID_FILE);
+    let running = || {
+        signal(pid, "-0")
+            && std::fs::read_to_string(&pid_file).is_ok_and(|t| t.trim() == pid.to_string())
+    };
+    while running() {
+        if started.elapsed() > patience {
+            eprintln!(
+                "process {pid} still running after {}; see its log",
+                humantime::format_duration(patience)
+            );
+            return ExitCode::from(1);
+        }
+        if let Ok(n) = queued() {
+            if last != Some(n) {
+                println!("queue: {n} message(s)");
+                last = Some(n);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    match queued() {
+        Ok(0) => {
+            println!("process {pid} exited; the queue is empty");
             ExitCode::SUCCESS
         }
-        Ok(status) => {
-            eprintln!("kill -HUP {pid} failed ({status}); is the gateway running?");
+        Ok(n) => {
+            eprintln!(
+                "process {pid} exited with {n} message(s) left in {}: start a gateway on this spool, or move them to another instance with `queue export` / `queue import`",
+                config.spool_dir.display()
+            );
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("cannot run kill: {e}");
+            eprintln!("process {pid} exited; cannot read the spool: {e}");
             ExitCode::from(1)
         }
     }
@@ -712,6 +856,7 @@ fn send_reload(path: &Path) -> ExitCode {
 enum Signal {
     Reload,
     Stop,
+    Drain,
 }
 
 /// The signals the gateway reacts to, installed once so none is missed between two waits.
@@ -719,6 +864,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -728,6 +874,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -736,6 +883,15 @@ impl Signals {
             _ = self.term.recv() => Signal::Stop,
             _ = self.int.recv() => Signal::Stop,
             _ = self.hup.recv() => Signal::Reload,
+            _ = self.usr1.recv() => Signal::Drain,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

@@ -481,7 +481,7 @@ pub mod http {
             "/readyz" => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "not ready: no valid liste blanche loaded yet, listeners not up, or a CA's CRL missing (tls.revocation = \"require\")\n".into(),
+                "not ready: draining, no valid liste blanche loaded yet, listeners not up, or a CA's CRL missing (tls.revocation = \"require\")\n".into(),
             ),
             _ => text(
                 StatusCode::NOT_FOUND,

@@ -415,3 +415,232 @@ async fn control_characters_from_a_certificate_never_forge_a_log_line() {
         );
     }
 }
+
+/// Three messages accepted while the internal server is down (deferred for an hour).
+async fn three_deferred(
+    internal_port: u16,
+    drain_deadline: &'static str,
+) -> (TestGateway, SocketAddr) {
+    let gw = TestGateway::start_with(move |t| {
+        with_metrics(t);
+        let mut relay = toml::Table::new();
+        relay.insert(
+            "internal".into(),
+            format!("127.0.0.1:{internal_port}").into(),
+        );
+        relay.insert("retry_first".into(), "1h".into());
+        relay.insert("drain_deadline".into(), drain_deadline.into());
+        t.insert("relay".into(), relay.into());
+    })
+    .await;
+    send_from_peer_a(tls_peer(&gw).await, 3).await;
+    let metrics = gw.gateway().metrics_addr.expect("metrics endpoint");
+    common::wait_for("three deferrals", IO_TIMEOUT, || {
+        gw.metrics
+            .messages_deferred_total
+            .with_label_values(&["inbound"])
+            .get()
+            >= 3
+    })
+    .await;
+    (gw, metrics)
+}
+
+#[tokio::test]
+async fn a_drain_closes_the_listeners_turns_not_ready_and_delivers_the_queue() {
+    let internal_port = common::free_port();
+    let (mut gw, metrics) = three_deferred(internal_port, "60s").await;
+    assert!(http_get(metrics, "/readyz").await.0.contains("200"));
+    let inbound = gw.addr;
+    // The internal server comes back; the drain must deliver all three before it ends.
+    let sink = Sink::start(&format!("127.0.0.1:{internal_port}"), SinkOpts::plain()).await;
+    let watch = async {
+        // While draining: not ready, and no new connection.
+        common::wait_for_async("/readyz to turn not ready", IO_TIMEOUT, || async {
+            http_get(metrics, "/readyz").await.0.contains("503")
+        })
+        .await;
+        common::wait_for_async("the listener to close", IO_TIMEOUT, || async {
+            tokio::net::TcpStream::connect(inbound).await.is_err()
+        })
+        .await;
+    };
+    let (report, ()) = tokio::join!(gw.gateway_mut().drain(), watch);
+    assert_eq!(report.remaining, 0, "{report:?}");
+    assert!(!report.deadline_reached);
+    assert_eq!(sink.delivered().len(), 3);
+    assert!(gw.spooled_messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_drain_past_its_deadline_leaves_the_queue_in_the_spool() {
+    let (mut gw, _) = three_deferred(common::free_port(), "2s").await;
+    let report = gw.gateway_mut().drain().await;
+    assert_eq!(report.remaining, 3, "{report:?}");
+    assert!(report.deadline_reached);
+    assert!(report.elapsed >= Duration::from_secs(2));
+    assert_eq!(gw.spooled_messages().len(), 3, "nothing lost");
+}
+
+/// A `serve` process on a configuration in `dir` relaying to `internal`, with `change`
+/// made to it; once it listens: the process, its configuration file, its inbound address.
+async fn serve_process(
+    dir: &Path,
+    internal: SocketAddr,
+    change: impl FnOnce(&mut toml::Table),
+) -> (std::process::Child, std::path::PathBuf, SocketAddr) {
+    let port = common::free_port();
+    let mut table = {
+        let config = write_config(dir, "gateway", port);
+        let text = std::fs::read_to_string(&config).expect("config");
+        toml::from_str::<toml::Table>(&text).expect("toml")
+    };
+    common::set(&mut table, "relay", "internal", internal.to_string());
+    change(&mut table);
+    let config = common::write_config(dir, &table);
+    let child = Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    common::wait_for_async("the gateway to listen", IO_TIMEOUT, || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    (child, config, addr)
+}
+
+/// A `serve` process holding two messages its internal server (down) could not take.
+async fn serving_two_deferred(
+    dir: &Path,
+    drain_deadline: &'static str,
+) -> (std::process::Child, std::path::PathBuf, u16) {
+    let internal_port = common::free_port();
+    let internal: SocketAddr = format!("127.0.0.1:{internal_port}").parse().expect("addr");
+    let (child, config, addr) = serve_process(dir, internal, |t| {
+        common::set(t, "relay", "retry_first", "1h");
+        common::set(t, "relay", "drain_deadline", drain_deadline);
+    })
+    .await;
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.ehlo().await;
+    c.starttls(Some("peer-a")).await;
+    c.ehlo().await;
+    send_from_peer_a(c, 2).await;
+    (child, config, internal_port)
+}
+
+/// Sends `n` messages for bob on `c` (established as peer-a), then QUIT.
+async fn send_from_peer_a(mut c: Client, n: usize) {
+    for i in 0..n {
+        c.send_message(
+            "a@peer-a.test.mssante.fr",
+            &[&format!("bob@{LOCAL_DOMAIN}")],
+            format!("Subject: message {i}\r\n\r\nx\r\n").as_bytes(),
+        )
+        .await;
+    }
+    c.quit().await;
+}
+
+/// Runs `mssante-gateway drain --config CONFIG`: exit status, stdout, stderr.
+async fn drain_command(config: &Path) -> (std::process::ExitStatus, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+            .args(["drain", "--config"])
+            .arg(config)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("drain ends within a minute")
+    .expect("run drain");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mssante-gateway drain` against a running `serve`: the process delivers its queue and
+/// exits 0, and the command says so with exit code 0.
+#[tokio::test]
+async fn the_drain_command_empties_the_queue_of_a_running_gateway_then_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, config, internal_port) = serving_two_deferred(dir.path(), "60s").await;
+    let sink = Sink::start(&format!("127.0.0.1:{internal_port}"), SinkOpts::plain()).await;
+    let (status, stdout, stderr) = drain_command(&config).await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("drain signalled to process"), "{stdout}");
+    assert!(stdout.contains("the queue is empty"), "{stdout}");
+    assert_eq!(sink.delivered().len(), 2);
+    let status = child.wait().expect("the gateway exits");
+    assert!(status.success(), "{status}");
+}
+
+/// Runs `mssante-gateway queue ARGS --config CONFIG`.
+fn queue_command(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run queue")
+}
+
+/// When the drain deadline passes first, the gateway still stops cleanly, the messages
+/// stay in its spool and the command says where they are, with exit code 1; `queue
+/// export` then moves them (refused while the gateway ran) and `queue import` hands them
+/// to another running gateway, which delivers each once.
+#[tokio::test]
+async fn a_stranded_queue_moves_to_another_gateway_with_export_and_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, config, _) = serving_two_deferred(dir.path(), "1s").await;
+    let moving = dir.path().join("moving");
+    let out = queue_command(&config, &["export", &moving.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1), "export refused while serving");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Drain it first"));
+
+    let (status, stdout, stderr) = drain_command(&config).await;
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 message(s) left in"), "{stderr}");
+    assert!(stderr.contains("queue export"), "{stderr}");
+    let status = child.wait().expect("the gateway exits");
+    assert!(status.success(), "{status}");
+    assert_eq!(common::queued_ids(&dir.path().join("spool")).len(), 2);
+
+    let out = queue_command(&config, &["export", &moving.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 message(s) moved"), "{text}");
+    assert!(common::queued_ids(&dir.path().join("spool")).is_empty());
+
+    // Another gateway, its internal server up.
+    let other = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let (mut b, other_config, _) = serve_process(other.path(), sink.addr, |_| {}).await;
+    let out = queue_command(&other_config, &["import", &moving.to_string_lossy()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 message(s) moved"), "{text}");
+    // Picked up at the running gateway's next spool refresh (15 s).
+    common::wait_for(
+        "the imported messages delivered",
+        Duration::from_secs(40),
+        || sink.delivered().len() >= 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.delivered().len(), 2, "each once");
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    assert!(b.wait().expect("exit").success());
+    assert!(common::queued_ids(&other.path().join("spool")).is_empty());
+}

@@ -94,4 +94,7 @@ pub struct RelaySettings {
     pub max_received_headers: usize,
     /// Backoff and expiry of deferred messages.
     pub retry: crate::relay::retry::RetrySchedule,
+    /// How long a drain (`mssante-gateway drain`, SIGUSR1) keeps delivering, listeners
+    /// closed, before the gateway stops with what is left in its spool.
+    pub drain_deadline: Duration,
 }

@@ -14,6 +14,7 @@
 
 mod log;
 mod queue;
+mod transfer;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use queue::Index;
 pub use queue::{
     id_time_ms, is_message_name, unix_ms, MessageState, QueueEntry, QueueSummary, RecoveryReport,
 };
+pub use transfer::TransferReport;
 
 const MAGIC: &[u8] = b"MSSPOOL1\n";
 const TRAILER_MAGIC: &[u8; 8] = b"MSSEND01";
@@ -419,10 +421,7 @@ impl Incoming {
                     .map_err(io_err(self.log.dir()))?;
             }
             Body::File(file, mut buf) => {
-                let mut trailer = [0u8; TRAILER_LEN];
-                trailer[..8].copy_from_slice(TRAILER_MAGIC);
-                trailer[8..16].copy_from_slice(&(self.envelope_len as u64).to_le_bytes());
-                trailer[16..].copy_from_slice(&self.body_len.to_le_bytes());
+                let trailer = trailer(self.envelope_len as u64, self.body_len);
                 let Some(mut file) = file else {
                     let _ = tokio::fs::remove_file(&self.tmp_path).await;
                     return Err(lost_file(&self.tmp_path));
@@ -560,6 +559,27 @@ fn load_head(id: &str, path: &Path) -> io::Result<Result<StoredMessage, TornFile
             len: body_len,
         }),
     }))
+}
+
+/// The end of a spool file: it says the file was written whole.
+fn trailer(envelope_len: u64, body_len: u64) -> [u8; TRAILER_LEN] {
+    let mut trailer = [0u8; TRAILER_LEN];
+    trailer[..8].copy_from_slice(TRAILER_MAGIC);
+    trailer[8..16].copy_from_slice(&envelope_len.to_le_bytes());
+    trailer[16..].copy_from_slice(&body_len.to_le_bytes());
+    trailer
+}
+
+/// A whole spool file: magic, envelope line, body, trailer (what [`parse_file`] reads).
+fn file_bytes(envelope: &Envelope, body: &[u8]) -> Result<Vec<u8>, SpoolError> {
+    let mut env = serde_json::to_vec(envelope)?;
+    env.push(b'\n');
+    let mut out = Vec::with_capacity(MAGIC.len() + env.len() + body.len() + TRAILER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&env);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&trailer(env.len() as u64, body.len() as u64));
+    Ok(out)
 }
 
 /// Why a spool file cannot be used.

@@ -23,7 +23,7 @@ use super::{
 
 /// Where a queued message is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
+pub(super) enum Place {
     /// A file of its own in `queue/`.
     File,
     /// A record of the message log.
@@ -244,13 +244,13 @@ pub fn is_message_name(name: &str) -> bool {
 }
 
 impl Spool {
-    fn state_path(&self, id: &str) -> std::path::PathBuf {
+    pub(super) fn state_path(&self, id: &str) -> std::path::PathBuf {
         self.state.join(format!("{id}.json"))
     }
 
     /// Where `id` is: the log as this process knows it, a file of its own, or, for a
     /// `queue` command beside a running gateway, the log as it is on disk.
-    fn place(&self, id: &str) -> Result<Option<Place>, SpoolError> {
+    pub(super) fn place(&self, id: &str) -> Result<Option<Place>, SpoolError> {
         if let Some(loc) = self.log.loc(id) {
             return Ok(Some(Place::Log(loc)));
         }
@@ -527,7 +527,7 @@ impl Spool {
         }
     }
 
-    fn read_state_blocking(&self, id: &str) -> Result<MessageState, SpoolError> {
+    pub(super) fn read_state_blocking(&self, id: &str) -> Result<MessageState, SpoolError> {
         let path = self.state_path(id);
         match std::fs::read(&path) {
             Ok(b) => Ok(serde_json::from_slice(&b).unwrap_or_default()),
@@ -614,6 +614,13 @@ impl Spool {
         self.notify.notify_one();
     }
 
+    /// Makes every unclaimed message due now: a drain tries each once more at once rather
+    /// than at its next retry.
+    pub fn expedite_all(&self) {
+        let ids: Vec<String> = self.index.with(|m| m.by_id.keys().cloned().collect());
+        self.expedite(&ids);
+    }
+
     /// Gives a claimed message back unchanged (shutdown, or a worker that cannot run).
     pub fn release(&self, id: &str) {
         self.index.with(|m| m.update(id, |s| s.claimed = false));
@@ -632,7 +639,7 @@ impl Spool {
 
     /// Removes `id` durably: a *done* record for a logged message, an unlink and a
     /// directory sync for a file; then its state.
-    async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+    pub(super) async fn remove(&self, id: &str) -> Result<(), SpoolError> {
         if self.log.loc(id).is_some() {
             self.log
                 .append_done(id)
@@ -758,16 +765,20 @@ impl Spool {
         let owned = self.log.loc(id).is_some();
         match self.place(id)? {
             None => Err(not_found(&self.queue.join(id))),
-            Some(Place::Log(_)) if !owned => {
-                let mut state = self.read_state_blocking(id)?;
-                if state.deleted {
-                    return Err(not_found(&self.queue.join(id)));
-                }
-                state.deleted = true;
-                self.save_state(id, &state).await
-            }
+            Some(Place::Log(_)) if !owned => self.mark_deleted(id).await,
             Some(_) => self.remove(id).await,
         }
+    }
+
+    /// Marks a logged message that another process owns as gone: a record of the log
+    /// cannot be unlinked, so its state says so, and it is never delivered.
+    pub(super) async fn mark_deleted(&self, id: &str) -> Result<(), SpoolError> {
+        let mut state = self.read_state_blocking(id)?;
+        if state.deleted {
+            return Err(not_found(&self.queue.join(id)));
+        }
+        state.deleted = true;
+        self.save_state(id, &state).await
     }
 
     /// The directory torn files are moved to.
@@ -781,7 +792,7 @@ fn not_found(path: &Path) -> SpoolError {
 }
 
 /// Reads the logged message `id` at `loc`.
-fn record_at(
+pub(super) fn record_at(
     dir: &Path,
     id: &str,
     loc: Loc,

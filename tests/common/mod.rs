@@ -111,6 +111,19 @@ pub async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> b
     }
 }
 
+/// As [`wait_for`], for a condition that must itself wait (a connection, an HTTP call).
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One step of a transcript: a command and the reply it must get.
 #[derive(Debug, Clone, Copy)]
 pub struct Step<'a> {
@@ -379,6 +392,11 @@ impl TestGateway {
     /// The gateway, while it runs.
     pub fn gateway(&self) -> &Gateway {
         self.gateway.as_ref().expect("gateway stopped")
+    }
+
+    /// The running gateway, to drive it (a drain).
+    pub fn gateway_mut(&mut self) -> &mut Gateway {
+        self.gateway.as_mut().expect("gateway stopped")
     }
 
     /// Takes the gateway out, to drive its shutdown from a separate task.
