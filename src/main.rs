@@ -269,10 +269,28 @@ fn whitelist(action: WhitelistAction) -> ExitCode {
             Ok(c) => whitelist_cmd::show(&c),
             Err(code) => return code,
         },
-        WhitelistAction::Lookup { config, query } => match load_config(&config) {
-            Ok(c) => whitelist_cmd::lookup(&c, &query),
-            Err(code) => return code,
-        },
+        WhitelistAction::Lookup { config, query } => {
+            let c = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Scripts test the answer: 0 listed, 1 not listed, 2 a query that is not a
+            // domain or DN, or no list to look in.
+            return match whitelist_cmd::lookup(&c, &query) {
+                Ok(found) => {
+                    print!("{}", found.text);
+                    match found.answer {
+                        whitelist_cmd::Answer::Listed => ExitCode::SUCCESS,
+                        whitelist_cmd::Answer::NotListed => ExitCode::from(1),
+                        whitelist_cmd::Answer::BadQuery => ExitCode::from(2),
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         WhitelistAction::Fetch { config, force } => {
             let c = match load_config(&config) {
                 Ok(c) => c,
@@ -437,6 +455,8 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
     let now = std::time::SystemTime::now();
     // Messages an export or import could not move (torn): exit 1.
     let mut left_behind = false;
+    // The id a command named, to say so when it is not queued.
+    let unknown_id = id.clone();
     let result = match (action, id) {
         (QueueAction::List, _) => spool.list().map(|entries| {
             println!(
@@ -468,6 +488,15 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
     match result {
         Ok(()) if left_behind => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
+        Err(spool::SpoolError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && unknown_id.is_some() =>
+        {
+            eprintln!(
+                "queue: {} is not in the queue (delivered, bounced or deleted already? see `queue list`)",
+                unknown_id.unwrap_or_default()
+            );
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("queue: {e}");
             ExitCode::from(1)
@@ -493,6 +522,31 @@ fn print_transfer(what: &str, dir: &Path, r: &mssante_gateway::spool::TransferRe
         r.skipped.len()
     );
     !r.skipped.is_empty()
+}
+
+/// RCPT's NOTIFY as written in SMTP (RFC 3461): `NEVER`, or the list of
+/// `SUCCESS,FAILURE,DELAY`; `-` when the client gave none (failures are then reported).
+fn notify_words(notify: u64) -> String {
+    use smtp_proto::{
+        RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    };
+    if notify & RCPT_NOTIFY_NEVER != 0 {
+        return "NEVER".into();
+    }
+    let words: Vec<&str> = [
+        (RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (RCPT_NOTIFY_DELAY, "DELAY"),
+    ]
+    .iter()
+    .filter(|(bit, _)| notify & bit != 0)
+    .map(|(_, word)| *word)
+    .collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(",")
+    }
 }
 
 fn age_text(d: std::time::Duration) -> String {
@@ -562,9 +616,9 @@ fn print_entry(
         println!("envid:      {}", env.envid.as_deref().unwrap_or("-"));
         for r in &env.recipients {
             println!(
-                "recipient:  {} notify={:#x} orcpt={}",
+                "recipient:  {} notify={} orcpt={}",
                 r.address,
-                r.notify,
+                notify_words(r.notify),
                 r.orcpt.as_deref().unwrap_or("-")
             );
         }

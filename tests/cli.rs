@@ -580,3 +580,28 @@ async fn check_config_names_type_errors_unknown_keys_and_the_rest_in_one_run() {
     )
     .await;
 }
+
+/// `whitelist lookup` answers scripts by its exit code: 0 listed, 1 not listed, 2 a query
+/// that is neither a domain nor a DN.
+#[tokio::test]
+async fn whitelist_lookup_exit_codes_say_listed_or_not() {
+    let config = ConfigFile::new(|_| {});
+    let path = config.path.to_str().expect("utf-8");
+    let cases: &[(&str, i32, &str)] = &[
+        ("peer-a.test.mssante.fr", 0, "DN:"),
+        ("PEER-A.test.mssante.fr.", 0, "DN:"),
+        ("absent.test.mssante.fr", 1, "not listed"),
+        (
+            "CN=smtp.peer-a.test.mssante.fr,OU=nobody,O=NOT LISTED,C=FR",
+            1,
+            "not listed",
+        ),
+        ("CN=\"unterminated", 2, "not a DN"),
+    ];
+    for (query, code, says) in cases {
+        let out = run(&["whitelist", "lookup", "--config", path, query]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(*code), "{query}: {text}");
+        assert!(text.contains(says), "{query}: {text}");
+    }
+}

@@ -582,15 +582,12 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), "127.0.0.1:9".parse().expect("addr"));
     let spool = Spool::open(&cfg.spool_dir).expect("spool");
-    let id = commit(
-        &spool,
-        &envelope(
-            "x@peer-a.test.mssante.fr",
-            &["alice@gateway.test.mssante.fr"],
-        ),
-        &tricky_body("cli"),
-    )
-    .await;
+    let mut env = envelope(
+        "x@peer-a.test.mssante.fr",
+        &["alice@gateway.test.mssante.fr"],
+    );
+    env.recipients[0].notify = smtp_proto::RCPT_NOTIFY_SUCCESS | smtp_proto::RCPT_NOTIFY_DELAY;
+    let id = commit(&spool, &env, &tricky_body("cli")).await;
     let mut state = spool.state(&id).await.expect("state");
     state.next_due_unix_ms = u64::MAX / 2;
     spool
@@ -616,6 +613,10 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
         "{out}"
     );
     assert!(out.contains("attempts:   1"), "{out}");
+    assert!(
+        out.contains("notify=SUCCESS,DELAY "),
+        "NOTIFY in words: {out}"
+    );
     assert!(out.contains("subject:    compte rendu\n"), "decoded: {out}");
     let (ok, out) = cli(&cfg.path, &["retry", &id]);
     assert!(ok, "{out}");
@@ -625,8 +626,14 @@ async fn queue_commands_list_show_retry_and_delete_on_a_stopped_gateway() {
     let (ok, out) = cli(&cfg.path, &["delete", &id]);
     assert!(ok, "{out}");
     assert!(queue_files(dir.path()).is_empty());
-    let (ok, _) = cli(&cfg.path, &["delete", &id]);
-    assert!(!ok, "deleting twice fails");
+    for command in ["delete", "show", "retry"] {
+        let (ok, out) = cli(&cfg.path, &[command, &id]);
+        assert!(!ok, "{command} of a deleted id fails");
+        assert!(
+            out.contains(&format!("{id} is not in the queue")) && !out.contains("I/O error"),
+            "{command}: {out}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -170,17 +170,42 @@ pub fn show(config: &Config) -> Result<String, CommandError> {
     Ok(out)
 }
 
+/// What `whitelist lookup` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The domain or DN is in the list.
+    Listed,
+    /// It is not.
+    NotListed,
+    /// The query is not a DN (it has a `=`) that parses.
+    BadQuery,
+}
+
+/// The text `whitelist lookup` prints, and its answer.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub text: String,
+    pub answer: Answer,
+}
+
 /// `whitelist lookup DOMAIN|DN`: which entries a domain has, or which domains a DN serves.
-pub fn lookup(config: &Config, query: &str) -> Result<String, CommandError> {
+pub fn lookup(config: &Config, query: &str) -> Result<Lookup, CommandError> {
     let (list, _) = cached(config)?;
     let mut out = String::new();
+    let mut answer = Answer::Listed;
     if query.contains('=') {
         let dn = match SubjectDn::parse(query) {
             Ok(dn) => dn,
-            Err(e) => return Ok(format!("{query}: not a DN ({e})\n")),
+            Err(e) => {
+                return Ok(Lookup {
+                    text: format!("{query}: not a DN ({e})\n"),
+                    answer: Answer::BadQuery,
+                })
+            }
         };
         let domains = list.domains_for_dn(&dn);
         if domains.is_empty() {
+            answer = Answer::NotListed;
             let _ = writeln!(
                 out,
                 "{dn}: not listed (key {})",
@@ -195,6 +220,7 @@ pub fn lookup(config: &Config, query: &str) -> Result<String, CommandError> {
     } else {
         let entries = list.entries_for_domain(query);
         if entries.is_empty() {
+            answer = Answer::NotListed;
             let _ = writeln!(out, "{query}: not listed");
         }
         for e in entries {
@@ -206,7 +232,7 @@ pub fn lookup(config: &Config, query: &str) -> Result<String, CommandError> {
             let _ = writeln!(out, "  updated:     {}", e.updated_text);
         }
     }
-    Ok(out)
+    Ok(Lookup { text: out, answer })
 }
 
 /// `whitelist fetch`: one download, verified and cached as the gateway would.
