@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, and CI through .ci/run): formatting, lints with
 # warnings denied, then every test. Needs a Rust toolchain (rustup's stable with rustfmt
-# and clippy), promtool, xmlsec1, postfix and haproxy, which it installs with apt-get when
-# run as root.
+# and clippy), promtool, xmlsec1, postfix, haproxy and systemd-analyze, which it installs
+# with apt-get when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +11,14 @@ cd "$(dirname "$0")/.."
 # liste blanche's signature check is compared with (tests/whitelist_forgery.rs); postfix
 # plays a stock internal mail server (tests/addresses.rs) in a throw-away instance of its
 # own (the system one is left unconfigured); haproxy balances two gateways with the PROXY
-# protocol in tests/fleet.rs (its own process and configuration, under a temp dir).
+# protocol in tests/fleet.rs (its own process and configuration, under a temp dir);
+# systemd-analyze verifies the systemd unit (tests/operations.rs).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 [ -x /usr/sbin/postfix ] || missing+=(postfix)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing Debian packages: ${missing[*]}"

@@ -75,6 +75,9 @@ pub struct Gateway {
     drain_deadline: Option<std::time::Duration>,
     inbound_task: Option<JoinHandle<()>>,
     inbound: Arc<InboundContext>,
+    /// What `/readyz` answers: listeners up, a liste blanche loaded, CRLs when required,
+    /// not draining.
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
     config_path: std::path::PathBuf,
     relay: Option<JoinHandle<()>>,
 }
@@ -241,6 +244,7 @@ impl Gateway {
             listeners_stop,
             draining,
             drain_deadline: config.relay.as_ref().map(|r| r.drain_deadline),
+            ready,
             inbound_task,
             relay,
         })
@@ -279,6 +283,11 @@ impl Gateway {
             "configuration reloaded; new connections use it"
         );
         Ok(notes)
+    }
+
+    /// Readiness as `/readyz` reports it, for a supervisor (systemd's `READY=1`).
+    pub fn readiness(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        Arc::clone(&self.ready)
     }
 
     /// Waits for the listeners, once told to stop, to close their sessions.

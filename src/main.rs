@@ -718,6 +718,7 @@ fn serve(path: &Path) -> ExitCode {
             inbound = %gateway.inbound_addr,
             "mssante-gateway started"
         );
+        tokio::spawn(tell_systemd(gateway.readiness()));
         let pid_file = config.spool_dir.join(PID_FILE);
         if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
             tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file; `reload` will not find this process");
@@ -728,6 +729,10 @@ fn serve(path: &Path) -> ExitCode {
                 Signal::Reload => reload(&gateway, path),
                 Signal::Stop => break,
                 Signal::Drain => {
+                    systemd(&[
+                        sd_notify::NotifyState::Stopping,
+                        sd_notify::NotifyState::Status("draining: delivering the queue"),
+                    ]);
                     tokio::select! {
                         report = gateway.drain() => {
                             tracing::info!(remaining = report.remaining, elapsed_s = report.elapsed.as_secs(), deadline_reached = report.deadline_reached, "drain finished");
@@ -741,11 +746,48 @@ fn serve(path: &Path) -> ExitCode {
             }
         }
         tracing::info!("shutting down: no new connections; open sessions finish their transaction");
+        systemd(&[sd_notify::NotifyState::Stopping]);
         gateway.shutdown().await;
         let _ = std::fs::remove_file(&pid_file);
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Tells systemd (`Type=notify`) about a state change; nothing without `NOTIFY_SOCKET`.
+fn systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+}
+
+/// systemd's `Type=notify`: `READY=1` once the gateway can serve (listeners bound, a
+/// liste blanche loaded, CRLs where required: what `/readyz` says), then, when the unit
+/// sets `WatchdogSec`, `WATCHDOG=1` at half that interval from the async runtime, so a
+/// runtime that stops making progress gets the service restarted.
+async fn tell_systemd(ready: std::sync::Arc<dyn Fn() -> bool + Send + Sync>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if !ready() {
+        systemd(&[sd_notify::NotifyState::Status(
+            "starting: waiting for a valid liste blanche (and a CRL per CA when required)",
+        )]);
+    }
+    while !ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let every = (interval / 2).max(std::time::Duration::from_millis(50));
+        loop {
+            systemd(&[sd_notify::NotifyState::Watchdog]);
+            tokio::time::sleep(every).await;
+        }
+    }
 }
 
 /// The file, in the spool directory, holding the pid of the running gateway.

@@ -644,3 +644,83 @@ async fn a_stranded_queue_moves_to_another_gateway_with_export_and_import() {
     assert!(b.wait().expect("exit").success());
     assert!(common::queued_ids(&other.path().join("spool")).is_empty());
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once serving, `WATCHDOG=1` at half the
+/// watchdog interval, `STOPPING=1` on SIGTERM.
+#[tokio::test]
+async fn systemd_is_told_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let port = common::free_port();
+    let config = write_config(dir.path(), "gateway", port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let mut seen = String::new();
+    let next = || {
+        let socket = &socket;
+        async move {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(IO_TIMEOUT, socket.recv(&mut buf))
+                .await
+                .expect("a notification in time")
+                .expect("recv");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    while !seen.contains("READY=1") {
+        seen.push_str(&next().await);
+    }
+    // Ready means serving.
+    let mut c = Client::connect(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    c.expect_code(220).await;
+    c.quit().await;
+    let mut watchdogs = 0;
+    while watchdogs < 2 {
+        if next().await.contains("WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut rest = String::new();
+    while !rest.contains("STOPPING=1") {
+        rest.push_str(&next().await);
+    }
+    assert!(child.wait().expect("exit").success());
+}
+
+/// The systemd unit is one systemd accepts.
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    assert!(
+        analyze.exists(),
+        "systemd-analyze is missing: scripts/test.sh installs Debian's systemd package (as root)"
+    );
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/mssante-gateway.service");
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stderr);
+    // The binary it names is not installed here; anything else is a finding.
+    let findings: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("/usr/local/bin/mssante-gateway") && !l.trim().is_empty())
+        .collect();
+    assert!(findings.is_empty(), "systemd-analyze verify:\n{text}");
+    let unit_text = std::fs::read_to_string(&unit).expect("unit");
+    for line in ["Type=notify", "WatchdogSec=", "LimitCORE=0"] {
+        assert!(unit_text.contains(line), "{line} in the unit");
+    }
+}
