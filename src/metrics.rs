@@ -98,6 +98,19 @@ pub struct Metrics {
     pub dsn_generated_total: IntCounterVec,
 }
 
+/// The `reason` labels of `mssante_connections_refused_total`.
+pub const CONNECTION_REFUSALS: [&str; 9] = [
+    "max_connections",
+    "max_connections_per_ip",
+    "connection_rate",
+    "pre_tls_budget",
+    "not_allowed",
+    "proxy_missing",
+    "proxy_invalid",
+    "proxy_timeout",
+    "proxy_untrusted",
+];
+
 impl Metrics {
     /// Shows, per issuing CA, whether its CRL is loaded in `store`.
     pub fn set_crl_coverage(&self, store: &crate::trust::pki::TrustStore) {
@@ -336,7 +349,7 @@ impl Metrics {
         registry
             .register(Box::new(build))
             .expect("metric names are unique");
-        Metrics {
+        let metrics = Metrics {
             registry,
             connections_total,
             connections_refused_total,
@@ -370,6 +383,54 @@ impl Metrics {
             spool_log_records_total,
             autoreplies_total,
             dsn_generated_total,
+        };
+        metrics.expose_known_labels();
+        metrics
+    }
+
+    /// Creates at 0 the series whose labels are known in advance. A labelled series
+    /// otherwise appears at its first increment, with value 1, and `increase()` over it
+    /// stays 0: an alert on the first event (a refused reload, a spool failure) would never
+    /// fire. Reasons computed at run time (policy refusals, outbound failures, fetch
+    /// errors) still appear at their first use.
+    fn expose_known_labels(&self) {
+        for outcome in ["applied", "invalid"] {
+            self.reloads_total.with_label_values(&[outcome]);
+        }
+        for (stage, reason) in [
+            ("data", "spool_error"),
+            ("data", "mail_loop"),
+            ("relay", "mail_loop"),
+            ("connection", "timeout"),
+            ("connection", "write_timeout"),
+            ("connection", "session_duration"),
+            ("connection", "tls_deadline"),
+        ] {
+            self.rejections_total.with_label_values(&[stage, reason]);
+        }
+        for direction in ["inbound", "outbound", "dsn"] {
+            for family in [
+                &self.messages_received_total,
+                &self.messages_relayed_total,
+                &self.messages_deferred_total,
+                &self.messages_bounced_total,
+            ] {
+                family.with_label_values(&[direction]);
+            }
+        }
+        for listener in ["inbound", "submission"] {
+            self.connections_total.with_label_values(&[listener]);
+            for reason in CONNECTION_REFUSALS {
+                self.connections_refused_total
+                    .with_label_values(&[listener, reason]);
+            }
+        }
+        for outcome in ["updated", "unchanged"] {
+            self.whitelist_fetch_total.with_label_values(&[outcome]);
+            self.crl_fetch_total.with_label_values(&[outcome]);
+        }
+        for action in ["failed", "delayed", "delivered", "relayed"] {
+            self.dsn_generated_total.with_label_values(&[action]);
         }
     }
 

@@ -724,3 +724,24 @@ fn the_systemd_unit_verifies() {
         assert!(unit_text.contains(line), "{line} in the unit");
     }
 }
+
+/// A series an alert watches for its first event exists at 0 from start-up: one that
+/// appeared only at its first increment, with value 1, would leave `increase()` at 0 and
+/// the alert silent (MssanteReloadRefused, MssanteSpoolErrors).
+#[tokio::test]
+async fn first_event_series_are_exported_at_zero_from_start_up() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, text) = http_get(addr, "/metrics").await;
+    for series in [
+        "mssante_reloads_total{outcome=\"invalid\"} 0",
+        "mssante_reloads_total{outcome=\"applied\"} 0",
+        "mssante_rejections_total{reason=\"spool_error\",stage=\"data\"} 0",
+        "mssante_messages_bounced_total{direction=\"inbound\"} 0",
+        "mssante_messages_deferred_total{direction=\"outbound\"} 0",
+        "mssante_connections_refused_total{listener=\"inbound\",reason=\"proxy_untrusted\"} 0",
+        "mssante_dsn_generated_total{action=\"failed\"} 0",
+    ] {
+        assert!(text.contains(series), "{series} missing at start-up");
+    }
+}
