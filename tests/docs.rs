@@ -1,0 +1,156 @@
+//! The README's configuration reference against the parser: every key the parser accepts
+//! has its row. The accepted keys are read from the parser itself: a configuration with
+//! an unknown key in a section is refused with the list of that section's keys.
+mod common;
+
+use mssante_gateway::config::Config;
+
+/// Sections of the reference, as TOML paths (`""`: the top level), and the keys inside
+/// them that are tables documented by their own keys.
+const SECTIONS: &[&str] = &[
+    "",
+    "tls",
+    "tls.crl_sources",
+    "inbound",
+    "inbound.proxy_protocol",
+    "spool",
+    "whitelist",
+    "policy",
+    "submission",
+    "submission.proxy_protocol",
+    "metrics",
+    "log",
+    "relay",
+    "dns",
+    "outbound",
+    "limits",
+    "operator",
+];
+
+const PROBE: &str = "zz_undocumented_probe";
+
+/// A configuration where every section exists, so that each is parsed.
+fn full_config(dir: &std::path::Path) -> toml::Table {
+    let mut t = common::base_config(&dir.join("spool"));
+    common::set(&mut t, "relay", "internal", "127.0.0.1:2526");
+    common::set(&mut t, "submission", "listen", "127.0.0.1:2587");
+    common::set(
+        &mut t,
+        "submission",
+        "allow",
+        toml::Value::Array(vec!["127.0.0.1".into()]),
+    );
+    for section in ["inbound", "submission"] {
+        let table = t[section].as_table_mut().expect("section");
+        table.insert("proxy_protocol".into(), toml::Table::new().into());
+    }
+    let mut source = toml::Table::new();
+    source.insert("url".into(), "http://crl.example/ca.crl".into());
+    source.insert(
+        "file".into(),
+        dir.join("ca.crl").to_string_lossy().into_owned().into(),
+    );
+    t["tls"].as_table_mut().expect("[tls]").insert(
+        "crl_sources".into(),
+        toml::Value::Array(vec![source.into()]),
+    );
+    // The operator section of the bundled test configuration, which has every field.
+    let local: toml::Table = toml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/local.toml"))
+            .expect("config/local.toml"),
+    )
+    .expect("config/local.toml is TOML");
+    t.insert("operator".into(), local["operator"].clone());
+    for s in ["policy", "metrics", "log", "dns", "outbound", "limits"] {
+        t.entry(s).or_insert_with(|| toml::Table::new().into());
+    }
+    t
+}
+
+/// The keys the parser accepts in `section`, from its refusal of an unknown one.
+fn accepted_keys(dir: &std::path::Path, section: &str) -> Vec<String> {
+    let mut t = full_config(dir);
+    let target = if section.is_empty() {
+        &mut t
+    } else {
+        let mut at = &mut t;
+        for part in section.split('.') {
+            at = match at.get_mut(part).expect("section present") {
+                toml::Value::Table(table) => table,
+                toml::Value::Array(items) => items
+                    .first_mut()
+                    .and_then(|v| v.as_table_mut())
+                    .expect("an array of tables"),
+                other => panic!("{section}: {other:?}"),
+            };
+        }
+        at
+    };
+    target.insert(PROBE.into(), 0.into());
+    let text = toml::to_string(&t).expect("toml");
+    let path = dir.join("gateway.toml");
+    let errors = match Config::from_toml(&path, &text) {
+        Ok(_) => panic!("{section}: an unknown key was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let line = errors
+        .lines()
+        .find(|l| l.contains(PROBE))
+        .unwrap_or_else(|| panic!("{section}: no refusal of the probe in:\n{errors}"));
+    let expected = line
+        .split_once("expected ")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("{section}: {line}"));
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_configuration_key_has_a_row_in_the_readme() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    // The keys named in the first cell of each table row (a row may document two keys).
+    let documented: std::collections::HashSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" | ").next())
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for section in SECTIONS {
+        let keys = accepted_keys(dir.path(), section);
+        assert!(!keys.is_empty(), "{section}: no keys read");
+        for key in keys {
+            let path = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            // A key that is itself a section is checked as one.
+            if SECTIONS.contains(&path.as_str()) {
+                continue;
+            }
+            checked += 1;
+            if !documented.contains(&path) {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(checked > 60, "only {checked} keys read");
+    assert!(
+        missing.is_empty(),
+        "configuration keys without a row in the README's reference: {missing:?}"
+    );
+}
