@@ -290,16 +290,20 @@ impl Gateway {
         Arc::clone(&self.ready)
     }
 
-    /// Waits for the listeners, once told to stop, to close their sessions.
+    /// Waits for the listeners, once told to stop, to close their sessions. A task is
+    /// forgotten only once it has ended: if this wait is abandoned (SIGTERM during a
+    /// drain), the shutdown that follows waits for the rest.
     async fn listeners_closed(&mut self) {
-        if let Some(task) = self.inbound_task.take() {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "inbound listener task failed");
-            }
-        }
-        if let Some(task) = self.submission_task.take() {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "submission listener task failed");
+        for (task, name) in [
+            (&mut self.inbound_task, "inbound"),
+            (&mut self.submission_task, "submission"),
+        ] {
+            if let Some(handle) = task.as_mut() {
+                let ended = handle.await;
+                *task = None;
+                if let Err(e) = ended {
+                    tracing::error!(error = %e, listener = name, "listener task failed");
+                }
             }
         }
     }

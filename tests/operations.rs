@@ -745,3 +745,36 @@ async fn first_event_series_are_exported_at_zero_from_start_up() {
         assert!(text.contains(series), "{series} missing at start-up");
     }
 }
+
+/// SIGTERM during a drain stops the gateway at once, cleanly, with the undelivered queue
+/// kept in its spool.
+#[tokio::test]
+async fn sigterm_during_a_drain_stops_cleanly_and_keeps_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, _, _) = serving_two_deferred(dir.path(), "10m").await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(common::queued_ids(&dir.path().join("spool")).len(), 2);
+}
