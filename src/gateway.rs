@@ -78,6 +78,8 @@ pub struct Gateway {
     /// What `/readyz` answers: listeners up, a liste blanche loaded, CRLs when required,
     /// not draining.
     ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The configuration it started with (the settings a reload cannot change).
+    started_with: Config,
     config_path: std::path::PathBuf,
     relay: Option<JoinHandle<()>>,
 }
@@ -245,26 +247,21 @@ impl Gateway {
             draining,
             drain_deadline: config.relay.as_ref().map(|r| r.drain_deadline),
             ready,
+            started_with: config.clone(),
             inbound_task,
             relay,
         })
     }
 
     /// Applies a new configuration without dropping sessions: certificate and key, trust
-    /// anchors, intermediates, CRLs, local domains, host name and policy modes. Connections
-    /// accepted from now on use them; open sessions finish with what they started with.
-    /// Listen addresses, limits, the spool and the liste blanche source need a restart: a
-    /// change there is reported in the returned notes.
+    /// anchors, intermediates, CRLs, local domains, host name, policy modes and the
+    /// per-address connection limits (`max_connections_per_ip`, `max_connection_rate_per_ip`).
+    /// Connections accepted from now on use them; open sessions finish with what they
+    /// started with. Every other setting needs a restart: each one that differs from the
+    /// configuration the gateway started with is named in the returned notes.
     pub fn reload(&self, config: &Config) -> Result<Vec<String>, StartError> {
         let live = live_settings(config)?;
-        let mut notes = Vec::new();
-        let old = &self.inbound.settings;
-        if old.listen != config.inbound.listen {
-            notes.push(format!(
-                "inbound.listen changed to {} but still listening on {}: restart to apply",
-                config.inbound.listen, old.listen
-            ));
-        }
+        let mut notes = restart_needed(&self.started_with, config);
         if config.path != self.config_path {
             notes.push(format!(
                 "reloaded from {} (started from {})",
@@ -450,7 +447,80 @@ fn live_settings(config: &Config) -> Result<LiveSettings, StartError> {
         ehlo_names: config.ehlo_names,
         fcrdns: config.fcrdns,
         refuse_routing_addresses: config.refuse_routing_addresses,
+        max_connections_per_ip: config.inbound.max_connections_per_ip,
+        max_connection_rate_per_ip: config.inbound.max_connection_rate_per_ip,
     })
+}
+
+/// What a reload does not apply: each setting the running gateway keeps from its start,
+/// named with its old and new value, for the reload's log and notes.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut key = |name: &str, a: String, b: String| {
+        if a != b {
+            notes.push(format!(
+                "{name} changed from {a} to {b} but a restart is needed to apply it"
+            ));
+        }
+    };
+    macro_rules! keys {
+        ($($name:literal => $old:expr, $new:expr;)*) => {
+            $(key($name, format!("{:?}", $old), format!("{:?}", $new));)*
+        };
+    }
+    let (o, n) = (&old.inbound, &new.inbound);
+    let (ow, nw) = (&old.whitelist, &new.whitelist);
+    keys! {
+        "inbound.listen" => o.listen, n.listen;
+        "inbound.max_connections" => o.max_connections, n.max_connections;
+        "inbound.max_pre_tls_connections" => o.max_pre_tls_connections, n.max_pre_tls_connections;
+        "inbound.listen_backlog" => o.listen_backlog, n.listen_backlog;
+        "inbound.max_idle_commands" => o.max_idle_commands, n.max_idle_commands;
+        "inbound.max_session_duration" => o.max_session_duration, n.max_session_duration;
+        "inbound.shutdown_grace" => o.shutdown_grace, n.shutdown_grace;
+        "inbound.handshake_timeout" => o.handshake_timeout, n.handshake_timeout;
+        "inbound.command_timeout" => o.command_timeout, n.command_timeout;
+        "inbound.data_timeout" => o.data_timeout, n.data_timeout;
+        "inbound.max_message_size" => o.max_message_size, n.max_message_size;
+        "inbound.max_recipients" => o.max_recipients, n.max_recipients;
+        "inbound.max_errors" => o.max_errors, n.max_errors;
+        "inbound.tls_deadline" => o.tls_deadline, n.tls_deadline;
+        "inbound.proxy_protocol.trusted" => o.proxy_trusted, n.proxy_trusted;
+        "limits.max_received_headers" => o.max_received_headers, n.max_received_headers;
+        "spool.dir" => old.spool_dir, new.spool_dir;
+        "whitelist.url" => ow.url, nw.url;
+        "whitelist.cache" => ow.cache, nw.cache;
+        "whitelist.fetch" => ow.fetch, nw.fetch;
+        "whitelist.refresh_interval" => ow.refresh_interval, nw.refresh_interval;
+        "whitelist.max_age" => ow.max_age, nw.max_age;
+        "whitelist.max_shrink" => ow.max_shrink, nw.max_shrink;
+        "whitelist.max_size" => ow.max_size, nw.max_size;
+        "whitelist.timeout" => ow.timeout, nw.timeout;
+        "whitelist.verify_signature" => ow.verify_signature, nw.verify_signature;
+        "whitelist.signer_cn/signer_o" => ow.signer, nw.signer;
+        "whitelist.client_certificate" => ow.client_identity.is_some(), nw.client_identity.is_some();
+        "metrics.listen" => old.metrics_listen, new.metrics_listen;
+        "log.format" => old.log_format, new.log_format;
+        "log.level" => old.log_level, new.log_level;
+    }
+    // Whole sections, named without their values (they hold addresses and secrets).
+    macro_rules! sections {
+        ($($name:literal => $field:ident;)*) => {
+            $(
+                if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
+                    notes.push(format!("[{}] changed but a restart is needed to apply it", $name));
+                }
+            )*
+        };
+    }
+    sections! {
+        "submission" => submission;
+        "relay" => relay;
+        "dns" => dns;
+        "outbound" => outbound;
+        "operator" => operator;
+    }
+    notes
 }
 
 /// Loads the cached liste blanche and, when fetching is on, starts the refresher (with an

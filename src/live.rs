@@ -41,4 +41,9 @@ pub struct LiveSettings {
     pub fcrdns: FcrdnsCheck,
     /// Recipients with routing in their local part are refused (`policy.refuse_routing_addresses`).
     pub refuse_routing_addresses: bool,
+    /// Most simultaneous connections from one address (`inbound.max_connections_per_ip`),
+    /// applied at accept.
+    pub max_connections_per_ip: usize,
+    /// New connections per minute from one address (`inbound.max_connection_rate_per_ip`).
+    pub max_connection_rate_per_ip: u32,
 }

@@ -778,3 +778,31 @@ async fn sigterm_during_a_drain_stops_cleanly_and_keeps_the_queue() {
     assert!(status.success(), "{status}");
     assert_eq!(common::queued_ids(&dir.path().join("spool")).len(), 2);
 }
+
+/// A reload applies the per-address limits to the next connection and names each setting
+/// it cannot apply, rather than changing nothing silently.
+#[tokio::test]
+async fn a_reload_applies_per_address_limits_and_names_what_needs_a_restart() {
+    let gw = TestGateway::start().await;
+    let _held = [gw.connect().await, gw.connect().await];
+    let notes = gw.reload_with(|t| {
+        common::set(t, "inbound", "max_connections_per_ip", 1);
+        common::set(t, "inbound", "max_connections", 7);
+        common::set(t, "relay", "internal", "127.0.0.1:2526");
+    });
+    let text = notes.join("\n");
+    assert!(
+        text.contains("inbound.max_connections changed from 100 to 7 but a restart is needed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[relay] changed but a restart is needed"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("max_connections_per_ip"),
+        "applied, not noted: {text}"
+    );
+    // Two connections are open from this address: over the new limit of one.
+    gw.assert_connection_refused("max_connections_per_ip").await;
+}

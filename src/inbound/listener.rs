@@ -55,26 +55,20 @@ impl Drop for PerIpGuard {
 }
 
 /// New connections per IP address and minute, as token buckets: each address may open
-/// `per_minute` connections at once, then one more every `60 / per_minute` seconds.
+/// `per_minute` connections at once, then one more every `60 / per_minute` seconds. The
+/// rate is given at each call: a reload changes it for the next connection.
+#[derive(Default)]
 struct ConnectionRate {
-    per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl ConnectionRate {
-    fn new(per_minute: u32) -> Self {
-        ConnectionRate {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether `ip` may open a connection now (and takes a token if so).
-    fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.per_minute == 0 {
+    /// Whether `ip` may open a connection now at `per_minute` (and takes a token if so).
+    fn allow(&self, ip: IpAddr, now: Instant, per_minute: u32) -> bool {
+        if per_minute == 0 {
             return true;
         }
-        let capacity = f64::from(self.per_minute);
+        let capacity = f64::from(per_minute);
         let refill_per_sec = capacity / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > 100_000 {
@@ -140,7 +134,7 @@ impl Listener {
             // peers out.
             pre_tls: Arc::new(Semaphore::new(settings.max_pre_tls_connections)),
             per_ip: Arc::new(PerIp::default()),
-            rate: ConnectionRate::new(settings.max_connection_rate_per_ip),
+            rate: ConnectionRate::default(),
         });
         let mut tasks = JoinSet::new();
         let mut stop = shutdown.clone();
@@ -244,7 +238,8 @@ impl Admission {
     /// closed in a task of its own.
     fn admit(&self, stream: TcpStream, client: SocketAddr) -> Option<Admitted> {
         let name = self.name;
-        let settings = &self.ctx.settings;
+        // The per-address limits are reloadable: the values current at this accept.
+        let live = self.ctx.live.load();
         let refuse = |reason: &str, reply: &'static [u8], stream: TcpStream| {
             self.refused(reason);
             tokio::spawn(refuse(stream, reply));
@@ -256,7 +251,10 @@ impl Admission {
                 return refuse("not_allowed", b"554 5.7.1 Access denied\r\n", stream);
             }
         }
-        if !self.rate.allow(client.ip(), Instant::now()) {
+        if !self
+            .rate
+            .allow(client.ip(), Instant::now(), live.max_connection_rate_per_ip)
+        {
             tracing::warn!(listener = name, peer = %client, reason = "connection_rate", "connection refused");
             return refuse(
                 "connection_rate",
@@ -274,7 +272,7 @@ impl Admission {
         };
         let Some(ip_slot) = self
             .per_ip
-            .try_take(client.ip(), settings.max_connections_per_ip)
+            .try_take(client.ip(), live.max_connections_per_ip)
         else {
             tracing::warn!(listener = name, peer = %client, reason = "max_connections_per_ip", "connection refused");
             return refuse(
@@ -366,27 +364,42 @@ mod tests {
 
     #[test]
     fn connection_rate_allows_a_burst_then_refills() {
-        let rate = ConnectionRate::new(60);
+        let rate = ConnectionRate::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..60 {
-            assert!(rate.allow(ip, t0));
+            assert!(rate.allow(ip, t0, 60));
         }
-        assert!(!rate.allow(ip, t0));
-        assert!(rate.allow(other, t0), "limits are per address");
-        assert!(!rate.allow(ip, t0 + Duration::from_millis(500)));
+        assert!(!rate.allow(ip, t0, 60));
+        assert!(rate.allow(other, t0, 60), "limits are per address");
+        assert!(!rate.allow(ip, t0 + Duration::from_millis(500), 60));
         assert!(
-            rate.allow(ip, t0 + Duration::from_millis(1100)),
+            rate.allow(ip, t0 + Duration::from_millis(1100), 60),
             "one token per second"
         );
     }
 
     #[test]
-    fn zero_disables_the_rate_limit() {
-        let rate = ConnectionRate::new(0);
+    fn a_new_rate_applies_at_the_next_connection() {
+        let rate = ConnectionRate::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
-        assert!((0..10_000).all(|_| rate.allow(ip, t0)));
+        assert!((0..5).all(|_| rate.allow(ip, t0, 60)));
+        // Lowered by a reload to 3 a minute: the 55 tokens left are capped at the new
+        // burst of 3, then refused.
+        assert!((0..3).all(|_| rate.allow(ip, t0, 3)));
+        assert!(!rate.allow(ip, t0, 3));
+        // Raised again: it refills at the new rate, one a second at 60 a minute.
+        assert!(!rate.allow(ip, t0, 60));
+        assert!(rate.allow(ip, t0 + Duration::from_millis(1100), 60));
+    }
+
+    #[test]
+    fn zero_disables_the_rate_limit() {
+        let rate = ConnectionRate::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!((0..10_000).all(|_| rate.allow(ip, t0, 0)));
     }
 }
