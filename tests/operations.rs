@@ -498,19 +498,25 @@ async fn serve_process(
     common::set(&mut table, "relay", "internal", internal.to_string());
     change(&mut table);
     let config = common::write_config(dir, &table);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = spawn_serve(&config, addr, Stdio::null()).await;
+    (child, config, addr)
+}
+
+/// `mssante-gateway serve --config CONFIG`, its log to `stderr`, once it listens on `addr`.
+async fn spawn_serve(config: &Path, addr: SocketAddr, stderr: Stdio) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start the gateway");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     common::wait_for_async("the gateway to listen", IO_TIMEOUT, || async {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
     .await;
-    (child, config, addr)
+    child
 }
 
 /// A `serve` process holding two messages its internal server (down) could not take.
@@ -805,4 +811,117 @@ async fn a_reload_applies_per_address_limits_and_names_what_needs_a_restart() {
     );
     // Two connections are open from this address: over the new limit of one.
     gw.assert_connection_refused("max_connections_per_ip").await;
+}
+
+/// What `openssl x509 -noout FLAGS` prints for `certs-test/<name>.pem`, after the `=`.
+fn openssl_field(name: &str, flags: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout"])
+        .args(flags)
+        .arg("-in")
+        .arg(certs_dir().join(format!("{name}.pem")))
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .split_once('=')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// A refused client certificate is logged with its subject, issuer, serial and SHA-256
+/// fingerprint, as typed JSON strings that match what openssl prints for the file; every
+/// session ends with one `session closed` line whose fields are typed.
+#[tokio::test]
+async fn a_refused_client_certificate_is_logged_so_the_operator_can_find_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = write_config_logging(dir.path(), "gateway", port, "info");
+    let mut table: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&config).expect("config")).expect("toml");
+    common::set(&mut table, "log", "format", "json");
+    let config = common::write_config(dir.path(), &table);
+    let log_path = dir.path().join("gateway.log");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = spawn_serve(&config, addr, log.into()).await;
+    let refused = ["peer-revoked", "peer-expired", "peer-foreign"];
+    for peer in refused {
+        let mut c = Client::connect(addr).await;
+        c.expect_code(220).await;
+        c.ehlo().await;
+        c.starttls(Some(peer)).await;
+        c.send("QUIT").await;
+        let _ = c.read_reply().await;
+    }
+    // And one session that delivers a message.
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.ehlo().await;
+    c.starttls(Some("peer-a")).await;
+    c.ehlo().await;
+    send_from_peer_a(c, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let all: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // One `session closed` line per session, its fields typed.
+    let closed: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|v| v["message"] == "session closed")
+        .collect();
+    // (Plus the connections that only waited for the listener.)
+    assert!(closed.len() > refused.len(), "{text}");
+    for e in &closed {
+        assert!(e["duration_ms"].is_u64() && e["bytes_in"].is_u64(), "{e}");
+        assert!(e["outcome"].is_string() && e["messages"].is_u64(), "{e}");
+        assert!(
+            e["span"]["session"].is_string() && e["span"]["peer"].is_string(),
+            "{e}"
+        );
+    }
+    let delivering = closed
+        .iter()
+        .find(|e| e["messages"] == 1)
+        .unwrap_or_else(|| panic!("no session with one message:\n{text}"));
+    assert_eq!(delivering["outcome"], "closed", "{delivering}");
+    assert!(delivering["peer_dn"]
+        .as_str()
+        .is_some_and(|dn| dn.contains("CN=smtp.peer-a.test.mssante.fr")));
+    assert!(delivering["tls_version"].is_string(), "{delivering}");
+    let events: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|v| v["message"] == "TLS established; client certificate not acceptable")
+        .collect();
+    assert_eq!(events.len(), refused.len(), "{text}");
+    for peer in refused {
+        let fingerprint = openssl_field(peer, &["-fingerprint", "-sha256"]);
+        let event = events
+            .iter()
+            .find(|e| e["peer_sha256"] == fingerprint.as_str())
+            .unwrap_or_else(|| panic!("{peer}: no event with fingerprint {fingerprint}:\n{text}"));
+        assert_eq!(
+            event["peer_serial"].as_str(),
+            Some(openssl_field(peer, &["-serial"]).as_str()),
+            "{event}"
+        );
+        let subject = event["peer_subject"].as_str().expect("a string");
+        assert!(
+            subject.contains(&format!("CN=smtp.{peer}.test.mssante.fr")),
+            "{subject}"
+        );
+        assert!(
+            event["peer_issuer"]
+                .as_str()
+                .is_some_and(|s| s.contains("CN=")),
+            "{event}"
+        );
+        assert!(event["reason"].is_string(), "{event}");
+    }
 }

@@ -62,7 +62,17 @@ pub async fn serve(
         let mut conn = Connection::new(peer, ctx, shutdown, pre_tls_slot);
         conn.run(stream).await;
         conn.abandon_message().await;
-        tracing::debug!("disconnected");
+        // One line per session, whatever happened in it: what a sysadmin counts and
+        // greps (the span adds the session id and the peer).
+        tracing::info!(
+            outcome = conn.end,
+            duration_ms = u64::try_from(conn.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_in = conn.bytes_in,
+            messages = conn.messages,
+            tls_version = conn.tls.as_ref().map(|t| t.version),
+            peer_dn = conn.peer_dn().as_deref(),
+            "session closed"
+        );
     }
     .instrument(span)
     .await;
@@ -104,6 +114,14 @@ struct Connection {
     spool_failed: bool,
     /// Nothing has been read from the client yet (a PROXY header would be there).
     first_read: bool,
+    /// How the session ended, for its closing log line: `closed` (QUIT or closed by us
+    /// after a reply), `peer_closed`, `timeout`, `connection_lost`, `tls_failed`,
+    /// `proxy_untrusted`.
+    end: &'static str,
+    /// Bytes read from the client (after TLS, the decrypted ones).
+    bytes_in: u64,
+    /// Messages accepted (250 after DATA or BDAT LAST) in this session.
+    messages: u64,
 }
 
 impl Connection {
@@ -152,6 +170,9 @@ impl Connection {
             head: Vec::new(),
             spool_failed: false,
             first_read: true,
+            end: "closed",
+            bytes_in: 0,
+            messages: 0,
         }
     }
 
@@ -161,6 +182,7 @@ impl Connection {
             Ok(Pass::StartTls) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "connection lost");
+                self.end = "connection_lost";
                 return;
             }
         }
@@ -181,6 +203,7 @@ impl Connection {
                     .with_label_values(&[reason])
                     .inc();
                 tracing::warn!(reason, error = %e, "TLS handshake failed; connection closed");
+                self.end = "tls_failed";
                 return;
             }
             Err(_) => {
@@ -193,6 +216,7 @@ impl Connection {
                     reason = "timeout",
                     "TLS handshake timed out; connection closed"
                 );
+                self.end = "tls_failed";
                 return;
             }
         };
@@ -217,7 +241,22 @@ impl Connection {
                 tracing::info!(tls_version = version, cipher, peer_dn = %id.subject_dn, "TLS established; client certificate verified")
             }
             Err(e) => {
-                tracing::warn!(tls_version = version, cipher, reason = e.client_reason(), error = %e, "TLS established; client certificate not acceptable")
+                // Which certificate was refused, so the operator can tell which peer
+                // failed (the subject alone may be shared by an old and a new one).
+                let leaf = chain.first();
+                let id = leaf.and_then(|c| crate::trust::verify::parse_identity(c).ok());
+                let fingerprint = leaf.map(crate::trust::verify::sha256_fingerprint);
+                tracing::warn!(
+                    tls_version = version,
+                    cipher,
+                    reason = e.client_reason(),
+                    error = %e,
+                    peer_subject = id.as_ref().map(|i| i.subject_dn.as_str()),
+                    peer_issuer = id.as_ref().map(|i| i.issuer_dn.as_str()),
+                    peer_serial = id.as_ref().map(|i| i.serial_hex.as_str()),
+                    peer_sha256 = fingerprint.as_deref(),
+                    "TLS established; client certificate not acceptable"
+                )
             }
         }
         self.peer_cert = Some(checked);
@@ -228,7 +267,10 @@ impl Connection {
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(5), tls.shutdown()).await;
             }
-            Err(e) => tracing::debug!(error = %e, "connection lost"),
+            Err(e) => {
+                tracing::debug!(error = %e, "connection lost");
+                self.end = "connection_lost";
+            }
         }
     }
 
@@ -286,15 +328,18 @@ impl Connection {
                         self.ctx.metrics.reject("connection", "session_duration");
                     }
                     self.session.timed_out();
+                    self.end = "timeout";
                     continue;
                 }
             };
             match read {
                 Ok(Ok(0)) => {
                     tracing::debug!("peer closed the connection");
+                    self.end = "peer_closed";
                     return Ok(Pass::Closed);
                 }
                 Ok(Ok(n)) => {
+                    self.bytes_in += n as u64;
                     let bytes = buf.get(..n).unwrap_or_default();
                     if std::mem::take(&mut self.first_read)
                         && self.tls.is_none()
@@ -310,6 +355,7 @@ impl Connection {
                             .with_label_values(&[self.ctx.role.listener_name(), reason])
                             .inc();
                         tracing::warn!(reason, "PROXY protocol header from an address not in proxy_protocol.trusted; connection closed");
+                        self.end = reason;
                         return Ok(Pass::Closed);
                     }
                     self.session.feed(bytes)
@@ -323,6 +369,7 @@ impl Connection {
                     );
                     self.ctx.metrics.reject("connection", "timeout");
                     self.session.timed_out();
+                    self.end = "timeout";
                 }
             }
         }
@@ -603,6 +650,7 @@ impl Connection {
                     "message accepted and spooled"
                 );
                 self.session.message_stored(&queue_id);
+                self.messages += 1;
             }
             Err(e) => {
                 self.ctx.metrics.reject("data", "spool_error");

@@ -137,6 +137,19 @@ impl fmt::Display for PeerIdentity {
     }
 }
 
+/// The SHA-256 fingerprint of a certificate as `openssl x509 -noout -fingerprint -sha256`
+/// prints it (upper-case hexadecimal pairs joined by colons), so an operator can match a
+/// log line with a certificate file.
+pub fn sha256_fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Parses a certificate's identity without judging it (used for logs even when the
 /// chain is refused, and for our own certificate).
 pub fn parse_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {
