@@ -925,3 +925,28 @@ async fn a_refused_client_certificate_is_logged_so_the_operator_can_find_it() {
         assert!(event["reason"].is_string(), "{event}");
     }
 }
+
+/// A fixed liste blanche (`whitelist.fetch = false`) never goes stale: however old its
+/// file, the age gauge the staleness alerts watch stays 0.
+#[tokio::test]
+async fn a_fixed_liste_blanche_reports_no_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("whitelist.xml");
+    std::fs::copy(certs_dir().join("whitelist.xml"), &list).expect("copy the list");
+    let touched = Command::new("touch")
+        .args(["-d", "30 days ago"])
+        .arg(&list)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    let path = list.to_string_lossy().into_owned();
+    let gw = TestGateway::start_with(move |t| {
+        with_metrics(t);
+        common::set(t, "whitelist", "cache", path);
+    })
+    .await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert_eq!(value(&text, "mssante_whitelist_age_seconds"), 0.0, "{text}");
+    assert!(value(&text, "mssante_whitelist_entries") > 0.0);
+}

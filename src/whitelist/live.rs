@@ -80,6 +80,12 @@ impl WhitelistState {
         Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
     }
 
+    /// Whether the list can go stale: false for a fixed file (`whitelist.fetch = false`),
+    /// which is the list in force until it is replaced by hand.
+    pub fn can_go_stale(&self) -> bool {
+        self.max_age.is_some()
+    }
+
     /// Whether decisions must not rely on the list: none loaded, or too old.
     pub fn is_stale(&self, now: SystemTime) -> bool {
         match (self.age(now), self.max_age) {

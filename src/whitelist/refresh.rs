@@ -96,6 +96,12 @@ fn install(state: &WhitelistState, list: Arc<Whitelist>, at: SystemTime, metrics
 }
 
 fn update_age(state: &WhitelistState, metrics: &Metrics) {
+    // A fixed file never goes stale: its age (from the file's date) would only raise the
+    // staleness alerts for a list the gateway keeps using on purpose.
+    if !state.can_go_stale() {
+        metrics.whitelist_age_seconds.set(0);
+        return;
+    }
     if let Some(age) = state.age(SystemTime::now()) {
         metrics
             .whitelist_age_seconds
