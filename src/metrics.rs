@@ -83,7 +83,7 @@ pub struct Metrics {
     /// domain when no host was tried: not listed, DNS, stale list).
     pub outbound_failures_total: IntCounterVec,
     /// From acceptance to the last recipient's delivery.
-    pub delivery_latency_seconds: Histogram,
+    pub delivery_latency_seconds: HistogramVec,
     /// Torn spool files moved to quarantine at recovery.
     pub spool_quarantined_total: IntCounter,
     /// Syncs of the spool's message log (one per batch of commits).
@@ -302,12 +302,13 @@ impl Metrics {
             "Outbound delivery attempts that failed before or instead of a transaction, by reason.",
             &["reason"],
         );
-        let delivery_latency_seconds = Histogram::with_opts(
+        let delivery_latency_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "mssante_delivery_latency_seconds",
-                "From acceptance (250) to delivery of the last recipient.",
+                "From acceptance (250) to delivery of the last recipient, by direction.",
             )
             .buckets(DELIVERY_BUCKETS.to_vec()),
+            &["direction"],
         )
         .expect("metric definitions are static and valid");
         registry
@@ -417,6 +418,8 @@ impl Metrics {
             ] {
                 family.with_label_values(&[direction]);
             }
+            self.delivery_latency_seconds
+                .with_label_values(&[direction]);
         }
         for listener in ["inbound", "submission"] {
             self.connections_total.with_label_values(&[listener]);

@@ -118,6 +118,14 @@ async fn counters_move_by_exactly_what_happened() {
     );
     assert_eq!(delta("mssante_message_size_bytes_count"), 3.0);
     assert_eq!(
+        delta("mssante_delivery_latency_seconds_count{direction=\"inbound\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("mssante_delivery_latency_seconds_count{direction=\"outbound\"}"),
+        0.0
+    );
+    assert_eq!(
         delta("mssante_accept_latency_seconds_count{direction=\"inbound\"}"),
         3.0
     );

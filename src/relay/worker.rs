@@ -491,6 +491,7 @@ impl Relay {
                 let latency = Duration::from_millis(unix_ms(now).saturating_sub(received_ms));
                 self.metrics
                     .delivery_latency_seconds
+                    .with_label_values(&[message.envelope.direction.as_str()])
                     .observe(latency.as_secs_f64());
             }
             if bounced {
