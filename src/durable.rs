@@ -54,13 +54,23 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_then_rename(&temp, path, bytes);
+    replace_via(&temp, path, bytes)
+}
+
+/// As [`replace`], with the temporary file at `temp`, which must not exist and must be on
+/// the file system of `path`: a directory of temporary files that start-up clears keeps a
+/// crash's leftover out of the target's directory (the spool's `tmp/`).
+pub fn replace_via(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let written = write_then_rename(temp, path, bytes);
     if written.is_err() {
         // Best effort: the temporary file is garbage whatever happened.
-        let _ = std::fs::remove_file(&temp);
+        let _ = std::fs::remove_file(temp);
     }
     written?;
-    sync_dir(&dir)
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
 }
 
 /// [`replace`] on a blocking thread, for async callers.

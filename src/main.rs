@@ -456,7 +456,7 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
     // Messages an export or import could not move (torn): exit 1.
     let mut left_behind = false;
     // The id a command named, to say so when it is not queued.
-    let unknown_id = id.clone();
+    let named = id.clone();
     let result = match (action, id) {
         (QueueAction::List, _) => spool.list().map(|entries| {
             println!(
@@ -485,19 +485,16 @@ fn queue(path: &Path, action: QueueAction) -> ExitCode {
             .map(|r| left_behind = print_transfer("imported from", &dir, &r)),
         _ => Ok(()),
     };
-    match result {
-        Ok(()) if left_behind => ExitCode::from(1),
-        Ok(()) => ExitCode::SUCCESS,
-        Err(spool::SpoolError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound && unknown_id.is_some() =>
+    match (result, named) {
+        (Ok(()), _) if left_behind => ExitCode::from(1),
+        (Ok(()), _) => ExitCode::SUCCESS,
+        (Err(spool::SpoolError::Io { source, .. }), Some(id))
+            if source.kind() == std::io::ErrorKind::NotFound =>
         {
-            eprintln!(
-                "queue: {} is not in the queue (delivered, bounced or deleted already? see `queue list`)",
-                unknown_id.unwrap_or_default()
-            );
+            eprintln!("queue: {id} is not in the queue (delivered, bounced or deleted already? see `queue list`)");
             ExitCode::from(1)
         }
-        Err(e) => {
+        (Err(e), _) => {
             eprintln!("queue: {e}");
             ExitCode::from(1)
         }

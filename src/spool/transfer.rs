@@ -45,6 +45,8 @@ fn durable_err(e: durable::WriteError) -> SpoolError {
     }
 }
 
+// Both transfers make their file system calls in place, blocking: they serve the `queue`
+// commands, which run them on a runtime of their own, never on the gateway's.
 impl Spool {
     /// Moves every queued message of this spool to `dir` (created if needed). No gateway
     /// may run on this spool meanwhile: its relay could deliver a message being moved.
@@ -134,15 +136,10 @@ impl Spool {
             durable::replace(&self.state_path(&id), &serde_json::to_vec(&state)?)
                 .map_err(durable_err)?;
             // Through tmp/ (cleared at start-up), as a commit does, so a crash leaves no
-            // partial file in queue/.
-            let tmp = self.tmp.join(format!("{id}.import"));
-            std::fs::write(&tmp, &bytes).map_err(io_err(&tmp))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&tmp))?;
-            let dest = self.queue.join(&id);
-            std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-            durable::sync_dir(&self.queue).map_err(durable_err)?;
+            // partial file in queue/; the name is this run's, so a leftover never blocks
+            // the next one.
+            let tmp = self.tmp.join(format!("{id}.import.{}", std::process::id()));
+            durable::replace_via(&tmp, &self.queue.join(&id), &bytes).map_err(durable_err)?;
             remove_pair(dir, &id)?;
             report.moved.push(id);
         }
