@@ -391,6 +391,7 @@ struct RawSpool {
 struct RawLog {
     format: LogFormat,
     level: String,
+    dependencies: String,
 }
 
 impl Default for RawLog {
@@ -398,8 +399,47 @@ impl Default for RawLog {
         Self {
             format: LogFormat::Human,
             level: "info".into(),
+            dependencies: "off".into(),
         }
     }
+}
+
+/// The log filter: `level` for the gateway's own records and `dependencies` for those of
+/// the libraries it uses (whose errors the gateway reports itself, with a reason). A
+/// `level` with directives of its own (`=` or `,`) is taken as the whole filter.
+fn log_filter(p: &mut Problems<'_>, raw: &RawLog) -> String {
+    let filter = if raw.level.contains(['=', ',']) {
+        raw.level.trim().to_owned()
+    } else {
+        for (key, value) in [
+            ("log.level", &raw.level),
+            ("log.dependencies", &raw.dependencies),
+        ] {
+            if value
+                .trim()
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+            {
+                p.add(
+                    key,
+                    format!("\"{value}\" is not a level: off, error, warn, info, debug or trace"),
+                );
+            }
+        }
+        format!(
+            "{},{}={}",
+            raw.dependencies.trim(),
+            env!("CARGO_CRATE_NAME"),
+            raw.level.trim()
+        )
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&filter) {
+        p.add(
+            "log.level",
+            format!("\"{filter}\" is not a log filter: {e}"),
+        );
+    }
+    filter
 }
 
 /// The validated configuration.
@@ -436,7 +476,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Log filter (tracing `EnvFilter` syntax).
+    /// Log filter (tracing `EnvFilter` syntax), from `log.level` and `log.dependencies`.
     pub log_level: String,
     /// Delivery to the internal server; without it messages stay queued.
     pub relay: Option<RelaySettings>,
@@ -865,6 +905,7 @@ impl Config {
             p.add(&format!("dns.{key}"), problem);
         }
 
+        let log_level = log_filter(&mut p, &raw.log);
         let metrics_listen = match &raw.metrics.listen {
             None => None,
             Some(a) => match a.parse::<SocketAddr>() {
@@ -1028,7 +1069,7 @@ impl Config {
             submission,
             metrics_listen,
             log_format: raw.log.format,
-            log_level: raw.log.level.clone(),
+            log_level,
             relay,
             operator: raw.operator,
             dns: raw.dns,

@@ -2,7 +2,8 @@
 //! integration tests use this same path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -82,6 +83,26 @@ pub struct Gateway {
     started_with: Config,
     config_path: std::path::PathBuf,
     relay: Option<JoinHandle<()>>,
+    /// SIGHUPs handled so far ([`ReloadReport::sequence`]).
+    reload_count: AtomicU64,
+}
+
+/// The file, in the spool directory, holding the report of the last reload.
+pub const RELOAD_REPORT: &str = "reload.json";
+
+/// What a reload did, for the `reload` command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    /// The gateway process that reloaded.
+    pub pid: u32,
+    /// Which of its reloads this is, from 1.
+    pub sequence: u64,
+    /// The configuration was applied to new connections.
+    pub applied: bool,
+    /// Applied, but these changed settings wait for a restart.
+    pub restart_needed: Vec<String>,
+    /// Not applied: what is wrong with the configuration.
+    pub problems: Vec<String>,
 }
 
 impl Gateway {
@@ -250,6 +271,7 @@ impl Gateway {
             started_with: config.clone(),
             inbound_task,
             relay,
+            reload_count: AtomicU64::new(0),
         })
     }
 
@@ -274,12 +296,51 @@ impl Gateway {
         record_certificate_expiry(&self.metrics, config);
         tracing::info!(
             hostname = %config.hostname,
-            domains = ?config.local_domains,
+            local_domains = %crate::logging::list(&config.local_domains),
             certificate = %config.tls.identity.info().subject_dn,
-            certificate_not_after = %config.tls.identity.info().not_after,
+            certificate_not_after = crate::logging::time(config.tls.identity.info().not_after),
             "configuration reloaded; new connections use it"
         );
         Ok(notes)
+    }
+
+    /// A SIGHUP: reads the configuration at `path` again and applies it ([`Gateway::reload`]),
+    /// or keeps the running one when it has problems. Counts the outcome, logs it, and
+    /// writes the report to [`RELOAD_REPORT`] in the spool directory, where the `reload`
+    /// command that sent the signal reads it.
+    pub fn reload_from(&self, path: &Path) -> ReloadReport {
+        self.reload_count.fetch_add(1, Ordering::Relaxed);
+        let outcome = match Config::load(path) {
+            Err(errors) => Err(errors.0.iter().map(|e| e.to_string()).collect()),
+            Ok(config) => self.reload(&config).map_err(|e| vec![e.to_string()]),
+        };
+        let report = ReloadReport {
+            pid: std::process::id(),
+            sequence: self.reload_count.load(Ordering::Relaxed),
+            applied: outcome.is_ok(),
+            restart_needed: outcome.as_ref().cloned().unwrap_or_default(),
+            problems: outcome.err().unwrap_or_default(),
+        };
+        let counter = &self.metrics.reloads_total;
+        if report.applied {
+            counter.with_label_values(&["applied"]).inc();
+            for note in &report.restart_needed {
+                tracing::warn!(note = %note, "reload: a changed setting needs a restart");
+            }
+        } else {
+            counter.with_label_values(&["invalid"]).inc();
+            for problem in &report.problems {
+                tracing::error!(problem = %problem, "reload refused: the running configuration stays");
+            }
+        }
+        let file = self.started_with.spool_dir.join(RELOAD_REPORT);
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| crate::durable::replace(&file, &json).map_err(std::io::Error::other));
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write the reload report; the reload command will not see it");
+        }
+        report
     }
 
     /// Readiness as `/readyz` reports it, for a supervisor (systemd's `READY=1`).
@@ -547,7 +608,7 @@ async fn start_whitelist(
             let list = state.snapshot();
             tracing::info!(
                 file = %settings.cache.display(),
-                generated = %list.generated(),
+                generated = crate::logging::time(list.generated()),
                 entries = list.entry_count(),
                 domains = list.domain_count(),
                 "liste blanche loaded from the cache"
@@ -620,7 +681,7 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
                     if let Some(next) = info.next_update {
                         g.with_label_values(&[&info.issuer, "next"]).set(next);
                     }
-                    tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = ?info.next_update, "CRL updated");
+                    tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = info.next_update, "CRL updated");
                 }
                 Ok(None) => {
                     metrics

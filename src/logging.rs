@@ -5,9 +5,155 @@
 //! The escaping happens once, at the writer, for every record and every field, whatever
 //! the call site: `tracing`'s text format writes values as they are. (The JSON format
 //! escapes control characters itself; the writer leaves it nothing to do.)
+//!
+//! The JSON format is [`JsonFormat`]: every field keeps its type (strings, numbers,
+//! booleans, and arrays for the fields of [`LIST_FIELDS`]), an unknown value is absent
+//! rather than `"None"`, and the fields of the session span are under `span`. The fields
+//! of each kind of decision are described by `docs/log-schema.json`, which a test checks
+//! real lines against.
+use std::fmt as core_fmt;
 use std::io::{self, Write};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The fields whose value is a list: logged with [`list`], written as JSON arrays.
+pub const LIST_FIELDS: &[&str] = &["rcpts", "local_domains", "noted"];
+
+/// A list of strings for a log field named in [`LIST_FIELDS`]: log it with `%`. It
+/// displays as a JSON array, which the JSON format writes as an array and the human format
+/// shows as it is.
+pub struct List(String);
+
+/// `items` as a [`List`].
+pub fn list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> List {
+    let items: Vec<String> = items.into_iter().map(|i| i.as_ref().to_owned()).collect();
+    // Serialising strings cannot fail.
+    List(serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+impl core_fmt::Display for List {
+    fn fmt(&self, f: &mut core_fmt::Formatter<'_>) -> core_fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `time` as a log field: RFC 3339 in UTC (`2026-11-26T10:53:42Z`), as the record's own
+/// `timestamp` is written.
+pub fn time(time: time::OffsetDateTime) -> String {
+    time.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.unix_timestamp().to_string())
+}
+
+/// One JSON object per record: `timestamp`, `level`, the event's fields (with `message`),
+/// `target`, and `span` (the current span's name and fields) when there is one.
+/// `tracing-log`'s `log.*` fields, which carry a dependency's source path, are left out.
+pub struct JsonFormat;
+
+impl<S, N> FormatEvent<S, N> for JsonFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> core_fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let mut fields = Fields(vec![
+            ("timestamp".into(), timestamp.into()),
+            ("level".into(), meta.level().as_str().into()),
+        ]);
+        event.record(&mut fields);
+        fields.0.push(("target".into(), meta.target().into()));
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            let mut object = serde_json::Map::new();
+            object.insert("name".into(), span.name().into());
+            // With `JsonFields`, a span's formatted fields are a JSON object.
+            if let Some(text) = span.extensions().get::<FormattedFields<JsonFields>>() {
+                if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
+                    object.extend(map);
+                }
+            }
+            fields.0.push(("span".into(), object.into()));
+        }
+        // Written in order (timestamp first), one key and value at a time.
+        writer.write_char('{')?;
+        for (i, (key, value)) in fields.0.iter().enumerate() {
+            if i > 0 {
+                writer.write_char(',')?;
+            }
+            let key = serde_json::to_string(key).map_err(|_| core_fmt::Error)?;
+            let value = serde_json::to_string(value).map_err(|_| core_fmt::Error)?;
+            write!(writer, "{key}:{value}")?;
+        }
+        writer.write_char('}')?;
+        writeln!(writer)
+    }
+}
+
+/// An event's fields with their types, in order.
+struct Fields(Vec<(String, serde_json::Value)>);
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        if !field.name().starts_with("log.") {
+            self.0.push((field.name().to_owned(), value));
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn core_fmt::Debug) {
+        let text = format!("{value:?}");
+        if LIST_FIELDS.contains(&field.name()) {
+            if let Ok(list @ serde_json::Value::Array(_)) = serde_json::from_str(&text) {
+                self.put(field, list);
+                return;
+            }
+        }
+        self.put(field, text.into());
+    }
+}
 
 /// Appends `text` to `out` with control characters escaped (`\r`, `\n`, `\t`, `\0`,
 /// `\x1b`...), except those `keep` allows.

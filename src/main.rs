@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
-use mssante_gateway::gateway::Gateway;
+use mssante_gateway::gateway::{Gateway, ReloadReport};
 use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
 use mssante_gateway::tools::{annexe1, doctor, probe, sample_whitelist, test_pki};
 use mssante_gateway::trust::pki::TrustStore;
@@ -672,7 +672,10 @@ fn init_logs(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
         .with_ansi(ansi)
         .with_writer(mssante_gateway::logging::EscapingWriter::new(writer, ansi));
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(mssante_gateway::logging::JsonFormat)
+            .init(),
         LogFormat::Human => builder.init(),
     }
     guard
@@ -723,7 +726,9 @@ fn serve(path: &Path) -> ExitCode {
         let mut gateway = gateway;
         loop {
             match signals.next().await {
-                Signal::Reload => reload(&gateway, path),
+                Signal::Reload => {
+                    gateway.reload_from(path);
+                }
                 Signal::Stop => break,
                 Signal::Drain => {
                     systemd(&[
@@ -790,32 +795,6 @@ async fn tell_systemd(ready: std::sync::Arc<dyn Fn() -> bool + Send + Sync>) {
 /// The file, in the spool directory, holding the pid of the running gateway.
 const PID_FILE: &str = "mssante-gateway.pid";
 
-/// SIGHUP: read the configuration again; a configuration with problems is not applied and
-/// the running one stays.
-fn reload(gateway: &Gateway, path: &Path) {
-    let counter = &gateway.metrics.reloads_total;
-    match Config::load(path) {
-        Err(errors) => {
-            counter.with_label_values(&["invalid"]).inc();
-            for e in &errors.0 {
-                tracing::error!(problem = %e, "reload refused: the running configuration stays");
-            }
-        }
-        Ok(config) => match gateway.reload(&config) {
-            Ok(notes) => {
-                counter.with_label_values(&["applied"]).inc();
-                for note in notes {
-                    tracing::warn!(note = %note, "reload");
-                }
-            }
-            Err(e) => {
-                counter.with_label_values(&["invalid"]).inc();
-                tracing::error!(error = %e, "reload refused: the running configuration stays");
-            }
-        },
-    }
-}
-
 /// The pid of the gateway running on `config`'s spool, from its pid file.
 fn running_pid(config: &Config) -> Result<u32, ExitCode> {
     let pid_file = config.spool_dir.join(PID_FILE);
@@ -851,22 +830,61 @@ fn signal(pid: u32, signal: &str) -> bool {
 
 /// The valid configuration at `path` and the pid of the gateway running on it.
 fn running_gateway(path: &Path) -> Result<(Config, u32), ExitCode> {
-    let config = load_config(path)?;
+    let config = load_config(path).inspect_err(|_| {
+        eprintln!("the running gateway was not signalled: it keeps its configuration");
+    })?;
     let pid = running_pid(&config)?;
     Ok((config, pid))
 }
 
-/// `reload`: checks the configuration, then signals the running gateway (SIGHUP).
+/// `reload`: checks the configuration, signals the running gateway (SIGHUP), then prints
+/// what the gateway reports: applied (exit 0, naming each changed setting that needs a
+/// restart) or refused (exit 1, with the problems).
 fn send_reload(path: &Path) -> ExitCode {
-    let pid = match running_gateway(path) {
-        Ok((_, pid)) => pid,
+    let (config, pid) = match running_gateway(path) {
+        Ok(found) => found,
         Err(code) => return code,
     };
-    if signal(pid, "-HUP") {
-        println!("configuration valid; reload signalled to process {pid}");
+    let report_file = config
+        .spool_dir
+        .join(mssante_gateway::gateway::RELOAD_REPORT);
+    let read_report = || -> Option<ReloadReport> {
+        serde_json::from_slice(&std::fs::read(&report_file).ok()?).ok()
+    };
+    let before = read_report()
+        .filter(|r| r.pid == pid)
+        .map_or(0, |r| r.sequence);
+    if !signal(pid, "-HUP") {
+        eprintln!("kill -HUP {pid} failed; is the gateway running?");
+        return ExitCode::from(1);
+    }
+    // Loading the certificates and CRLs again takes well under a second; allow for a slow
+    // disk.
+    let started = std::time::Instant::now();
+    let report = loop {
+        match read_report() {
+            Some(r) if r.pid == pid && r.sequence > before => break r,
+            _ if started.elapsed() > std::time::Duration::from_secs(30) => {
+                eprintln!(
+                    "reload signalled to process {pid}, but it wrote no report to {} within 30 s; see its log",
+                    report_file.display()
+                );
+                return ExitCode::from(1);
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    if report.applied {
+        println!("configuration reloaded by process {pid}; new connections use it");
+        for note in &report.restart_needed {
+            println!("needs a restart: {note}");
+        }
         ExitCode::SUCCESS
     } else {
-        eprintln!("kill -HUP {pid} failed; is the gateway running?");
+        eprintln!("reload refused by process {pid}; the running configuration stays:");
+        for problem in &report.problems {
+            eprintln!("  {problem}");
+        }
         ExitCode::from(1)
     }
 }

@@ -821,6 +821,87 @@ async fn a_reload_applies_per_address_limits_and_names_what_needs_a_restart() {
     gw.assert_connection_refused("max_connections_per_ip").await;
 }
 
+/// `mssante-gateway reload` prints what the running gateway did with the file: each
+/// changed setting that waits for a restart, exit 0; and the problems of a configuration
+/// the gateway refused, exit 1.
+#[tokio::test]
+async fn the_reload_command_prints_what_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let internal = common::free_port();
+    let internal: SocketAddr = format!("127.0.0.1:{internal}").parse().expect("addr");
+    let (mut child, config, _) = serve_process(dir.path(), internal, |_| {}).await;
+    let pid_file = dir.path().join("spool").join("mssante-gateway.pid");
+    common::wait_for("the pid file", IO_TIMEOUT, || pid_file.exists()).await;
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
+            .args(["reload", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run reload")
+    };
+    let mut table: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&config).expect("config")).expect("toml");
+    common::set(&mut table, "inbound", "max_connections", 7);
+    common::set(&mut table, "inbound", "max_connections_per_ip", 3);
+    common::write_config(dir.path(), &table);
+    let out = reload();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("configuration reloaded by process"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "needs a restart: inbound.max_connections changed from 100 to 7 but a restart is needed"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("max_connections_per_ip"),
+        "applied: {stdout}"
+    );
+    // A second reload of the same file reports the same pending restart, not a stale
+    // report: the gateway answers each signal.
+    let out = reload();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("needs a restart: inbound.max_connections")
+    );
+    // A key the gateway cannot use: the command finds it first and does not signal.
+    let key = dir.path().join("broken.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("key");
+    common::set(&mut table, "tls", "key", key.to_string_lossy().into_owned());
+    common::write_config(dir.path(), &table);
+    let sequence = |text: &str| -> u64 {
+        serde_json::from_str::<serde_json::Value>(text).expect("report")["sequence"]
+            .as_u64()
+            .expect("a sequence")
+    };
+    let report = dir.path().join("spool").join("reload.json");
+    let before = sequence(&std::fs::read_to_string(&report).expect("report"));
+    let out = reload();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("tls.key"), "{stderr}");
+    assert!(stderr.contains("was not signalled"), "{stderr}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sequence(&std::fs::read_to_string(&report).expect("report")),
+        before,
+        "no reload happened"
+    );
+    assert!(child.try_wait().expect("wait").is_none(), "still serving");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// What `openssl x509 -noout FLAGS` prints for `certs-test/<name>.pem`, after the `=`.
 fn openssl_field(name: &str, flags: &[&str]) -> String {
     let out = Command::new("openssl")

@@ -417,7 +417,13 @@ impl Connection {
             Event::MessageEnd => self.on_message_end().await,
             Event::MessageAborted { reason } => {
                 self.ctx.metrics.reject("data", reason);
-                tracing::info!(stage = "data", reason, mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address), "message refused");
+                tracing::info!(
+                    stage = "data",
+                    verdict = "reject",
+                    reason,
+                    mail_from = self.mail_from(),
+                    "message refused"
+                );
                 self.abandon_message().await;
             }
             Event::Refused { stage, reason } => {
@@ -425,7 +431,7 @@ impl Connection {
                 // A refusal never ends a message in progress by itself (a 503 to DATA
                 // between BDAT chunks leaves the chunks coming): the session says so
                 // with MessageAborted when it does.
-                tracing::info!(stage, reason, "command refused");
+                tracing::info!(stage, verdict = "reject", reason, "command refused");
             }
         }
         false
@@ -498,12 +504,12 @@ impl Connection {
                 for reason in &accepted.noted {
                     self.ctx.metrics.reject("mail_logged", reason);
                 }
-                tracing::info!(stage = "mail", verdict = "accept", noted = ?accepted.noted, helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, "sender accepted");
+                tracing::info!(stage = "mail", verdict = "accept", noted = %crate::logging::list(&accepted.noted), helo = %self.helo, peer_dn = self.peer_dn(), mail_from = %m.address, "sender accepted");
                 self.session.accept();
             }
             Err(r) => {
                 self.ctx.metrics.reject("mail", r.reason);
-                tracing::info!(stage = "mail", verdict = "reject", reason = r.reason, helo = %self.helo, peer_dn = ?self.peer_dn(), mail_from = %m.address, reply = %r.reply, "sender refused");
+                tracing::info!(stage = "mail", verdict = "reject", reason = r.reason, helo = %self.helo, peer_dn = self.peer_dn(), mail_from = %m.address, reply = %r.reply, "sender refused");
                 self.session.reject(r.reply);
             }
         }
@@ -617,7 +623,7 @@ impl Connection {
                 reason = "mail_loop",
                 received,
                 max,
-                mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address),
+                mail_from = self.mail_from(),
                 "message refused: mail loop"
             );
             self.session.reject(Reply::new(
@@ -644,9 +650,9 @@ impl Connection {
                     verdict = "accept",
                     queue_id = %queue_id,
                     size,
-                    mail_from = ?self.session.transaction().mail.as_ref().map(|m| &m.address),
-                    rcpts = ?self.session.transaction().rcpts.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
-                    peer_dn = ?self.peer_dn(),
+                    mail_from = self.mail_from(),
+                    rcpts = %crate::logging::list(self.session.transaction().rcpts.iter().map(|r| r.address.as_str())),
+                    peer_dn = self.peer_dn(),
                     "message accepted and spooled"
                 );
                 self.session.message_stored(&queue_id);
@@ -665,6 +671,15 @@ impl Connection {
         if let Some(incoming) = self.incoming.take() {
             incoming.discard().await;
         }
+    }
+
+    /// The current transaction's sender, for the log.
+    fn mail_from(&self) -> Option<&str> {
+        self.session
+            .transaction()
+            .mail
+            .as_ref()
+            .map(|m| m.address.as_str())
     }
 
     fn peer_dn(&self) -> Option<String> {

@@ -219,7 +219,7 @@ impl Outbound {
 
         if self.whitelist.is_stale(SystemTime::now()) {
             self.fail("whitelist_stale");
-            tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "whitelist_stale", "outbound delivery: our liste blanche is out of date");
+            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = "whitelist_stale", "outbound delivery: our liste blanche is out of date");
             return DomainResult {
                 outcomes: all(Outcome::deferred(
                     Enhanced(4, 7, 1),
@@ -230,7 +230,7 @@ impl Outbound {
         }
         if !self.whitelist.snapshot().is_listed_domain(domain) {
             self.fail("recipient_domain_not_listed");
-            tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "bounced", reason = "recipient_domain_not_listed", "outbound delivery: domain not on the liste blanche");
+            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "bounced", reason = "recipient_domain_not_listed", "outbound delivery: domain not on the liste blanche");
             let reply = Reply::new(
                 550,
                 Enhanced(5, 7, 1),
@@ -254,7 +254,7 @@ impl Outbound {
             // incoming mail among them) need; the message comes back on the schedule.
             // (The semaphores are never closed, so `None` cannot happen.)
             self.fail("domain_busy");
-            tracing::info!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason = "domain_busy", "outbound delivery: every slot for the domain stayed busy");
+            tracing::info!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = "domain_busy", "outbound delivery: every slot for the domain stayed busy");
             return DomainResult {
                 outcomes: all(Outcome::deferred(
                     Enhanced(4, 4, 5),
@@ -274,7 +274,7 @@ impl Outbound {
                 } else {
                     "deferred"
                 };
-                tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = verdict, reason = e.reason(), error = %e, "outbound delivery: MX lookup failed");
+                tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = verdict, reason = e.reason(), error = %e, "outbound delivery: MX lookup failed");
                 return DomainResult {
                     outcomes: all(outcome),
                     remote_mta: None,
@@ -322,7 +322,7 @@ impl Outbound {
             .map(|f| (f.reason, f.detail))
             .unwrap_or(("no_mx_host", "no MX host to try".to_string()));
         if only_permanent_dns {
-            tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "bounced", reason, "outbound delivery: no MX host of the domain has an address");
+            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "bounced", reason, "outbound delivery: no MX host of the domain has an address");
             let reply = Reply::new(
                 550,
                 Enhanced(5, 4, 4),
@@ -333,7 +333,7 @@ impl Outbound {
                 remote_mta: None,
             };
         }
-        tracing::warn!(queue_id = %id, domain, rcpts = ?rcpts, outcome = "deferred", reason, error = %detail, "outbound delivery: no MX host could take the message");
+        tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason, error = %detail, "outbound delivery: no MX host could take the message");
         DomainResult {
             outcomes: all(Outcome::deferred(
                 Enhanced(4, 4, 0),
@@ -382,10 +382,10 @@ impl Outbound {
                 domain = %d.domain,
                 mx = %mx,
                 ip = %ip,
-                tls = tls.unwrap_or(""),
-                remote_dn = dn.unwrap_or(""),
+                tls,
+                remote_dn = dn,
                 reply = %detail,
-                outcome = "not_used",
+                outcome = "host_failed",
                 reason,
                 "outbound delivery attempt"
             );
@@ -499,7 +499,7 @@ impl Outbound {
             tls = %tls,
             remote_dn = %identity,
             reused,
-            rcpts = ?d.transaction.envelope.recipients,
+            rcpts = %crate::logging::list(d.transaction.envelope.recipients),
             reply = %reply_text,
             outcome = verdict,
             "outbound delivery attempt"

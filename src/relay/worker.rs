@@ -309,7 +309,7 @@ impl Relay {
         recipients: Vec<String>,
     ) -> (Vec<(String, Outcome)>, Option<String>) {
         let Some(outbound) = &self.outbound else {
-            tracing::info!(queue_id = %message.id, rcpts = ?recipients, "recipients outside our domains wait for the outbound relay, which is not configured; left queued");
+            tracing::info!(queue_id = %message.id, rcpts = %crate::logging::list(&recipients), "recipients outside our domains wait for the outbound relay, which is not configured; left queued");
             let outcomes = recipients
                 .into_iter()
                 .map(|r| {
@@ -495,7 +495,9 @@ impl Relay {
                     .observe(latency.as_secs_f64());
             }
             if bounced {
-                self.spool.bounce(id, "permanent failure or expiry").await
+                // The failures were permanent replies, or temporary ones past the expiry.
+                let reason = if expired { "expired" } else { "failed" };
+                self.spool.bounce(id, reason).await
             } else {
                 self.spool.complete(id).await
             }
@@ -506,7 +508,7 @@ impl Relay {
                 .inc();
             let attempt = state.attempts.saturating_add(1);
             let delay = self.settings.retry.next_delay_random(attempt);
-            tracing::info!(queue_id = %id, attempt, retry_in = ?delay, rcpts = ?still_pending, error = %last_error, "delivery deferred");
+            tracing::info!(queue_id = %id, attempt, retry_in_secs = delay.as_secs(), rcpts = %crate::logging::list(&still_pending), error = %last_error, "delivery deferred");
             state.pending = Some(still_pending);
             if only_waiting && !delay_reported {
                 self.spool.defer_in_memory(id, now + delay);
@@ -551,9 +553,9 @@ impl Relay {
                     .with_label_values(&[action.as_str()])
                     .inc();
                 if self.is_local(sender) {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the internal server");
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = action.as_str(), to = %sender, "DSN queued for the internal server");
                 } else {
-                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = ?action, to = %sender, "DSN queued for the outbound relay (its sender is outside our domains)");
+                    tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = action.as_str(), to = %sender, "DSN queued for the outbound relay (its sender is outside our domains)");
                 }
                 true
             }

@@ -632,6 +632,8 @@ impl Spool {
     }
 
     /// The message failed for good (its DSN, if any, is already spooled): removes it.
+    /// `reason`: `failed` (a permanent refusal) or `expired` (still refused temporarily
+    /// at the end of `relay.expiry`).
     pub async fn bounce(&self, id: &str, reason: &str) -> Result<(), SpoolError> {
         tracing::info!(queue_id = %id, reason, "message bounced and removed from the queue");
         self.remove(id).await

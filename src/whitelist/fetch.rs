@@ -301,7 +301,7 @@ impl Fetcher {
         }
         tracing::info!(
             url = %self.config.url,
-            generated = %list.generated(),
+            generated = crate::logging::time(list.generated()),
             entries = list.entry_count(),
             domains = list.domain_count(),
             "whitelist updated"

@@ -71,7 +71,7 @@ fn utf8(xml: &[u8]) -> Result<&str, WhitelistError> {
 pub fn load_unverified(xml: &[u8]) -> Result<Whitelist, WhitelistError> {
     let list = parse::parse(utf8(xml)?)?;
     tracing::warn!(
-        generated = %list.generated,
+        generated = crate::logging::time(list.generated),
         entries = list.entries.len(),
         "whitelist loaded WITHOUT signature verification (verify_signature = false)"
     );
@@ -87,7 +87,7 @@ pub fn load_and_verify(xml: &[u8], opts: &VerifyOptions<'_>) -> Result<Whitelist
     let signer = signature::verify_document(&doc, opts)?;
     let list = parse::from_document(&doc)?;
     tracing::info!(
-        generated = %list.generated,
+        generated = crate::logging::time(list.generated),
         entries = list.entries.len(),
         warnings = list.warnings.len(),
         signer = %signer.subject,

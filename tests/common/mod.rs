@@ -267,9 +267,10 @@ impl TestGateway {
         let text = toml::to_string(&table).expect("configuration serialises");
         let path = self._dir.path().join("gateway.toml");
         std::fs::write(&path, &text).expect("write the configuration");
-        let config = Config::from_toml(&path, &text)
-            .unwrap_or_else(|e| panic!("reloaded configuration refused:\n{e}"));
-        self.gateway().reload(&config).expect("reload applies")
+        // As SIGHUP does: the file is read again, the report written to the spool.
+        let report = self.gateway().reload_from(&path);
+        assert!(report.applied, "reloaded configuration refused: {report:?}");
+        report.restart_needed
     }
 
     /// Complete messages: `<spool>/queue/<id>`.

@@ -1,0 +1,368 @@
+//! The JSON log, as an operator's log pipeline reads it: every decision the gateway makes
+//! (a connection, a certificate, a sender, a recipient, a message, a delivery, a DSN, a
+//! reload, the liste blanche) is one line whose fields keep their types, and each line is
+//! checked against `docs/log-schema.json`, which describes every kind of decision. The
+//! gateway runs in this process with the JSON format the `serve` command installs.
+
+mod common;
+#[path = "common/dns_server.rs"]
+mod dns_server;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::sink::{Sink, SinkOpts};
+use common::{Client, TestGateway, LOCAL_DOMAIN};
+use dns_server::{DnsServer, RecordSpec};
+
+const PEER_A: &str = "peer-a.test.mssante.fr";
+const MX_A: &str = "smtp.peer-a.test.mssante.fr";
+const PEER_B: &str = "peer-b.test.mssante.fr";
+const MX_B: &str = "smtp.peer-b.test.mssante.fr";
+
+/// The records written so far, shared with the subscriber's writer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Installs the JSON format of `serve` (this test binary's only subscriber), at the
+    /// filter a default configuration gives.
+    fn install() -> Captured {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "off,mssante_gateway=info",
+            ))
+            .with_ansi(false)
+            .with_writer(mssante_gateway::logging::EscapingWriter::new(
+                move || writer.clone(),
+                false,
+            ))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(mssante_gateway::logging::JsonFormat)
+            .init();
+        captured
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8(bytes)
+            .expect("the log is UTF-8")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(20), &mut f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_is_a_typed_json_line_that_matches_the_schema() {
+    let log = Captured::install();
+    let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
+    let peer = Sink::start("127.0.0.1:0", SinkOpts::peer("peer-a")).await;
+    // peer-b's MX answers on 127.0.0.2, where nothing listens: deliveries there defer.
+    let dns = DnsServer::start(&[
+        (PEER_A, RecordSpec::mx(10, MX_A)),
+        (MX_A, RecordSpec::A(Ipv4Addr::LOCALHOST)),
+        (PEER_B, RecordSpec::mx(10, MX_B)),
+        (MX_B, RecordSpec::A(Ipv4Addr::new(127, 0, 0, 2))),
+    ]);
+    let extra = format!(
+        r#"
+[submission]
+listen = "127.0.0.1:0"
+allow = ["127.0.0.0/8"]
+
+[relay]
+internal = "{internal}"
+retry_first = "1h"
+retry_max = "1h"
+
+[dns]
+name_servers = ["{dns}"]
+timeout = "2s"
+
+[outbound]
+port = {port}
+connect_timeout = "1s"
+"#,
+        internal = internal.addr,
+        dns = dns.addr,
+        port = peer.addr.port(),
+    );
+    let extra: toml::Table = toml::from_str(&extra).expect("valid TOML");
+    let gw = TestGateway::start_with(move |t| t.extend(extra)).await;
+
+    // Inbound, from peer A: a sender, recipients, a message, a refused sender, a loop.
+    let mut c = gw.established(Some("peer-a")).await;
+    let r = c
+        .send_message(
+            &format!("a@{PEER_A}"),
+            &[&format!("bob@{LOCAL_DOMAIN}")],
+            b"Subject: one\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.send(&format!("MAIL FROM:<a@{PEER_A}>")).await;
+    c.expect_code(250).await;
+    c.send(&format!("RCPT TO:<x@{PEER_B}>")).await;
+    c.expect_code(550).await;
+    c.send("RSET").await;
+    c.expect_code(250).await;
+    c.send(&format!("MAIL FROM:<a@{PEER_B}>")).await;
+    c.expect_code(550).await;
+    let r = c
+        .try_message(
+            &format!("a@{PEER_A}"),
+            &[&format!("bob@{LOCAL_DOMAIN}")],
+            &common::message_with_received(60),
+        )
+        .await;
+    assert_eq!(r.code, 554, "{r:?}");
+    c.quit().await;
+    // A refused client certificate.
+    let mut c = gw.connect().await;
+    c.ehlo().await;
+    c.starttls(Some("peer-revoked")).await;
+    c.send("QUIT").await;
+    let _ = c.read_reply().await;
+
+    // Outbound: one delivered, one deferred, one bounced (and its DSN).
+    let addr = gw.gateway().submission_addr.expect("submission listener");
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.send("EHLO mail.internal.example").await;
+    c.expect_code(250).await;
+    for to in [
+        format!("colleague@{PEER_A}"),
+        format!("colleague@{PEER_B}"),
+        "colleague@cert-valide-audit.test.mssante.fr".to_owned(),
+    ] {
+        let r = c
+            .send_message(
+                &format!("dr.house@{LOCAL_DOMAIN}"),
+                &[&to],
+                b"Subject: s\r\n\r\nx\r\n",
+            )
+            .await;
+        assert_eq!(r.code, 250, "{to}: {r:?}");
+    }
+    c.quit().await;
+    wait_for("the delivery to peer A and the DSN", || {
+        !peer.delivered().is_empty() && internal.delivered().len() >= 2
+    })
+    .await;
+
+    // A reload with a change that needs a restart, a connection over its new limit, and
+    // a reload of a file that does not load.
+    let _held = gw.connect().await;
+    gw.reload_with(|t| {
+        common::set(t, "inbound", "max_connections_per_ip", 1);
+        common::set(t, "inbound", "max_connections", 7);
+    });
+    gw.assert_connection_refused("max_connections_per_ip").await;
+    let refused = gw
+        .gateway()
+        .reload_from(std::path::Path::new("/nonexistent/gateway.toml"));
+    assert!(
+        !refused.applied && !refused.problems.is_empty(),
+        "{refused:?}"
+    );
+    // The session lines end when the sessions do.
+    drop(_held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let lines = log.lines();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/log-schema.json"))
+            .expect("docs/log-schema.json"),
+    )
+    .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
+    // Each kind of decision: its title, and the condition that recognises its lines.
+    let kinds: Vec<(String, jsonschema::Validator)> = schema["allOf"]
+        .as_array()
+        .expect("allOf")
+        .iter()
+        .map(|k| {
+            (
+                k["title"].as_str().expect("a title").to_owned(),
+                jsonschema::validator_for(&k["if"]).expect("a valid condition"),
+            )
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for line in &lines {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let errors: Vec<String> = validator
+            .iter_errors(&record)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{line}\n{}", errors.join("\n"));
+        // No Rust debug text in place of a typed value.
+        for (key, value) in record.as_object().expect("an object") {
+            if let Some(text) = value.as_str() {
+                assert!(
+                    !text.starts_with("Some(") && text != "None" && !text.starts_with("[\""),
+                    "{key} is a debug string: {line}"
+                );
+            }
+        }
+        for (title, condition) in &kinds {
+            if condition.is_valid(&record) {
+                seen.insert(title.clone());
+            }
+        }
+    }
+    let missing: Vec<&String> = kinds
+        .iter()
+        .map(|(t, _)| t)
+        .filter(|t| !seen.contains(*t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no line of these kinds: {missing:?}\n{}",
+        lines.join("\n")
+    );
+}
+
+/// The schema is not a check that cannot fail: a line of each kind with one field of the
+/// wrong type or missing is refused.
+#[test]
+fn the_schema_refuses_what_a_debug_formatter_would_write() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/log-schema.json"))
+            .expect("docs/log-schema.json"),
+    )
+    .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
+    let good = serde_json::json!({
+        "timestamp": "2026-12-05T16:17:59.910370Z", "level": "INFO",
+        "message": "message accepted and spooled", "stage": "data", "verdict": "accept",
+        "queue_id": "1A246FF826498DC34F4", "size": 19, "mail_from": "a@peer-a.test.mssante.fr",
+        "rcpts": ["bob@gateway.test.mssante.fr"], "peer_dn": "CN=smtp.peer-a.test.mssante.fr,C=FR",
+        "target": "mssante_gateway::inbound::connection",
+        "span": { "name": "session", "peer": "127.0.0.1:35392", "session": "64ff-0" }
+    });
+    assert!(validator.is_valid(&good), "the sample is valid");
+    let spoiled: [(&str, serde_json::Value); 7] = [
+        (
+            "rcpts",
+            serde_json::json!("[\"bob@gateway.test.mssante.fr\"]"),
+        ),
+        (
+            "peer_dn",
+            serde_json::json!("Some(\"CN=smtp.peer-a.test.mssante.fr\")"),
+        ),
+        ("size", serde_json::json!("19")),
+        ("peer_dn", serde_json::json!(null)),
+        ("verdict", serde_json::json!("reject")),
+        ("timestamp", serde_json::json!("2026-12-05 16:17:59")),
+        ("queue_id", serde_json::json!("../../etc/passwd")),
+    ];
+    for (key, value) in spoiled {
+        let mut bad = good.clone();
+        bad[key] = value.clone();
+        assert!(!validator.is_valid(&bad), "{key} = {value} passed");
+    }
+    for key in ["queue_id", "rcpts", "span"] {
+        let mut bad = good.clone();
+        bad.as_object_mut().expect("object").remove(key);
+        assert!(!validator.is_valid(&bad), "without {key} passed");
+    }
+}
+
+/// What the configuration's filter lets through: the gateway's records at `log.level`,
+/// the libraries' at `log.dependencies` (off unless asked for).
+fn passed_by(change: impl FnOnce(&mut toml::Table)) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut table = common::base_config(&dir.path().join("spool"));
+    change(&mut table);
+    let text = toml::to_string(&table).expect("serialises");
+    let path = dir.path().join("gateway.toml");
+    let config = mssante_gateway::config::Config::from_toml(&path, &text).expect("valid");
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_writer(move || writer.clone())
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(mssante_gateway::logging::JsonFormat)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::error!(target: "rustls::common_state", "a library's error");
+        tracing::warn!(target: "hickory_proto::udp", "a library's warning");
+        tracing::info!(target: "mssante_gateway::inbound", "our info");
+        tracing::debug!(target: "mssante_gateway::inbound", "our debug");
+    });
+    captured
+        .lines()
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+            v["message"].as_str().expect("message").to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_libraries_are_quiet_unless_asked_for() {
+    assert_eq!(passed_by(|_| {}), ["our info"]);
+    assert_eq!(
+        passed_by(|t| common::set(t, "log", "dependencies", "warn")),
+        ["a library's error", "a library's warning", "our info"]
+    );
+    assert_eq!(
+        passed_by(|t| common::set(t, "log", "level", "debug")),
+        ["our info", "our debug"]
+    );
+    // A filter of its own is taken as it is.
+    assert_eq!(
+        passed_by(|t| common::set(t, "log", "level", "rustls=error,mssante_gateway=warn")),
+        ["a library's error"]
+    );
+}
+
+#[test]
+fn a_log_level_that_is_not_one_is_refused_by_name() {
+    for (key, value) in [
+        ("level", "verbose"),
+        ("dependencies", "loud"),
+        ("level", "x=y=z,"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut table = common::base_config(&dir.path().join("spool"));
+        common::set(&mut table, "log", key, value);
+        let text = toml::to_string(&table).expect("serialises");
+        let err = mssante_gateway::config::Config::from_toml(&dir.path().join("g.toml"), &text)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("log.{key}")) || err.contains("log.level"),
+            "{err}"
+        );
+        assert!(err.contains(value), "{err}");
+    }
+}
