@@ -1039,3 +1039,34 @@ async fn a_fixed_liste_blanche_reports_no_age() {
     assert_eq!(value(&text, "mssante_whitelist_age_seconds"), 0.0, "{text}");
     assert!(value(&text, "mssante_whitelist_entries") > 0.0);
 }
+
+/// The labels that name a CA use one text form (RFC 4514, as in the logs): the CRL
+/// series name each issuing CA exactly as the expiry series does, so the two can be
+/// joined in a query or a dashboard.
+#[tokio::test]
+async fn a_ca_has_one_name_in_every_metric_label() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, text) = http_get(addr, "/metrics").await;
+    let labels = |family: &str, label: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| {
+                let start = l.find(&format!("{label}=\""))? + label.len() + 2;
+                let end = start + l[start..].find('"')?;
+                Some(l[start..end].to_owned())
+            })
+            .collect()
+    };
+    let crl = labels("mssante_crl_present", "issuer");
+    let expiry = labels("mssante_certificate_expiry_timestamp_seconds", "subject");
+    assert!(!crl.is_empty(), "{text}");
+    for issuer in &crl {
+        assert!(issuer.starts_with("CN="), "RFC 4514 order: {issuer}");
+        assert!(
+            !issuer.contains(", "),
+            "no space after the separator: {issuer}"
+        );
+        assert!(expiry.contains(issuer), "{issuer} not among {expiry:?}");
+    }
+}

@@ -631,7 +631,7 @@ mod crl {
         .expect("intermediate");
         let (_, x509) =
             x509_parser::parse_x509_certificate(intermediate[0].as_ref()).expect("parse");
-        let issuer = x509.subject().to_string();
+        let issuer = mssante_gateway::trust::verify::rfc4514(x509.subject());
         let present = |gw: &TestGateway| gw.metrics.crl_present.with_label_values(&[&issuer]).get();
         assert_eq!(present(&gw), 0);
         for (who, helo) in [

@@ -228,7 +228,7 @@ fn crl_checks(config: &Config, checks: &mut Vec<Check>) {
         }
         let next_update = trust.crls().iter().find_map(|der| {
             let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).ok()?;
-            (crl.issuer().to_string() == ca.issuer)
+            (crate::trust::verify::rfc4514(crl.issuer()) == ca.issuer)
                 .then(|| crl.next_update().map(|t| t.to_datetime()))
         });
         checks.push(match next_update.flatten() {

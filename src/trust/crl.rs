@@ -99,7 +99,7 @@ pub fn check(der: &[u8], cas: &[CertificateDer<'_>]) -> Result<CrlInfo, CrlError
         CertificateRevocationList::from_der(der).map_err(|e| CrlError::Parse(e.to_string()))?;
     let issuer_raw = crl.tbs_cert_list.issuer.as_raw();
     let info = CrlInfo {
-        issuer: crl.tbs_cert_list.issuer.to_string(),
+        issuer: crate::trust::verify::rfc4514(&crl.tbs_cert_list.issuer),
         this_update: crl.last_update().timestamp(),
         next_update: crl.next_update().map(|t| t.timestamp()),
     };

@@ -355,7 +355,7 @@ impl OurIdentity {
 /// An RFC 4514 rendering of a DER `Name` (with its SEQUENCE header).
 fn subject_text(der: &[u8]) -> String {
     x509_parser::x509::X509Name::from_der(der)
-        .map(|(_, name)| name.to_string())
+        .map(|(_, name)| crate::trust::verify::rfc4514(&name))
         .unwrap_or_else(|_| "(unreadable name)".to_string())
 }
 
@@ -536,7 +536,7 @@ impl TrustStore {
                     let cert = webpki::EndEntityCert::try_from(der).ok()?;
                     let (_, x509) = X509Certificate::from_der(der.as_ref()).ok()?;
                     Some((
-                        x509.subject().to_string(),
+                        crate::trust::verify::rfc4514(x509.subject()),
                         cert.subject().to_vec(),
                         x509.subject().as_raw().to_vec(),
                     ))
@@ -565,7 +565,7 @@ impl TrustStore {
         });
         let intermediates = self.intermediates.iter().map(|der| {
             let subject = X509Certificate::from_der(der.as_ref())
-                .map(|(_, x509)| x509.subject().to_string())
+                .map(|(_, x509)| crate::trust::verify::rfc4514(x509.subject()))
                 .unwrap_or_else(|_| "(unreadable certificate)".to_string());
             ("tls.intermediates", subject)
         });

@@ -200,8 +200,9 @@ fn identity_of(x509: &X509Certificate<'_>) -> Result<PeerIdentity, CertError> {
 }
 
 /// Formats a name per RFC 4514: RDNs in reverse order of their encoding, `,` between
-/// RDNs, `+` inside a multi-valued RDN, special characters escaped.
-fn rfc4514(name: &X509Name<'_>) -> String {
+/// RDNs, `+` inside a multi-valued RDN, special characters escaped. The one text form of a
+/// name in logs, metric labels and reports (`CN=...,O=...,C=FR`).
+pub fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<_> = name.iter().collect();
     rdns.iter()
         .rev()

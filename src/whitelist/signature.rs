@@ -640,7 +640,7 @@ pub(crate) fn verify_document(
         .map_err(|e| SignatureError::BadCertificate(e.to_string()))?;
     Ok(SignerInfo {
         subject,
-        issuer: parsed.issuer().to_string(),
+        issuer: crate::trust::verify::rfc4514(parsed.issuer()),
         serial: parsed.raw_serial_as_string(),
         not_after,
         chain_verified,
