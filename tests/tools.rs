@@ -177,6 +177,31 @@ fn doctor(config: &Path, dns: SocketAddr, extra: &[&str]) -> Output {
     run(&args)
 }
 
+/// A DNS server that never answers gets advice about that server, not about a flag the
+/// operator already gave; without the flag, the advice names it.
+#[test]
+fn the_doctor_advice_on_a_silent_dns_server_follows_the_flags_given() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let report = stdout(&doctor(Path::new("config/local.toml"), addr, &[]));
+    let mx = line(&report, "domain.gateway.test.mssante.fr.mx");
+    assert!(mx.contains(&format!("check that {addr} answers")), "{mx}");
+    assert!(!mx.contains("pass --nameserver"), "{mx}");
+    // The configuration's own server is the silent one, and no flag is given.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = std::fs::read_to_string("config/local.toml").expect("config");
+    text.push_str(&format!(
+        "\n[dns]\nname_servers = [\"{addr}\"]\ntimeout = \"1s\"\n"
+    ));
+    let text = text.replace("\"../", &format!("\"{}/", env!("CARGO_MANIFEST_DIR")));
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, text).expect("write");
+    let o = run(&["doctor", "--config", &config.to_string_lossy()]);
+    let report = stdout(&o);
+    let mx = line(&report, "domain.gateway.test.mssante.fr.mx");
+    assert!(mx.contains("pass --nameserver IP"), "{mx}{}", stderr(&o));
+}
+
 /// The line of check `name`, which must exist.
 fn line<'a>(report: &'a str, name: &str) -> &'a str {
     report
