@@ -147,6 +147,57 @@ async fn a_balancer_health_check_is_served_as_the_balancer() {
     c.expect(221, "2.0.0").await;
 }
 
+/// A v2 header for a UNIX-socket client (family AF_UNIX, 216 bytes of addresses) names
+/// no IP address: the connection is served as the balancer's, as a health check is.
+#[tokio::test]
+async fn a_v2_header_for_a_unix_socket_client_is_served_as_the_balancer() {
+    let gw = TestGateway::start_with(trusting(&[BALANCER])).await;
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x31]);
+    header.extend_from_slice(&216u16.to_be_bytes());
+    let mut path = [0u8; 108];
+    path[..14].copy_from_slice(b"/run/haproxy.s");
+    header.extend_from_slice(&path);
+    header.extend_from_slice(&path);
+    let mut c = through_balancer(&gw, &header).await;
+    deliver(&mut c, "over a unix socket").await;
+    let spooled = gw.spooled_messages();
+    assert_eq!(spooled.len(), 1);
+    assert!(
+        spooled[0].envelope.peer_addr.starts_with(BALANCER),
+        "{:?}",
+        spooled[0].envelope.peer_addr
+    );
+}
+
+/// Connections from a balancer hold their place among `inbound.max_connections` while
+/// the gateway waits for their header: a balancer that opens many and sends nothing
+/// cannot take more than the limit.
+#[tokio::test]
+async fn connections_waiting_for_their_header_count_against_max_connections() {
+    let gw = TestGateway::start_with(|t| {
+        trusting(&[BALANCER])(t);
+        common::set(t, "inbound", "max_connections", 2);
+        common::set(t, "inbound", "handshake_timeout", "30s");
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(Client::connect_from(BALANCER.parse().unwrap(), gw.addr).await);
+    }
+    let mut third = Client::connect_from(BALANCER.parse().unwrap(), gw.addr).await;
+    third.expect(421, "4.7.0").await;
+    assert_eq!(gw.connections_refused("inbound", "max_connections"), 1);
+    // One place freed: the next balancer connection is read and served.
+    drop(silent.pop());
+    common::wait_for_async("a free place", Duration::from_secs(10), || async {
+        let mut c = Client::connect_from(BALANCER.parse().unwrap(), gw.addr).await;
+        c.send_raw(v1("192.0.2.7", 4000).as_bytes()).await;
+        c.read_reply().await.code == 220
+    })
+    .await;
+}
+
 /// Sends `bytes` from the balancer's address: the gateway must close the connection
 /// without sending anything (a reset counts: it closes with our bytes unread).
 async fn closed_without_a_word(gw: &TestGateway, bytes: &[u8]) {

@@ -164,16 +164,22 @@ impl Listener {
             let shutdown = shutdown.clone();
             if settings.proxy_trusted.iter().any(|n| n.contains(peer.ip())) {
                 // A balancer: the client's address comes in its header, which may take a
-                // moment; read it in the connection's own task, then admit the client.
+                // moment; read it in the connection's own task, then admit the client. The
+                // connection holds its place among `max_connections` while it waits, so
+                // a balancer that opens many and sends nothing cannot exceed the limit.
+                let Some((stream, slot)) = admission.slot(peer, stream) else {
+                    continue;
+                };
                 let admission = Arc::clone(&admission);
                 tasks.spawn(async move {
                     let mut stream = stream;
                     let limit = admission.ctx.settings.handshake_timeout;
                     match proxy::read_header(&mut stream, limit).await {
                         Ok(client) => {
-                            admission
-                                .serve(stream, client.unwrap_or(peer), Some(peer), shutdown)
-                                .await
+                            let client = client.unwrap_or(peer);
+                            if let Some(admitted) = admission.admit_with(stream, client, slot) {
+                                admission.run(admitted, client, Some(peer), shutdown).await;
+                            }
                         }
                         Err(refusal) => {
                             let reason = refusal.reason();
@@ -184,7 +190,10 @@ impl Listener {
                 });
                 continue;
             }
-            if let Some(admitted) = admission.admit(stream, peer) {
+            if let Some(admitted) = admission
+                .slot(peer, stream)
+                .and_then(|(stream, slot)| admission.admit_with(stream, peer, slot))
+            {
                 let admission = Arc::clone(&admission);
                 tasks.spawn(async move { admission.run(admitted, peer, None, shutdown).await });
             }
@@ -234,9 +243,35 @@ impl Admission {
             .inc();
     }
 
-    /// Applies the limits to a connection from `client`; a refused one is answered and
-    /// closed in a task of its own.
-    fn admit(&self, stream: TcpStream, client: SocketAddr) -> Option<Admitted> {
+    /// A place among `max_connections` for a connection from `peer`; when none is left
+    /// the connection is answered and closed in a task of its own.
+    fn slot(
+        &self,
+        peer: SocketAddr,
+        stream: TcpStream,
+    ) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => Some((stream, slot)),
+            Err(_) => {
+                tracing::warn!(listener = self.name, peer = %peer, reason = "max_connections", "connection refused");
+                self.refused("max_connections");
+                tokio::spawn(refuse(
+                    stream,
+                    b"421 4.7.0 Too many connections, try again later\r\n",
+                ));
+                None
+            }
+        }
+    }
+
+    /// Applies the other limits to a connection from `client` that holds `slot`; a
+    /// refused one is answered and closed in a task of its own.
+    fn admit_with(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) -> Option<Admitted> {
         let name = self.name;
         // The per-address limits are reloadable: the values current at this accept.
         let live = self.ctx.live.load();
@@ -262,14 +297,6 @@ impl Admission {
                 stream,
             );
         }
-        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-            tracing::warn!(listener = name, peer = %client, reason = "max_connections", "connection refused");
-            return refuse(
-                "max_connections",
-                b"421 4.7.0 Too many connections, try again later\r\n",
-                stream,
-            );
-        };
         let Some(ip_slot) = self
             .per_ip
             .try_take(client.ip(), live.max_connections_per_ip)
@@ -301,19 +328,6 @@ impl Admission {
             ip_slot,
             pre_tls_slot,
         })
-    }
-
-    /// Admits and serves a connection whose client is known.
-    async fn serve(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        client: SocketAddr,
-        via: Option<SocketAddr>,
-        shutdown: watch::Receiver<bool>,
-    ) {
-        if let Some(admitted) = self.admit(stream, client) {
-            self.run(admitted, client, via, shutdown).await;
-        }
     }
 
     /// Serves an admitted connection to its end, then gives its places back.
