@@ -128,9 +128,22 @@ impl Spool {
                 report.already_present.push(id);
                 continue;
             }
+            // A message without its state file (copied by hand) starts afresh; a damaged
+            // state is not guessed at: which recipients were served is in it, and a fresh
+            // state would deliver to them again.
             let mut state: MessageState = match std::fs::read(&state_file) {
-                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                Err(_) => MessageState::default(),
+                Ok(b) => match serde_json::from_slice(&b) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        report.skipped.push((
+                            id,
+                            format!("its state file does not parse ({e}); repair it, or remove it to deliver to every recipient again"),
+                        ));
+                        continue;
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => MessageState::default(),
+                Err(e) => return Err(io_err(&state_file)(e)),
             };
             state.deleted = false;
             durable::replace(&self.state_path(&id), &serde_json::to_vec(&state)?)
@@ -300,5 +313,32 @@ mod tests {
             moving.path().join(format!("{id}.msg")).exists(),
             "left for a look"
         );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_state_is_not_replaced_by_a_fresh_one() {
+        let (a, b, moving) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let (from, made) = source(a.path()).await;
+        from.export(moving.path()).await.unwrap();
+        let half = &made[1].0;
+        let state_file = moving.path().join(format!("{half}.{STATE}"));
+        std::fs::write(&state_file, b"{\"attempts\": 2, \"pending\": [\"car").unwrap();
+        let to = Spool::open(b.path()).unwrap();
+        let r = to.import(moving.path()).await.unwrap();
+        assert_eq!(r.moved.len(), 2, "{r:?}");
+        assert_eq!(r.skipped.len(), 1, "{r:?}");
+        assert_eq!(&r.skipped[0].0, half);
+        assert!(r.skipped[0].1.contains("state file"), "{r:?}");
+        assert!(to.place(half).unwrap().is_none(), "not imported");
+        assert!(state_file.exists(), "left for repair");
+        // Without the state file it is imported, for every recipient.
+        std::fs::remove_file(&state_file).unwrap();
+        let r = to.import(moving.path()).await.unwrap();
+        assert_eq!(r.moved, vec![half.clone()]);
+        assert_eq!(to.read_state_blocking(half).unwrap().pending, None);
     }
 }
