@@ -597,6 +597,37 @@ async fn the_drain_command_empties_the_queue_of_a_running_gateway_then_it_exits(
     assert!(status.success(), "{status}");
 }
 
+/// Without `[relay]` there is nothing to deliver to: a drain closes the listeners and
+/// stops the gateway at once, the messages stay in its spool, and the command says where
+/// they are (exit 1), rather than waiting for a deadline that cannot help.
+#[tokio::test]
+async fn a_drain_without_a_relay_stops_at_once_and_names_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = write_config(dir.path(), "gateway", port);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut child = spawn_serve(&config, addr, Stdio::null()).await;
+    let pid_file = dir.path().join("spool").join("mssante-gateway.pid");
+    common::wait_for("the pid file", IO_TIMEOUT, || pid_file.exists()).await;
+    let mut c = Client::connect(addr).await;
+    c.expect_code(220).await;
+    c.ehlo().await;
+    c.starttls(Some("peer-a")).await;
+    c.ehlo().await;
+    send_from_peer_a(c, 2).await;
+    let started = std::time::Instant::now();
+    let (status, stdout, stderr) = drain_command(&config).await;
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("no [relay]"), "{stdout}");
+    assert!(stderr.contains("2 message(s) left in"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no deadline to wait for"
+    );
+    assert!(child.wait().expect("the gateway exits").success());
+    assert_eq!(common::queued_ids(&dir.path().join("spool")).len(), 2);
+}
+
 /// Runs `mssante-gateway queue ARGS --config CONFIG`.
 fn queue_command(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mssante-gateway"))
