@@ -69,89 +69,105 @@ where
     ) -> core_fmt::Result {
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut timestamp = String::new();
+        let mut timestamp = String::with_capacity(32);
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = Fields(vec![
-            ("timestamp".into(), timestamp.into()),
-            ("level".into(), meta.level().as_str().into()),
-        ]);
-        event.record(&mut fields);
-        fields.0.push(("target".into(), meta.target().into()));
+        // Each key and value is serialised by serde_json straight into one buffer, in
+        // order (timestamp first).
+        let mut out = Fields(Vec::with_capacity(512));
+        out.0.push(b'{');
+        out.entry("timestamp", &timestamp);
+        out.entry("level", meta.level().as_str());
+        event.record(&mut out);
+        out.entry("target", meta.target());
         let span = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
         if let Some(span) = span {
-            let mut object = serde_json::Map::new();
-            object.insert("name".into(), span.name().into());
-            // With `JsonFields`, a span's formatted fields are a JSON object.
+            out.key("span");
+            out.0.extend_from_slice(b"{\"name\":");
+            out.value(span.name());
+            // With `JsonFields`, a span's formatted fields are a JSON object: its members
+            // follow the name.
             if let Some(text) = span.extensions().get::<FormattedFields<JsonFields>>() {
-                if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
-                    object.extend(map);
+                let members = text.trim().trim_start_matches('{').trim_end_matches('}');
+                if !members.trim().is_empty() {
+                    out.0.push(b',');
+                    out.0.extend_from_slice(members.as_bytes());
                 }
             }
-            fields.0.push(("span".into(), object.into()));
+            out.0.push(b'}');
         }
-        // Written in order (timestamp first), one key and value at a time.
-        writer.write_char('{')?;
-        for (i, (key, value)) in fields.0.iter().enumerate() {
-            if i > 0 {
-                writer.write_char(',')?;
-            }
-            let key = serde_json::to_string(key).map_err(|_| core_fmt::Error)?;
-            let value = serde_json::to_string(value).map_err(|_| core_fmt::Error)?;
-            write!(writer, "{key}:{value}")?;
-        }
-        writer.write_char('}')?;
-        writeln!(writer)
+        out.0.extend_from_slice(b"}\n");
+        // serde_json writes UTF-8.
+        writer.write_str(std::str::from_utf8(&out.0).map_err(|_| core_fmt::Error)?)
     }
 }
 
-/// An event's fields with their types, in order.
-struct Fields(Vec<(String, serde_json::Value)>);
+/// A record being written: `{` and the members so far.
+struct Fields(Vec<u8>);
 
 impl Fields {
-    fn put(&mut self, field: &Field, value: serde_json::Value) {
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        self.value(key);
+        self.0.push(b':');
+    }
+
+    fn value<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        // Serialising strings, numbers and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, value);
+    }
+
+    fn entry<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key);
+        self.value(value);
+    }
+
+    fn put<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
         if !field.name().starts_with("log.") {
-            self.0.push((field.name().to_owned(), value));
+            self.entry(field.name(), value);
         }
     }
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value.into());
+        self.put(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
+        self.put(field, &value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
+        self.put(field, &value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
+        self.put(field, &value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, value.into());
+        self.put(field, &value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, value.to_string().into());
+        self.put(field, &value.to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn core_fmt::Debug) {
         let text = format!("{value:?}");
         if LIST_FIELDS.contains(&field.name()) {
-            if let Ok(list @ serde_json::Value::Array(_)) = serde_json::from_str(&text) {
-                self.put(field, list);
+            // Written again from its parsed form, so only a JSON array of strings passes.
+            if let Ok(list) = serde_json::from_str::<Vec<String>>(&text) {
+                self.put(field, &list);
                 return;
             }
         }
-        self.put(field, text.into());
+        self.put(field, &text);
     }
 }
 
