@@ -163,17 +163,17 @@ pub fn finess(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A SIRET number: 14 digits with a Luhn key (La Poste's establishments, SIREN 356000000,
-/// use a digit sum divisible by 5 instead).
+/// A SIRET number: 14 digits with a Luhn key. La Poste's establishments (SIREN 356000000)
+/// are too many for the Luhn key: theirs have a digit sum divisible by 5 instead, except
+/// the head office, 35600000000048, which has a Luhn key like any other; a La Poste SIRET
+/// passes with either rule.
 pub fn siret(value: &str) -> Result<(), String> {
     if value.len() != 14 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("SIRET \"{value}\" must be exactly 14 digits"));
     }
-    let ok = if value.starts_with("356000000") {
-        value.bytes().map(|b| u32::from(b - b'0')).sum::<u32>() % 5 == 0
-    } else {
-        luhn(value)
-    };
+    let la_poste = value.starts_with("356000000")
+        && value.bytes().map(|b| u32::from(b - b'0')).sum::<u32>() % 5 == 0;
+    let ok = la_poste || luhn(value);
     if !ok {
         return Err(format!(
             "SIRET \"{value}\" has a wrong check digit (Luhn key): copy it again from the SIRENE directory"
@@ -514,6 +514,53 @@ mod tests {
         assert_eq!(c.status, Status::Fail);
         assert!(c.message.contains("only letters, digits"), "{}", c.message);
         assert_eq!(check_cn(None).status, Status::Fail);
+    }
+
+    #[test]
+    fn real_identifiers_pass() {
+        // From the production liste blanche: CHU de Rouen's FINESS (OU=1760780239) and
+        // Capgemini Technology Services' SIRET (OU=347976684200724).
+        assert_eq!(finess_or_siret("760780239"), Ok(StructureId::Finess));
+        assert_eq!(finess_or_siret("47976684200724"), Ok(StructureId::Siret));
+        assert_eq!(check_ou(&["1760780239".into()]).status, Status::Pass);
+        assert_eq!(check_ou(&["347976684200724".into()]).status, Status::Pass);
+        // La Poste's head office has a Luhn key; its other establishments a digit sum
+        // divisible by 5 instead.
+        assert!(siret("35600000000048").is_ok());
+        assert!(siret("35600000000047").is_ok());
+        assert!(siret("35600000000049").is_err());
+        // The digit-sum rule is La Poste's only: this one's sum is 50, its Luhn key wrong.
+        assert!(siret("12345678900005").is_err());
+    }
+
+    #[test]
+    fn any_changed_digit_breaks_the_key() {
+        for valid in ["760780239", "47976684200724", "750000010"] {
+            for i in 0..valid.len() {
+                let mut digits: Vec<u8> = valid.bytes().collect();
+                digits[i] = b'0' + (digits[i] - b'0' + 1) % 10;
+                let changed = String::from_utf8(digits).expect("ASCII");
+                assert!(finess_or_siret(&changed).is_err(), "{changed}");
+            }
+        }
+    }
+
+    #[test]
+    fn identifiers_of_the_wrong_shape_are_refused_without_panic() {
+        for bad in [
+            "",
+            " 760780239",
+            "760780239 ",
+            "76078023É",
+            "7607802é",
+            "2C0000012",
+            "2A000001X",
+            "4797668420072A",
+            "47976684200724\n",
+            "١٢٣٤٥٦٧٨٩",
+        ] {
+            assert!(finess_or_siret(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
