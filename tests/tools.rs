@@ -345,6 +345,7 @@ fn doctor_fails_a_cn_under_mssante_fr_without_the_delegation() {
     let cn = line(&report, "certificate.cn");
     assert!(cn.starts_with("FAIL"), "{report}");
     assert!(cn.contains("is in ANS's zone mssante.fr"), "{report}");
+    assert!(cn.contains("mssante-gateway csr"), "{report}");
     assert!(cn.contains("method = \"delegation\""), "{report}");
     // The rest of the subject is the form's.
     for name in ["certificate.ou", "certificate.o", "certificate.st"] {

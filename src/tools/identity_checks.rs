@@ -3,8 +3,9 @@
 //!
 //! DN form (Annexe 1, integration guide):
 //! `CN=<mail server FQDN>,OU=<1+FINESS | 3+SIRET>,O=<NAME IN UPPER CASE>,ST=<Département> (<code>),C=FR`.
-//! The field validators (`fqdn`, `server_name`, `finess_or_siret`, `email`, `phone`) are
-//! shared with `annexe1`, which reports their errors per form field.
+//! The field validators (`fqdn`, `server_name`, `finess_or_siret`, `organisation`,
+//! `departement`, `email`, `phone`) are shared with `annexe1` and `csr`, which report their
+//! errors per form field or configuration key.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -150,13 +151,14 @@ impl std::fmt::Display for ServerNameError {
     }
 }
 
-/// The CN rule of an IGC Santé SSL server certificate, for the CN of our certificate that
-/// `doctor` and `annexe1` check: the mail server's FQDN by the form's rule ([`fqdn`]),
-/// not an IP address, and neither `mssante.fr` nor a name under it, unless the name lies in
-/// one of the `delegated` zones (sub-domains of `mssante.fr` that ANS delegated to the
-/// operator's name servers). Order form 414 gives `nomserveur.mssante.fr` as "NON valide
-/// (car nécessite une délégation)". Case, surrounding spaces and one trailing dot are
-/// ignored: the name is returned in lower case, without the dot.
+/// The CN rule of an IGC Santé SSL server certificate, for the name `csr` requests and for
+/// the CN of our certificate that `doctor` and `annexe1` check: the mail server's FQDN by
+/// the form's rule ([`fqdn`]), not an IP address, and neither `mssante.fr` nor a name
+/// under it, unless the name lies in one of the `delegated` zones (sub-domains of
+/// `mssante.fr` that ANS delegated to the operator's name servers). Order form 414 gives
+/// `nomserveur.mssante.fr` as "NON valide (car nécessite une délégation)". Case,
+/// surrounding spaces and one trailing dot are ignored: the name is returned in lower
+/// case, without the dot.
 pub fn server_name(value: &str, delegated: &[String]) -> Result<String, ServerNameError> {
     // Spaces only: a control character in a name is an error, not padding.
     let trimmed = value.trim_matches(' ');
@@ -347,22 +349,85 @@ pub fn is_departement_code(code: &str) -> bool {
     }
 }
 
-/// Replaces French accented letters by their base letter and upper-cases: the O value the
-/// form expects (`Hôpital Privé` → `HOPITAL PRIVE`).
+/// Replaces French accented letters by their base letter, the ligatures Œ and Æ by OE and
+/// AE, and upper-cases: the O value the form expects (`Hôpital Privé` → `HOPITAL PRIVE`).
 pub fn upper_without_accents(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| match c {
-            'à' | 'â' | 'ä' | 'á' | 'À' | 'Â' | 'Ä' | 'Á' => 'A',
-            'ç' | 'Ç' => 'C',
-            'é' | 'è' | 'ê' | 'ë' | 'É' | 'È' | 'Ê' | 'Ë' => 'E',
-            'î' | 'ï' | 'í' | 'Î' | 'Ï' | 'Í' => 'I',
-            'ô' | 'ö' | 'ó' | 'Ô' | 'Ö' | 'Ó' => 'O',
-            'ù' | 'û' | 'ü' | 'ú' | 'Ù' | 'Û' | 'Ü' | 'Ú' => 'U',
-            'ÿ' | 'Ÿ' => 'Y',
-            other => other.to_ascii_uppercase(),
-        })
-        .collect()
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            'à' | 'â' | 'ä' | 'á' | 'À' | 'Â' | 'Ä' | 'Á' => out.push('A'),
+            'ç' | 'Ç' => out.push('C'),
+            'é' | 'è' | 'ê' | 'ë' | 'É' | 'È' | 'Ê' | 'Ë' => out.push('E'),
+            'î' | 'ï' | 'í' | 'Î' | 'Ï' | 'Í' => out.push('I'),
+            'ô' | 'ö' | 'ó' | 'Ô' | 'Ö' | 'Ó' => out.push('O'),
+            'ù' | 'û' | 'ü' | 'ú' | 'Ù' | 'Û' | 'Ü' | 'Ú' => out.push('U'),
+            'ÿ' | 'Ÿ' => out.push('Y'),
+            'œ' | 'Œ' => out.push_str("OE"),
+            'æ' | 'Æ' => out.push_str("AE"),
+            other => out.push(other.to_ascii_uppercase()),
+        }
+    }
+    out
+}
+
+/// Most characters of an O value (X.520 `ub-organization-name`).
+pub const O_MAX: usize = 64;
+
+/// Most characters of an ST value (X.520 `ub-state-name`).
+pub const ST_MAX: usize = 128;
+
+/// The O rule: the structure's name in upper case without accents, printable ASCII, at
+/// most [`O_MAX`] characters.
+pub fn organisation(value: &str) -> Result<(), String> {
+    let o = value.trim();
+    if o.is_empty() {
+        return Err(
+            "is empty: the structure's name in upper case without accents is required".into(),
+        );
+    }
+    if o.chars()
+        .any(|c| c.is_lowercase() || "ÀÂÄÁÇÉÈÊËÎÏÍÔÖÓÙÛÜÚŸŒÆ".contains(c))
+    {
+        return Err(format!(
+            "O \"{o}\" must be in upper case without accents, e.g. \"{}\"",
+            upper_without_accents(o)
+        ));
+    }
+    if let Some(c) = o.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "O \"{}\" contains {c:?}: only unaccented capitals, digits, spaces and ASCII punctuation are accepted",
+            o.escape_debug()
+        ));
+    }
+    if o.chars().count() > O_MAX {
+        return Err(format!(
+            "O \"{o}\" has {} characters: a certificate's O holds at most {O_MAX}; use the structure's short name",
+            o.chars().count()
+        ));
+    }
+    Ok(())
+}
+
+/// The ST rule: `Département (code)`, the name and a real département code in brackets,
+/// without control characters, at most [`ST_MAX`] characters.
+pub fn departement(value: &str) -> Result<(), String> {
+    const FIX: &str =
+        "expected the département's name, a space and its code in brackets, e.g. \"Bas-Rhin (67)\"";
+    let st = value.trim();
+    if st.chars().any(char::is_control) || st.chars().count() > ST_MAX {
+        return Err(format!("ST \"{}\" is malformed; {FIX}", st.escape_debug()));
+    }
+    let parsed = st
+        .strip_suffix(')')
+        .and_then(|s| s.rsplit_once(" ("))
+        .filter(|(name, _)| !name.trim().is_empty());
+    match parsed {
+        None => Err(format!("ST \"{st}\" is malformed; {FIX}")),
+        Some((_, code)) if !is_departement_code(code) => Err(format!(
+            "ST \"{st}\": {code} is not a département code (01-95 except 20, 2A, 2B, 971-976); {FIX}"
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The subject DN checks: CN, OU, O, ST and C, one [`Check`] each. A CN may lie under
@@ -390,9 +455,9 @@ pub fn check_cn(cn: Option<&str>, delegated: &[String]) -> Check {
             Ok(_) => Check::pass(NAME, format!("CN {cn} is a valid FQDN")),
             Err(e @ ServerNameError::UnderMssante { .. }) => Check::fail(
                 NAME,
-                format!("CN {e}; order a certificate for such a name, or, if ANS delegated that domain to your name servers, declare it: the domain in local_domains and [operator.dns] method = \"delegation\""),
+                format!("CN {e}; order a certificate for such a name (`mssante-gateway csr` makes the request), or, if ANS delegated that domain to your name servers, declare it: the domain in local_domains and [operator.dns] method = \"delegation\""),
             ),
-            Err(e) => Check::fail(NAME, format!("CN {e}; the CN must be the mail server's FQDN (order a new certificate with form 413/414)")),
+            Err(e) => Check::fail(NAME, format!("CN {e}; the CN must be the mail server's FQDN (order a new certificate with form 413/414: `mssante-gateway csr` makes the request)")),
         },
     }
 }
@@ -424,7 +489,7 @@ pub fn check_ou(ou: &[String]) -> Check {
     }
 }
 
-/// O: the structure's name in upper case without accents.
+/// O: the structure's name in upper case without accents ([`organisation`]).
 pub fn check_o(o: Option<&str>) -> Check {
     const NAME: &str = "certificate.o";
     let Some(o) = o.map(str::trim).filter(|o| !o.is_empty()) else {
@@ -433,37 +498,24 @@ pub fn check_o(o: Option<&str>) -> Check {
             "the subject has no O: the structure's name in upper case without accents is required",
         );
     };
-    if o.chars().any(|c| !c.is_ascii() || c.is_ascii_lowercase()) {
-        return Check::fail(
+    match organisation(o) {
+        Ok(()) => Check::pass(NAME, format!("O {o} is in upper case without accents")),
+        Err(e) => Check::fail(
             NAME,
-            format!(
-                "O \"{o}\" must be in upper case without accents, e.g. \"{}\": order a certificate with that organisation name",
-                upper_without_accents(o)
-            ),
-        );
+            format!("{e}: order a certificate with that organisation name"),
+        ),
     }
-    Check::pass(NAME, format!("O {o} is in upper case without accents"))
 }
 
-/// ST: `Département (code)` with a real département code.
+/// ST: `Département (code)` with a real département code ([`departement`]).
 pub fn check_st(st: Option<&str>) -> Check {
     const NAME: &str = "certificate.st";
-    const FIX: &str =
-        "expected the département's name, a space and its code in brackets, e.g. \"Bas-Rhin (67)\"";
     let Some(st) = st.map(str::trim) else {
-        return Check::fail(NAME, format!("the subject has no ST; {FIX}"));
+        return Check::fail(NAME, "the subject has no ST; expected the département's name, a space and its code in brackets, e.g. \"Bas-Rhin (67)\"");
     };
-    let parsed = st
-        .strip_suffix(')')
-        .and_then(|s| s.rsplit_once(" ("))
-        .filter(|(name, _)| !name.trim().is_empty());
-    match parsed {
-        None => Check::fail(NAME, format!("ST \"{st}\" is malformed; {FIX}")),
-        Some((_, code)) if !is_departement_code(code) => Check::fail(
-            NAME,
-            format!("ST \"{st}\": {code} is not a département code (01-95 except 20, 2A, 2B, 971-976); {FIX}"),
-        ),
-        Some(_) => Check::pass(NAME, format!("ST {st} names a département")),
+    match departement(st) {
+        Ok(()) => Check::pass(NAME, format!("ST {st} names a département")),
+        Err(e) => Check::fail(NAME, e),
     }
 }
 
@@ -701,6 +753,11 @@ mod tests {
         let refused = check_cn(Some("smtp.ch-x.mssante.fr"), &[]);
         assert_eq!(refused.status, Status::Fail);
         assert!(
+            refused.message.contains("mssante-gateway csr"),
+            "{}",
+            refused.message
+        );
+        assert!(
             refused.message.contains("delegation"),
             "{}",
             refused.message
@@ -816,6 +873,21 @@ mod tests {
     }
 
     #[test]
+    fn names_are_written_in_capitals_without_accents() {
+        assert_eq!(
+            upper_without_accents("Œuvre Hospitalière Sœurs & Cæcilia"),
+            "OEUVRE HOSPITALIERE SOEURS & CAECILIA"
+        );
+        assert!(organisation("OEUVRE HOSPITALIERE").is_ok());
+        assert!(organisation("ŒUVRE").is_err());
+        assert!(organisation("CH\tX").is_err());
+        assert!(organisation("CH X\u{a0}Y").is_err());
+        assert!(organisation(&"A".repeat(O_MAX)).is_ok());
+        assert!(organisation(&"A".repeat(O_MAX + 1)).is_err());
+        assert!(organisation("  ").is_err());
+    }
+
+    #[test]
     fn o_in_lower_case_or_with_accents_fails_with_the_fix() {
         let c = check_o(Some("Hôpital Privé"));
         assert_eq!(c.status, Status::Fail);
@@ -837,6 +909,8 @@ mod tests {
             "Nowhere (99)",
             "(75)",
             "Mayotte (977)",
+            "Paris\n (75)",
+            "Paris (7\u{35}\u{0})",
         ] {
             assert_eq!(check_st(Some(bad)).status, Status::Fail, "{bad}");
         }
