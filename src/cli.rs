@@ -126,6 +126,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a new private key and the certificate request (PKCS#10) for our IGC Santé SSL
+    /// server certificate, its subject in the espace's form from the configuration:
+    /// CN = hostname (not under mssante.fr), OU = 1+FINESS or 3+SIRET, O = the structure's
+    /// name in capitals without accents, ST = `operator.legal_representative.department`,
+    /// C = FR, and the CN as a DNS name. Prints the ANS form to attach it to: F414 (test
+    /// espace) or F413 (production). Every problem is listed with its key (exit 2).
+    Csr {
+        /// The configuration file (TOML); its certificate and key files need not exist.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write the new private key (PEM, PKCS#8, created with mode 0600);
+        /// default: `<hostname>.key` in the current directory.
+        #[arg(long, value_name = "FILE")]
+        key_out: Option<PathBuf>,
+        /// Where to write the request (PEM); default: `<hostname>.csr` in the current
+        /// directory.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// RSA key size in bits.
+        #[arg(long, value_enum, default_value = "2048")]
+        key_size: KeySize,
+        /// Replace the key and request files if they exist (an existing key may be the one
+        /// of the certificate in use: keep a copy).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the Annexe 1 declaration (adding, removing or switching domains in the liste
     /// blanche), pre-filled from `[operator]` and our certificate, in French as ANS reads
     /// it. Every field is checked by the form's rules; all problems are listed (exit 2).
@@ -149,6 +175,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `csr --key-size`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeySize {
+    /// RSA 2048 bits, as the espace's certificates.
+    #[value(name = "2048")]
+    Rsa2048,
+    /// RSA 3072 bits.
+    #[value(name = "3072")]
+    Rsa3072,
 }
 
 /// The `whitelist` subcommands.

@@ -543,64 +543,12 @@ impl Problems<'_> {
 impl Config {
     /// Reads, parses and validates the file at `path`, loading the TLS material it names.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                key: "(file)".into(),
-                message: format!("cannot read the configuration file: {e}"),
-            }])
-        })?;
-        Self::from_toml(path, &text)
+        Self::from_toml(path, &read(path)?)
     }
 
     /// Parses and validates `text`, read from `path` (used for messages and relative paths).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        // A wrong key or value stops serde at the first one: set that `key = value` line
-        // aside (blanked, so line numbers stay) and parse again, so that one run names
-        // every such problem, then the checks below run on what remains.
-        let mut early: Vec<ConfigError> = Vec::new();
-        let mut current = text.to_string();
-        let mut set_aside: Vec<String> = Vec::new();
-        let raw: RawConfig = loop {
-            let e = match toml::from_str::<RawConfig>(&current) {
-                Ok(raw) => break raw,
-                Err(e) => e,
-            };
-            let message = e.message().trim().to_string();
-            // A required key set aside for a wrong value is then "missing": said already.
-            if set_aside
-                .iter()
-                .any(|k| message.contains(&format!("missing field `{k}`")))
-            {
-                return Err(ConfigErrors(early));
-            }
-            let key = match e.span() {
-                Some(span) => {
-                    let (line, col) = line_col(&current, span.start);
-                    match key_at(&current, span.start) {
-                        Some(key) => format!("{key} (line {line}, column {col})"),
-                        None => format!("line {line}, column {col}"),
-                    }
-                }
-                None => "(syntax)".into(),
-            };
-            early.push(ConfigError {
-                file: path.to_path_buf(),
-                key,
-                message,
-            });
-            let aside = e
-                .span()
-                .and_then(|span| key_value_line(&current, span.start))
-                .filter(|_| early.len() < 32);
-            match aside {
-                Some((range, name)) => {
-                    current.replace_range(range, "");
-                    set_aside.push(name);
-                }
-                None => return Err(ConfigErrors(early)),
-            }
-        };
+        let (raw, early) = parse(path, text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut p = Problems {
             file: path,
@@ -1089,6 +1037,113 @@ impl Config {
         let d = domain.trim_end_matches('.');
         self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
     }
+}
+
+/// What `csr` reads from a configuration file: the espace, the host name and the operator
+/// data. Unlike [`Config::load`], it needs none of the TLS files, since the certificate
+/// being requested does not exist yet; the file must still parse without a problem.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The espace: which order form the request goes with.
+    pub espace: Espace,
+    /// `hostname` as written, if set.
+    pub hostname: Option<String>,
+    /// The CN of `tls.certificate` when that file can be read (a renewal): the host name
+    /// when `hostname` is not set, as in [`Config::hostname`].
+    pub certificate_cn: Option<String>,
+    /// The `[operator]` section: the structure's name, identifier and département.
+    pub operator: Option<OperatorSettings>,
+}
+
+impl RequestSettings {
+    /// Reads and parses the file at `path`; every problem of its syntax or keys is
+    /// reported, as [`Config::load`] does.
+    pub fn load(path: &Path) -> Result<RequestSettings, ConfigErrors> {
+        let (raw, early) = parse(path, &read(path)?)?;
+        if !early.is_empty() {
+            return Err(ConfigErrors(early));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let certificate_cn = pki::load_certificates(&base.join(&raw.tls.certificate))
+            .ok()
+            .and_then(|chain| {
+                let leaf = chain.first()?;
+                crate::trust::parse_identity(leaf).ok()?.cn
+            });
+        Ok(RequestSettings {
+            path: path.to_path_buf(),
+            espace: raw.espace,
+            hostname: raw.hostname,
+            certificate_cn,
+            operator: raw.operator,
+        })
+    }
+}
+
+/// Reads the configuration file at `path`.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key: "(file)".into(),
+            message: format!("cannot read the configuration file: {e}"),
+        }])
+    })
+}
+
+/// Parses `text` (read from `path`) into its raw form, with the problems found on the way
+/// (each `key = value` line serde refused is set aside and named); an error when nothing
+/// usable remains.
+fn parse(path: &Path, text: &str) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
+    // A wrong key or value stops serde at the first one: set that `key = value` line
+    // aside (blanked, so line numbers stay) and parse again, so that one run names
+    // every such problem, then the caller's checks run on what remains.
+    let mut early: Vec<ConfigError> = Vec::new();
+    let mut current = text.to_string();
+    let mut set_aside: Vec<String> = Vec::new();
+    let raw: RawConfig = loop {
+        let e = match toml::from_str::<RawConfig>(&current) {
+            Ok(raw) => break raw,
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_string();
+        // A required key set aside for a wrong value is then "missing": said already.
+        if set_aside
+            .iter()
+            .any(|k| message.contains(&format!("missing field `{k}`")))
+        {
+            return Err(ConfigErrors(early));
+        }
+        let key = match e.span() {
+            Some(span) => {
+                let (line, col) = line_col(&current, span.start);
+                match key_at(&current, span.start) {
+                    Some(key) => format!("{key} (line {line}, column {col})"),
+                    None => format!("line {line}, column {col}"),
+                }
+            }
+            None => "(syntax)".into(),
+        };
+        early.push(ConfigError {
+            file: path.to_path_buf(),
+            key,
+            message,
+        });
+        let aside = e
+            .span()
+            .and_then(|span| key_value_line(&current, span.start))
+            .filter(|_| early.len() < 32);
+        match aside {
+            Some((range, name)) => {
+                current.replace_range(range, "");
+                set_aside.push(name);
+            }
+            None => return Err(ConfigErrors(early)),
+        }
+    };
+    Ok((raw, early))
 }
 
 fn relay_settings(

@@ -6,7 +6,8 @@
 //! [`replace`]: a temporary file of a unique name in the same directory, the bytes, fsync,
 //! rename over the target, fsync of the directory. A crash at any point leaves the old
 //! file or the new one, never a torn one; a failure leaves the old file and no temporary
-//! file behind.
+//! file behind. [`create`] does the same with chosen permissions (a private key's 0600,
+//! set when the file is created) and can refuse to replace an existing file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -38,6 +39,12 @@ impl WriteError {
 
 /// Replaces `path` with `bytes`, durably and atomically (see the module documentation).
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    replace_via(&temp_beside(path), path, bytes)
+}
+
+/// A temporary file name in the directory of `path`, unique across processes (`queue
+/// retry` writes states beside a running gateway) and across threads of this one.
+fn temp_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -47,14 +54,34 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // Unique across processes (`queue retry` writes states beside a running gateway) and
-    // across threads of this one.
-    let temp = dir.join(format!(
+    dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    replace_via(&temp, path, bytes)
+    ))
+}
+
+/// Writes `bytes` to `path` durably and atomically like [`replace`], the file created with
+/// permissions `mode` (the umask can only narrow them): a private key written with 0o600
+/// is readable by no one else at any moment. Unless `overwrite`, an existing `path` is
+/// kept and the write fails (step `link`, [`io::ErrorKind::AlreadyExists`]).
+pub fn create(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<(), WriteError> {
+    let temp = temp_beside(path);
+    let written = write_temp(&temp, bytes, mode).and_then(|()| {
+        if overwrite {
+            std::fs::rename(&temp, path).map_err(WriteError::at("rename", path))
+        } else {
+            // A hard link never replaces its target: an existing file stays as it was.
+            std::fs::hard_link(&temp, path).map_err(WriteError::at("link", path))
+        }
+    });
+    // Best effort: after a link or a failure the temporary name is garbage.
+    let _ = std::fs::remove_file(&temp);
+    written?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
 }
 
 /// As [`replace`], with the temporary file at `temp`, which must not exist and must be on
@@ -86,16 +113,23 @@ pub async fn replace_async(path: PathBuf, bytes: Vec<u8>) -> Result<(), WriteErr
 }
 
 fn write_then_rename(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(WriteError::at("create", temp))?;
+    // 0o666: what `File::create` asks for, narrowed by the umask.
+    write_temp(temp, bytes, 0o666)?;
+    std::fs::rename(temp, path).map_err(WriteError::at("rename", path))
+}
+
+/// Creates `temp` (which must not exist) with permissions `mode`, writes `bytes`, fsyncs.
+fn write_temp(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(temp).map_err(WriteError::at("create", temp))?;
     file.write_all(bytes)
         .map_err(WriteError::at("write", temp))?;
-    file.sync_all().map_err(WriteError::at("fsync", temp))?;
-    drop(file);
-    std::fs::rename(temp, path).map_err(WriteError::at("rename", path))
+    file.sync_all().map_err(WriteError::at("fsync", temp))
 }
 
 /// Makes the renames and creations in `dir` durable.
@@ -150,6 +184,26 @@ mod tests {
         // A missing directory fails at the first step.
         let e = replace(&dir.path().join("none/state.json"), b"x").expect_err("no directory");
         assert_eq!(e.step, "create");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn creates_with_the_mode_and_keeps_an_existing_file_unless_told() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.key");
+        create(&path, b"secret", 0o600, false).expect("created");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let e = create(&path, b"other", 0o600, false).expect_err("exists");
+        assert_eq!(e.step, "link");
+        assert_eq!(e.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).expect("read"), b"secret");
+        create(&path, b"new", 0o600, true).expect("replaced");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(names(dir.path()), ["server.key"]);
     }
 
     #[tokio::test]

@@ -9,11 +9,11 @@ use clap::Parser;
 use mssante_gateway::config::{Config, LogFormat};
 use mssante_gateway::gateway::{Gateway, ReloadReport};
 use mssante_gateway::tools::whitelist_cmd::{self, Anchors, CommandError};
-use mssante_gateway::tools::{annexe1, doctor, probe, sample_whitelist, test_pki};
+use mssante_gateway::tools::{annexe1, csr, doctor, probe, sample_whitelist, test_pki};
 use mssante_gateway::trust::pki::TrustStore;
 use mssante_gateway::whitelist::SignerIdentity;
 
-use cli::{Cli, Command, QueueAction, WhitelistAction};
+use cli::{Cli, Command, KeySize, QueueAction, WhitelistAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,6 +57,13 @@ fn main() -> ExitCode {
             nameservers,
             no_dns,
         } => doctor(&config, json, &nameservers, no_dns),
+        Command::Csr {
+            config,
+            key_out,
+            out,
+            key_size,
+            force,
+        } => csr(&config, key_out, out, key_size, force),
         Command::Probe {
             to,
             from,
@@ -232,6 +239,48 @@ fn annexe1(
     }
 }
 
+fn csr(
+    path: &Path,
+    key_out: Option<std::path::PathBuf>,
+    out: Option<std::path::PathBuf>,
+    key_size: KeySize,
+    force: bool,
+) -> ExitCode {
+    const NOTHING: &str = "no key or request was written";
+    let settings = match mssante_gateway::config::RequestSettings::load(path) {
+        Ok(s) => s,
+        Err(errors) => return problems(path, &errors.0, NOTHING),
+    };
+    let subject = match csr::subject(&settings) {
+        Ok(s) => s,
+        Err(errors) => return problems(path, &errors, NOTHING),
+    };
+    let size = match key_size {
+        KeySize::Rsa2048 => csr::KeySize::Rsa2048,
+        KeySize::Rsa3072 => csr::KeySize::Rsa3072,
+    };
+    let files = csr::Files::new(&subject, key_out, out);
+    if let Err(e) = files.check(force) {
+        eprintln!("csr: {e}");
+        return ExitCode::from(2);
+    }
+    let written = csr::generate(&subject, size).and_then(|request| files.write(&request, force));
+    match written {
+        Ok(()) => {
+            print!("{}", csr::summary(&subject, &files, size, settings.espace));
+            ExitCode::SUCCESS
+        }
+        Err(e @ csr::CsrError::Exists { .. }) => {
+            eprintln!("csr: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("csr: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn test_pki(out: &Path, whitelist_only: bool) -> ExitCode {
     if !whitelist_only {
         match test_pki::generate(out) {
@@ -357,17 +406,21 @@ fn whitelist(action: WhitelistAction) -> ExitCode {
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("{e}");
-        }
-        eprintln!(
-            "{}: {} problem(s); nothing was started",
-            path.display(),
-            errors.0.len()
-        );
-        ExitCode::from(2)
-    })
+    Config::load(path).map_err(|errors| problems(path, &errors.0, "nothing was started"))
+}
+
+/// Prints each problem of the configuration at `path`, then their number and `outcome`;
+/// exit 2.
+fn problems(
+    path: &Path,
+    errors: &[mssante_gateway::config::ConfigError],
+    outcome: &str,
+) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("{}: {} problem(s); {outcome}", path.display(), errors.len());
+    ExitCode::from(2)
 }
 
 fn check_config(path: &Path) -> ExitCode {

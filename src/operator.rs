@@ -3,7 +3,8 @@
 //!
 //! Only the shape is checked when the configuration loads (unknown keys are errors, one
 //! DNS method by construction); the form's rules (FQDN length, FINESS/SIRET keys, domains
-//! under `mssante.fr`...) are checked by `annexe1` and `doctor`, which name each field.
+//! under `mssante.fr`, the département...) are checked by `annexe1`, `doctor` and `csr`,
+//! which name each field.
 
 use std::time::Duration;
 
@@ -58,6 +59,10 @@ pub struct LegalRepresentative {
     pub structure_name: String,
     /// The structure's FINESS (9 characters) or SIRET (14 digits).
     pub structure_id: String,
+    /// The structure's département as the certificate's ST writes it, `"Name (code)"`
+    /// (`"Bas-Rhin (67)"`): only `csr` needs it, to request the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     /// First and last name.
     pub name: String,
     /// Postal address.

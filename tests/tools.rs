@@ -300,14 +300,15 @@ fn doctor_names_a_malformed_dn_and_an_mx_that_is_not_the_cn() {
     use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
     let dir = tempfile::tempdir().expect("tempdir");
     let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key");
-    let mut params =
-        CertificateParams::new(vec!["smtp.gateway.test.mssante.fr".to_string()]).expect("params");
+    // A CN in the operator's own domain, which the CN rule accepts.
+    let cn = "smtp.hopital-test.example.fr";
+    let mut params = CertificateParams::new(vec![cn.to_string()]).expect("params");
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, "FR");
     dn.push(DnType::StateOrProvinceName, "Paris (75)");
     dn.push(DnType::OrganizationName, "Hôpital privé du Test");
     dn.push(DnType::OrganizationalUnitName, "750000010");
-    dn.push(DnType::CommonName, "smtp.gateway.test.mssante.fr");
+    dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -344,11 +345,44 @@ fn doctor_names_a_malformed_dn_and_an_mx_that_is_not_the_cn() {
     let mx = line(&report, "domain.gateway.test.mssante.fr.mx");
     assert!(mx.starts_with("FAIL"), "{report}");
     assert!(
-        mx.contains("mx.elsewhere.example.fr, not at our CN smtp.gateway.test.mssante.fr"),
+        mx.contains("mx.elsewhere.example.fr, not at our CN smtp.hopital-test.example.fr"),
         "{report}"
     );
     // The whitelist lists the domain with the real gateway DN, not this one.
     assert!(line(&report, "domain.gateway.test.mssante.fr.whitelist").starts_with("FAIL"));
+}
+
+#[test]
+fn doctor_fails_a_cn_under_mssante_fr_without_the_delegation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = root().join("certs-test");
+    // The bundled gateway certificate (CN smtp.gateway.test.mssante.fr), without the
+    // [operator] section that declares gateway.test.mssante.fr delegated to us.
+    let config = config_with(
+        dir.path(),
+        &certs.join("gateway-chain.pem"),
+        &certs.join("gateway.key"),
+    );
+    let dns = fake_dns(&[("gateway.test.mssante.fr", "smtp.gateway.test.mssante.fr")]);
+    let o = doctor(&config, dns, &["--no-dns"]);
+    let report = stdout(&o);
+    assert_eq!(o.status.code(), Some(2), "{report}{}", stderr(&o));
+    let cn = line(&report, "certificate.cn");
+    assert!(cn.starts_with("FAIL"), "{report}");
+    assert!(cn.contains("is in ANS's zone mssante.fr"), "{report}");
+    assert!(cn.contains("mssante-gateway csr"), "{report}");
+    assert!(cn.contains("method = \"delegation\""), "{report}");
+    // The rest of the subject is the form's.
+    for name in ["certificate.ou", "certificate.o", "certificate.st"] {
+        assert!(line(&report, name).starts_with("PASS"), "{report}");
+    }
+
+    // With the delegation declared (the bundled configuration), the same CN passes.
+    let o = doctor(Path::new("config/local.toml"), dns, &["--no-dns"]);
+    let report = stdout(&o);
+    let cn = line(&report, "certificate.cn");
+    assert!(cn.starts_with("PASS"), "{report}");
+    assert!(cn.contains("delegated"), "{report}");
 }
 
 #[test]

@@ -176,13 +176,14 @@ pub fn build(
             "the form holds at most two certificates",
         );
     }
+    let delegated = rules::delegated_zones(config);
     for (i, dn) in certificates.iter().enumerate() {
         let field = if i == 0 {
             "tls.certificate (DN du certificat d'authentification SSL)"
         } else {
             "--second-certificate (DN du second certificat d'authentification SSL)"
         };
-        for check in rules::check_subject(dn) {
+        for check in rules::check_subject(dn, &delegated) {
             if check.status == Status::Fail {
                 e.add(field, format!("{}: {}", check.name, check.message));
             }
@@ -664,10 +665,20 @@ mod tests {
             },
             &Request::default(),
         );
-        single(
-            &errors,
-            "operator.dns.mail_server",
-            "differs from the certificate's CN",
+        // Without the delegation, our CN under mssante.fr breaks the CN rule too.
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].field.starts_with("tls.certificate"), "{errors:?}");
+        assert!(
+            errors[0].rule.contains("ANS's zone mssante.fr"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].field.starts_with("operator.dns.mail_server"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].rule.contains("differs from the certificate's CN"),
+            "{errors:?}"
         );
     }
 
@@ -837,6 +848,8 @@ mod tests {
                 ..Request::default()
             },
         );
-        assert_eq!(errors.len(), 4, "{errors:?}");
+        // The name, the phone, the switch alone, the mail server that is not the CN, and
+        // the CN under mssante.fr without the delegation.
+        assert_eq!(errors.len(), 5, "{errors:?}");
     }
 }

@@ -111,7 +111,11 @@ pub async fn run(config: &Config, options: &Options) -> Report {
 
     // Our certificate.
     if let Some(leaf) = identity.chain().first() {
-        checks.extend(identity_checks::check_certificate(leaf.as_ref(), now));
+        checks.extend(identity_checks::check_certificate(
+            leaf.as_ref(),
+            now,
+            &identity_checks::delegated_zones(config),
+        ));
     }
     match &ours.cn {
         Some(cn) if cn.eq_ignore_ascii_case(&config.hostname) => checks.push(Check::pass(

@@ -1,8 +1,9 @@
 //! Operator tooling built on the library's modules (`test-pki`, `doctor`, `annexe1`,
-//! `probe`). The load generator is a crate of its own (`loadgen/`).
+//! `probe`, `csr`). The load generator is a crate of its own (`loadgen/`).
 
 pub mod annexe1;
 pub mod config_checks;
+pub mod csr;
 pub mod doctor;
 pub mod identity_checks;
 pub mod probe;

@@ -87,8 +87,8 @@ impl Attr {
 }
 
 /// A DN written the way MSSanté documents and the whitelist write it (RFC 4514 order: CN
-/// first, C last).
-struct Dn(Vec<(Attr, String)>);
+/// first, C last). `csr` builds its request's subject with it too.
+pub(crate) struct Dn(Vec<(Attr, String)>);
 
 impl Dn {
     fn to_rfc4514(&self) -> String {
@@ -102,7 +102,7 @@ impl Dn {
     /// The DER encoding lists RDNs in the reverse of RFC 4514's order (C first, CN last),
     /// as in real IGC Santé certificates. rcgen keys its names by type, so a second OU is
     /// pushed as a custom type with the OU object identifier (2.5.4.11): same encoding.
-    fn to_rcgen(&self) -> DistinguishedName {
+    pub(crate) fn to_rcgen(&self) -> DistinguishedName {
         let mut dn = DistinguishedName::new();
         let mut seen_ou = false;
         for (attr, value) in self.0.iter().rev() {
@@ -133,7 +133,8 @@ fn ca_dn(cn: &str) -> Dn {
     ])
 }
 
-fn leaf_dn(cn: &str, ou: &str, o: &str, st: &str) -> Dn {
+/// An IGC Santé SSL server subject: `CN=cn,OU=ou,O=o,ST=st,C=FR`.
+pub(crate) fn leaf_dn(cn: &str, ou: &str, o: &str, st: &str) -> Dn {
     Dn(vec![
         (Attr::Cn, cn.to_owned()),
         (Attr::Ou, ou.to_owned()),
