@@ -3,7 +3,7 @@
 # engine. Run from anywhere:  bash deploy/check.sh
 #
 #   - alert rules: promtool check rules + promtool test rules (unit tests)
-#   - metric names used by the rules and the dashboard exist in src/metrics.rs
+#   - (metric names used by the rules and the dashboard: tests/deploy.rs, in the test suite)
 #   - the Grafana dashboard: valid JSON, schemaVersion >= 36, ${DS_PROMETHEUS} input
 #   - YAML syntax of every manifest; Kubernetes schemas if kubernetes-validate is installed
 #   - the ConfigMap's TOML passes `check-config` (paths pointed at certs-test/), when a
@@ -43,48 +43,8 @@ else
 fi
 
 # ---- metric names -----------------------------------------------------------------------
-section "metric names against src/metrics.rs"
-if python3 - <<'EOF'
-import json, re, sys
-try:
-    import yaml
-except ImportError:
-    print("PyYAML missing"); sys.exit(2)
-have = set(re.findall(r'"(mssante_[a-z0-9_]+)"', open("src/metrics.rs").read()))
-# Being added by other work; documented as PENDING in alerts.yml and the dashboard.
-pending = {"mssante_queue_messages", "mssante_queue_oldest_age_seconds"}
-def names(text):
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"\bmssante_[a-z0-9_]+", text)}
-bad = False
-rules = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
-used = set()
-for g in rules["groups"]:
-    for r in g["rules"]:
-        used |= names(r["expr"])
-dash = json.load(open("deploy/grafana/mssante-gateway.json"))
-def exprs(o):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k in ("expr", "query", "definition") and isinstance(v, str):
-                yield v
-            else:
-                yield from exprs(v)
-    elif isinstance(o, list):
-        for v in o:
-            yield from exprs(v)
-dused = set()
-for e in exprs(dash):
-    dused |= names(e)
-for where, s in (("alerts.yml", used), ("dashboard", dused)):
-    unknown = sorted(s - have - pending)
-    waiting = sorted(s & pending)
-    print(f"{where}: {len(s)} metric names; pending: {', '.join(waiting) or 'none'}")
-    if unknown:
-        print(f"{where}: NOT in src/metrics.rs: {', '.join(unknown)}")
-        bad = True
-sys.exit(1 if bad else 0)
-EOF
-then ok "metric names"; else ko "metric names"; fi
+# That the rules and the dashboard name only metrics the gateway exports is a test of the
+# suite (tests/deploy.rs), run by scripts/test.sh.
 
 # ---- Grafana ----------------------------------------------------------------------------
 section "Grafana dashboard"
