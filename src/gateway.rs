@@ -16,7 +16,7 @@ use crate::dns::Resolver;
 use crate::inbound::listener::Listener;
 use crate::inbound::{InboundContext, Role};
 use crate::live::LiveSettings;
-use crate::metrics::{http, Metrics};
+use crate::metrics::{http, labels, Metrics};
 use crate::relay::outbound::Outbound;
 use crate::relay::worker::Relay;
 use crate::spool::{Spool, SpoolError};
@@ -323,12 +323,12 @@ impl Gateway {
         };
         let counter = &self.metrics.reloads_total;
         if report.applied {
-            counter.with_label_values(&["applied"]).inc();
+            counter.inc(&[labels::APPLIED]);
             for note in &report.restart_needed {
                 tracing::warn!(note = %note, "reload: a changed setting needs a restart");
             }
         } else {
-            counter.with_label_values(&["invalid"]).inc();
+            counter.inc(&[labels::INVALID]);
             for problem in &report.problems {
                 tracing::error!(problem = %problem, "reload refused: the running configuration stays");
             }
@@ -671,10 +671,7 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
             match crl::refresh_source(&client, source, cas, 64 * 1024 * 1024).await {
                 Ok(Some(info)) => {
                     changed = true;
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&["updated"])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[labels::UPDATED]);
                     let g = &metrics.crl_update_timestamp_seconds;
                     g.with_label_values(&[&info.issuer, "this"])
                         .set(info.this_update);
@@ -684,16 +681,10 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
                     tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = info.next_update, "CRL updated");
                 }
                 Ok(None) => {
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&["unchanged"])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[labels::UNCHANGED]);
                 }
                 Err(e) => {
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&[e.reason()])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[e.reason()]);
                     tracing::warn!(url = %source.url, reason = e.reason(), error = %e, "CRL refresh failed; keeping the last valid CRL");
                 }
             }
