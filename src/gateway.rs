@@ -21,7 +21,7 @@ use crate::relay::outbound::Outbound;
 use crate::relay::worker::Relay;
 use crate::spool::{Spool, SpoolError};
 use crate::trust::pki::TrustStore;
-use crate::trust::tls::{server_config, TlsConfigError};
+use crate::trust::tls::{server_config, TlsConfigError, TlsInfo};
 use crate::whitelist::live::WhitelistState;
 use crate::whitelist::refresh::{self, Refresher};
 
@@ -110,6 +110,13 @@ impl Gateway {
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         record_certificate_expiry(&metrics, config);
+        // Each suite a peer can get at 0, so that the handshakes are there from the start
+        // (the failures' share is read against them).
+        for offer in TlsInfo::offered(&config.tls.identity, config.tls.versions) {
+            metrics
+                .tls_handshakes_total
+                .with_label_values(&[offer.version, offer.cipher]);
+        }
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
         let recovered = spool.recover()?;
         metrics

@@ -774,6 +774,28 @@ async fn every_listed_series_is_exported_at_zero_from_start_up() {
         }
     }
     assert!(checked > 150, "only {checked} series checked");
+    // Every family of src/metrics.rs is there, but the CRL timestamps, known only once a
+    // CRL is downloaded: the TLS handshakes by the suites we offer, for instance.
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs"))
+        .expect("src/metrics.rs");
+    let families: std::collections::BTreeSet<&str> = source
+        .match_indices("\"mssante_")
+        .filter_map(|(at, _)| source[at + 1..].split('"').next())
+        .filter(|name| !name.contains(' '))
+        .collect();
+    assert!(families.len() > 30, "{families:?}");
+    for family in families {
+        if family != "mssante_crl_update_timestamp_seconds" {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} absent from a fresh exposition"
+            );
+        }
+    }
+    assert!(
+        text.contains("mssante_tls_handshakes_total{cipher=\"TLS13_AES_256_GCM_SHA384\",version=\"TLSv1_3\"} 0"),
+        "{text}"
+    );
     // The latencies by direction too, so that their families are visible.
     for direction in labels::DIRECTIONS {
         for histogram in ["accept", "delivery"] {
