@@ -430,9 +430,10 @@ impl Default for Metrics {
 /// these lists, and `tests/docs.rs` that the operations guide explains every value.
 ///
 /// A value produced by a module that uses `metrics` (`inbound`, `relay`, `whitelist`,
-/// `gateway`) has a constant here, named after it in capitals, which that module uses. The
-/// modules that do not depend on `metrics` (`smtp`, `trust`, `policy`, `dns`, `spool`,
-/// `autoreply`) write theirs as literals, listed here as literals.
+/// `gateway`) has a constant here, named after it in capitals, which that module uses.
+/// The modules that do not use `metrics`, and should not for a label (`smtp`, `trust`,
+/// `policy`, `dns`, `spool`, `autoreply`: `trust` cannot, `metrics` uses it), write theirs
+/// as literals, listed here as literals.
 pub mod labels {
     /// A counter family and the series it can have.
     #[derive(Debug)]
