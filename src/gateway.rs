@@ -16,12 +16,12 @@ use crate::dns::Resolver;
 use crate::inbound::listener::Listener;
 use crate::inbound::{InboundContext, Role};
 use crate::live::LiveSettings;
-use crate::metrics::{http, Metrics};
+use crate::metrics::{http, labels, Metrics};
 use crate::relay::outbound::Outbound;
 use crate::relay::worker::Relay;
 use crate::spool::{Spool, SpoolError};
 use crate::trust::pki::TrustStore;
-use crate::trust::tls::{server_config, TlsConfigError};
+use crate::trust::tls::{server_config, TlsConfigError, TlsInfo};
 use crate::whitelist::live::WhitelistState;
 use crate::whitelist::refresh::{self, Refresher};
 
@@ -110,6 +110,13 @@ impl Gateway {
     pub async fn start(config: &Config) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         record_certificate_expiry(&metrics, config);
+        // Each suite a peer can get at 0, so that the handshakes are there from the start
+        // (the failures' share is read against them).
+        for offer in TlsInfo::offered(&config.tls.identity, config.tls.versions) {
+            metrics
+                .tls_handshakes_total
+                .with_label_values(&[offer.version, offer.cipher]);
+        }
         let spool = Arc::new(Spool::open(&config.spool_dir)?);
         let recovered = spool.recover()?;
         metrics
@@ -323,12 +330,12 @@ impl Gateway {
         };
         let counter = &self.metrics.reloads_total;
         if report.applied {
-            counter.with_label_values(&["applied"]).inc();
+            counter.inc(&[labels::APPLIED]);
             for note in &report.restart_needed {
                 tracing::warn!(note = %note, "reload: a changed setting needs a restart");
             }
         } else {
-            counter.with_label_values(&["invalid"]).inc();
+            counter.inc(&[labels::INVALID]);
             for problem in &report.problems {
                 tracing::error!(problem = %problem, "reload refused: the running configuration stays");
             }
@@ -671,10 +678,7 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
             match crl::refresh_source(&client, source, cas, 64 * 1024 * 1024).await {
                 Ok(Some(info)) => {
                     changed = true;
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&["updated"])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[labels::UPDATED]);
                     let g = &metrics.crl_update_timestamp_seconds;
                     g.with_label_values(&[&info.issuer, "this"])
                         .set(info.this_update);
@@ -684,16 +688,10 @@ async fn refresh_crls(ctx: Arc<InboundContext>, mut shutdown: watch::Receiver<bo
                     tracing::info!(url = %source.url, issuer = %info.issuer, this_update = info.this_update, next_update = info.next_update, "CRL updated");
                 }
                 Ok(None) => {
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&["unchanged"])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[labels::UNCHANGED]);
                 }
                 Err(e) => {
-                    metrics
-                        .crl_fetch_total
-                        .with_label_values(&[e.reason()])
-                        .inc();
+                    metrics.crl_fetch_total.inc(&[e.reason()]);
                     tracing::warn!(url = %source.url, reason = e.reason(), error = %e, "CRL refresh failed; keeping the last valid CRL");
                 }
             }

@@ -1,7 +1,8 @@
 //! Prometheus metrics: one registry per gateway instance, typed handles created once.
 //!
 //! Names are prefixed `mssante_`, in seconds and bytes; counters end in `_total`; refusals
-//! carry the same `reason` labels as the logs.
+//! carry the same `reason` labels as the logs. The label values of the counters are listed
+//! in [`labels`], and each of their series exists from start-up.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -29,19 +30,19 @@ pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Connections accepted, by listener.
-    pub connections_total: IntCounterVec,
+    pub connections_total: ListedCounter,
     /// Connections refused before SMTP (limits), by listener and reason.
-    pub connections_refused_total: IntCounterVec,
+    pub connections_refused_total: ListedCounter,
     /// Connections currently open.
     pub connections_open: IntGauge,
     /// Completed TLS handshakes, by version and cipher suite.
     pub tls_handshakes_total: IntCounterVec,
     /// Failed TLS handshakes, by reason.
-    pub tls_handshake_failures_total: IntCounterVec,
+    pub tls_handshake_failures_total: ListedCounter,
     /// Refusals, by SMTP stage and reason.
-    pub rejections_total: IntCounterVec,
+    pub rejections_total: ListedCounter,
     /// Messages accepted (250 after the spool's fsync), by direction.
-    pub messages_received_total: IntCounterVec,
+    pub messages_received_total: ListedCounter,
     /// Size of accepted messages.
     pub message_size_bytes: Histogram,
     /// From the end of the body to the 250 (spool write and fsync included).
@@ -55,33 +56,33 @@ pub struct Metrics {
     /// Seconds since the list in use was last confirmed current.
     pub whitelist_age_seconds: IntGauge,
     /// Refresh attempts by outcome (`updated`, `unchanged`, or the failure's reason).
-    pub whitelist_fetch_total: IntCounterVec,
+    pub whitelist_fetch_total: ListedCounter,
     /// 1 when lists are signature-checked, 0 when `verify_signature = false`.
     pub whitelist_signature_verification: IntGauge,
     /// End of validity of our certificate and its chain, by certificate (`which`).
     pub certificate_expiry_timestamp_seconds: IntGaugeVec,
     /// CRL downloads, by outcome (`updated`, `unchanged`, or the failure's reason).
-    pub crl_fetch_total: IntCounterVec,
+    pub crl_fetch_total: ListedCounter,
     /// thisUpdate and nextUpdate of the downloaded CRLs, by issuer and field.
     pub crl_update_timestamp_seconds: IntGaugeVec,
     /// 1 when a CRL of the issuing CA is loaded, 0 when not (its peers are then deferred
     /// under `tls.revocation = "require"`).
     pub crl_present: IntGaugeVec,
     /// Configuration reloads, by outcome (`applied`, `invalid`).
-    pub reloads_total: IntCounterVec,
+    pub reloads_total: ListedCounter,
     /// Messages in the spool waiting for delivery.
     pub queue_messages: IntGauge,
     /// Age of the oldest queued message.
     pub queue_oldest_age_seconds: IntGauge,
     /// Messages handed to the next hop (at least one recipient accepted), by direction.
-    pub messages_relayed_total: IntCounterVec,
+    pub messages_relayed_total: ListedCounter,
     /// Delivery attempts that left recipients for a retry, by direction.
-    pub messages_deferred_total: IntCounterVec,
+    pub messages_deferred_total: ListedCounter,
     /// Messages with recipients that failed for good (5xx or expiry), by direction.
-    pub messages_bounced_total: IntCounterVec,
+    pub messages_bounced_total: ListedCounter,
     /// Outbound attempts that did not deliver, by reason (one per MX host tried, or per
     /// domain when no host was tried: not listed, DNS, stale list).
-    pub outbound_failures_total: IntCounterVec,
+    pub outbound_failures_total: ListedCounter,
     /// From acceptance to the last recipient's delivery.
     pub delivery_latency_seconds: HistogramVec,
     /// Torn spool files moved to quarantine at recovery.
@@ -92,24 +93,41 @@ pub struct Metrics {
     /// divided by the syncs, the batch size group commit reached.
     pub spool_log_records_total: IntCounter,
     /// Messages to the auto-reply mailbox, by outcome (`sent`, or `suppressed_<reason>`).
-    pub autoreplies_total: IntCounterVec,
+    pub autoreplies_total: ListedCounter,
     /// Delivery status notifications we wrote and spooled, by action (`failed`,
     /// `delayed`, `delivered`, `relayed`).
-    pub dsn_generated_total: IntCounterVec,
+    pub dsn_generated_total: ListedCounter,
 }
 
-/// The `reason` labels of `mssante_connections_refused_total`.
-pub const CONNECTION_REFUSALS: [&str; 9] = [
-    "max_connections",
-    "max_connections_per_ip",
-    "connection_rate",
-    "pre_tls_budget",
-    "not_allowed",
-    "proxy_missing",
-    "proxy_invalid",
-    "proxy_timeout",
-    "proxy_untrusted",
-];
+/// A counter family whose series are all listed in [`labels`]: each exists at 0 from
+/// start-up, and counting one that is not listed panics in a debug build, so that a test
+/// reaching it fails.
+pub struct ListedCounter {
+    family: IntCounterVec,
+    listed: &'static labels::Family,
+}
+
+impl ListedCounter {
+    /// Counts one event of the series with these label values, in the family's order.
+    pub fn inc(&self, values: &[&str]) {
+        debug_assert!(
+            self.listed.has(values),
+            "{} {values:?} is not listed: add it to metrics::labels and explain it in docs/OPERATIONS.md section 6.2",
+            self.listed.name
+        );
+        self.family.with_label_values(values).inc();
+    }
+
+    /// The count of the series with these label values.
+    pub fn get(&self, values: &[&str]) -> u64 {
+        debug_assert!(
+            self.listed.has(values),
+            "{} {values:?} is not listed",
+            self.listed.name
+        );
+        self.family.with_label_values(values).get()
+    }
+}
 
 impl Metrics {
     /// Shows, per issuing CA, whether its CRL is loaded in `store`.
@@ -133,35 +151,39 @@ impl Metrics {
                 .expect("metric names are unique");
             c
         };
-        let connections_total = counter_vec(
-            "mssante_connections_total",
-            "Connections accepted, by listener.",
-            &["listener"],
-        );
-        let connections_refused_total = counter_vec(
-            "mssante_connections_refused_total",
+        let listed = |family: &'static labels::Family, help: &str| {
+            let counter = counter_vec(family.name, help, family.labels);
+            // At 0 from the start: a series born at its first event starts at 1, and
+            // `increase()` over it, so any alert on it, stays 0.
+            for series in family.series() {
+                counter.with_label_values(&series);
+            }
+            ListedCounter {
+                family: counter,
+                listed: family,
+            }
+        };
+        let connections_total = listed(&labels::CONNECTIONS, "Connections accepted, by listener.");
+        let connections_refused_total = listed(
+            &labels::CONNECTIONS_REFUSED,
             "Connections refused before SMTP because of a limit, by listener and reason.",
-            &["listener", "reason"],
         );
         let tls_handshakes_total = counter_vec(
             "mssante_tls_handshakes_total",
             "Completed TLS handshakes, by protocol version and cipher suite.",
             &["version", "cipher"],
         );
-        let tls_handshake_failures_total = counter_vec(
-            "mssante_tls_handshake_failures_total",
+        let tls_handshake_failures_total = listed(
+            &labels::TLS_HANDSHAKE_FAILURES,
             "Failed TLS handshakes, by reason.",
-            &["reason"],
         );
-        let rejections_total = counter_vec(
-            "mssante_rejections_total",
+        let rejections_total = listed(
+            &labels::REJECTIONS,
             "Refused commands and messages, by SMTP stage and reason.",
-            &["stage", "reason"],
         );
-        let messages_received_total = counter_vec(
-            "mssante_messages_received_total",
+        let messages_received_total = listed(
+            &labels::MESSAGES_RECEIVED,
             "Messages accepted and stored durably, by direction.",
-            &["direction"],
         );
         let connections_open =
             IntGauge::new("mssante_connections_open", "Connections currently open.")
@@ -216,10 +238,9 @@ impl Metrics {
             "mssante_whitelist_signature_verification",
             "1 when the liste blanche signature is verified, 0 when verification is disabled.",
         );
-        let whitelist_fetch_total = counter_vec(
-            "mssante_whitelist_fetch_total",
+        let whitelist_fetch_total = listed(
+            &labels::WHITELIST_FETCHES,
             "Liste blanche refresh attempts, by outcome.",
-            &["outcome"],
         );
         let certificate_expiry_timestamp_seconds = IntGaugeVec::new(
             Opts::new(
@@ -232,10 +253,9 @@ impl Metrics {
         registry
             .register(Box::new(certificate_expiry_timestamp_seconds.clone()))
             .expect("metric names are unique");
-        let crl_fetch_total = counter_vec(
-            "mssante_crl_fetch_total",
+        let crl_fetch_total = listed(
+            &labels::CRL_FETCHES,
             "CRL downloads from the distribution points, by outcome.",
-            &["outcome"],
         );
         let crl_update_timestamp_seconds = IntGaugeVec::new(
             Opts::new(
@@ -259,10 +279,9 @@ impl Metrics {
         registry
             .register(Box::new(crl_present.clone()))
             .expect("metric names are unique");
-        let reloads_total = counter_vec(
-            "mssante_reloads_total",
+        let reloads_total = listed(
+            &labels::RELOADS,
             "Configuration reloads (SIGHUP), by outcome.",
-            &["outcome"],
         );
         let queue_messages = gauge(
             "mssante_queue_messages",
@@ -272,35 +291,29 @@ impl Metrics {
             "mssante_queue_oldest_age_seconds",
             "Age of the oldest message in the spool.",
         );
-        let messages_relayed_total = counter_vec(
-            "mssante_messages_relayed_total",
+        let messages_relayed_total = listed(
+            &labels::MESSAGES_RELAYED,
             "Messages accepted by the next hop for at least one recipient, by direction.",
-            &["direction"],
         );
-        let messages_deferred_total = counter_vec(
-            "mssante_messages_deferred_total",
+        let messages_deferred_total = listed(
+            &labels::MESSAGES_DEFERRED,
             "Delivery attempts leaving recipients to retry later, by direction.",
-            &["direction"],
         );
-        let autoreplies_total = counter_vec(
-            "mssante_autoreplies_total",
+        let autoreplies_total = listed(
+            &labels::AUTOREPLIES,
             "Messages to the auto-reply mailbox, by outcome: sent, or suppressed_<reason> (loop protection).",
-            &["outcome"],
         );
-        let dsn_generated_total = counter_vec(
-            "mssante_dsn_generated_total",
+        let dsn_generated_total = listed(
+            &labels::DSN_GENERATED,
             "Delivery status notifications written and spooled by the gateway, by action (failed, delayed, delivered, relayed).",
-            &["action"],
         );
-        let messages_bounced_total = counter_vec(
-            "mssante_messages_bounced_total",
+        let messages_bounced_total = listed(
+            &labels::MESSAGES_BOUNCED,
             "Messages with recipients failed for good (5xx reply or expiry), by direction.",
-            &["direction"],
         );
-        let outbound_failures_total = counter_vec(
-            "mssante_outbound_failures_total",
+        let outbound_failures_total = listed(
+            &labels::OUTBOUND_FAILURES,
             "Outbound delivery attempts that failed before or instead of a transaction, by reason.",
-            &["reason"],
         );
         let delivery_latency_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -350,7 +363,11 @@ impl Metrics {
         registry
             .register(Box::new(build))
             .expect("metric names are unique");
-        let metrics = Metrics {
+        for direction in labels::DIRECTIONS {
+            accept_latency_seconds.with_label_values(&[direction]);
+            delivery_latency_seconds.with_label_values(&[direction]);
+        }
+        Metrics {
             registry,
             connections_total,
             connections_refused_total,
@@ -384,64 +401,12 @@ impl Metrics {
             spool_log_records_total,
             autoreplies_total,
             dsn_generated_total,
-        };
-        metrics.expose_known_labels();
-        metrics
-    }
-
-    /// Creates at 0 the series whose labels are known in advance. A labelled series
-    /// otherwise appears at its first increment, with value 1, and `increase()` over it
-    /// stays 0: an alert on the first event (a refused reload, a spool failure) would never
-    /// fire. Reasons computed at run time (policy refusals, outbound failures, fetch
-    /// errors) still appear at their first use.
-    fn expose_known_labels(&self) {
-        for outcome in ["applied", "invalid"] {
-            self.reloads_total.with_label_values(&[outcome]);
-        }
-        for (stage, reason) in [
-            ("data", "spool_error"),
-            ("data", "mail_loop"),
-            ("relay", "mail_loop"),
-            ("connection", "timeout"),
-            ("connection", "write_timeout"),
-            ("connection", "session_duration"),
-            ("connection", "tls_deadline"),
-        ] {
-            self.rejections_total.with_label_values(&[stage, reason]);
-        }
-        for direction in ["inbound", "outbound", "dsn"] {
-            for family in [
-                &self.messages_received_total,
-                &self.messages_relayed_total,
-                &self.messages_deferred_total,
-                &self.messages_bounced_total,
-            ] {
-                family.with_label_values(&[direction]);
-            }
-            self.delivery_latency_seconds
-                .with_label_values(&[direction]);
-        }
-        for listener in ["inbound", "submission"] {
-            self.connections_total.with_label_values(&[listener]);
-            for reason in CONNECTION_REFUSALS {
-                self.connections_refused_total
-                    .with_label_values(&[listener, reason]);
-            }
-        }
-        for outcome in ["updated", "unchanged"] {
-            self.whitelist_fetch_total.with_label_values(&[outcome]);
-            self.crl_fetch_total.with_label_values(&[outcome]);
-        }
-        for action in ["failed", "delayed", "delivered", "relayed"] {
-            self.dsn_generated_total.with_label_values(&[action]);
         }
     }
 
     /// Counts one refusal.
     pub fn reject(&self, stage: &str, reason: &str) {
-        self.rejections_total
-            .with_label_values(&[stage, reason])
-            .inc();
+        self.rejections_total.inc(&[stage, reason]);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -457,6 +422,403 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Every value the labels of the counters above can take, in one place: [`Metrics::new`]
+/// creates each series at 0, [`ListedCounter::inc`] refuses in debug builds a series that
+/// is not listed, `tests/metric_labels.rs` checks the label literals of `src/` against
+/// these lists, and `tests/docs.rs` that the operations guide explains every value.
+///
+/// A value produced by a module that uses `metrics` (`inbound`, `relay`, `whitelist`,
+/// `gateway`) has a constant here, named after it in capitals, which that module uses.
+/// The modules that do not use `metrics`, and should not for a label (`smtp`, `trust`,
+/// `policy`, `dns`, `spool`, `autoreply`: `trust` cannot, `metrics` uses it), write theirs
+/// as literals, listed here as literals.
+pub mod labels {
+    /// A counter family and the series it can have.
+    #[derive(Debug)]
+    pub struct Family {
+        /// The metric's name.
+        pub name: &'static str,
+        /// Its label names, in the order [`super::ListedCounter::inc`] takes the values.
+        pub labels: &'static [&'static str],
+        /// The values they take.
+        pub values: Values,
+    }
+
+    /// The label values of a family.
+    #[derive(Debug)]
+    pub enum Values {
+        /// One label: its values.
+        One(&'static [&'static str]),
+        /// Two labels: each value of the first, with the values of the second that occur
+        /// with it (not every combination does).
+        Pairs(&'static [(&'static str, &'static [&'static str])]),
+    }
+
+    impl Family {
+        /// Every series, as label values in the family's order.
+        pub fn series(&self) -> Vec<Vec<&'static str>> {
+            match self.values {
+                Values::One(values) => values.iter().map(|v| vec![*v]).collect(),
+                Values::Pairs(pairs) => pairs
+                    .iter()
+                    .flat_map(|(first, seconds)| seconds.iter().map(|s| vec![*first, *s]))
+                    .collect(),
+            }
+        }
+
+        /// Whether `values` (in the family's order) is one of its series.
+        pub fn has(&self, values: &[&str]) -> bool {
+            match (&self.values, values) {
+                (Values::One(listed), [value]) => listed.contains(value),
+                (Values::Pairs(pairs), [first, second]) => pairs
+                    .iter()
+                    .any(|(f, seconds)| f == first && seconds.contains(second)),
+                _ => false,
+            }
+        }
+    }
+
+    // Connection refusals (inbound::listener, inbound::proxy, inbound::connection).
+    pub const MAX_CONNECTIONS: &str = "max_connections";
+    pub const MAX_CONNECTIONS_PER_IP: &str = "max_connections_per_ip";
+    pub const CONNECTION_RATE: &str = "connection_rate";
+    pub const PRE_TLS_BUDGET: &str = "pre_tls_budget";
+    pub const NOT_ALLOWED: &str = "not_allowed";
+    pub const PROXY_MISSING: &str = "proxy_missing";
+    pub const PROXY_INVALID: &str = "proxy_invalid";
+    pub const PROXY_TIMEOUT: &str = "proxy_timeout";
+    pub const PROXY_UNTRUSTED: &str = "proxy_untrusted";
+
+    // TLS handshake failures (inbound::connection).
+    pub const TIMEOUT: &str = "timeout";
+    pub const EOF: &str = "eof";
+    pub const IO: &str = "io";
+    pub const NOT_TLS: &str = "not_tls";
+    pub const INCOMPATIBLE: &str = "incompatible";
+    pub const ALERT_RECEIVED: &str = "alert_received";
+    pub const CLIENT_CERT_MISSING: &str = "client_cert_missing";
+    pub const CERTIFICATE: &str = "certificate";
+    pub const PROTOCOL: &str = "protocol";
+
+    // Refusals of the connection (inbound::connection, relay::worker).
+    pub const WRITE_TIMEOUT: &str = "write_timeout";
+    pub const SESSION_DURATION: &str = "session_duration";
+    pub const TLS_DEADLINE: &str = "tls_deadline";
+    pub const SPOOL_ERROR: &str = "spool_error";
+    pub const MAIL_LOOP: &str = "mail_loop";
+
+    // Outbound failures (relay::outbound).
+    pub const WHITELIST_STALE: &str = "whitelist_stale";
+    pub const RECIPIENT_DOMAIN_NOT_LISTED: &str = "recipient_domain_not_listed";
+    pub const DOMAIN_BUSY: &str = "domain_busy";
+    pub const MX_INVALID_NAME: &str = "mx_invalid_name";
+    pub const CONNECT_FAILED: &str = "connect_failed";
+    pub const SESSION_REFUSED: &str = "session_refused";
+    pub const STARTTLS_UNAVAILABLE: &str = "starttls_unavailable";
+    pub const TLS_HANDSHAKE_FAILED: &str = "tls_handshake_failed";
+    pub const SESSION_BROKEN: &str = "session_broken";
+
+    // Download outcomes (whitelist::refresh, gateway).
+    pub const UPDATED: &str = "updated";
+    pub const UNCHANGED: &str = "unchanged";
+    pub const CLIENT: &str = "client";
+    pub const NETWORK: &str = "network";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const SIGNATURE: &str = "signature";
+    pub const PARSE: &str = "parse";
+    pub const SHRUNK: &str = "shrunk";
+    pub const OLDER: &str = "older";
+    pub const CACHE_WRITE: &str = "cache_write";
+
+    // Reloads (gateway).
+    pub const APPLIED: &str = "applied";
+    pub const INVALID: &str = "invalid";
+
+    // DSN actions (relay::dsn) and auto-replies (relay::auto_reply).
+    pub const FAILED: &str = "failed";
+    pub const DELAYED: &str = "delayed";
+    pub const DELIVERED: &str = "delivered";
+    pub const RELAYED: &str = "relayed";
+    pub const SENT: &str = "sent";
+
+    /// `listener`: `inbound::Role::listener_name`.
+    pub const LISTENERS: &[&str] = &["inbound", "submission"];
+
+    /// `direction`: `spool::Direction::as_str`.
+    pub const DIRECTIONS: &[&str] = &["inbound", "outbound", "dsn"];
+
+    pub static CONNECTIONS: Family = Family {
+        name: "mssante_connections_total",
+        labels: &["listener"],
+        values: Values::One(LISTENERS),
+    };
+
+    pub static CONNECTIONS_REFUSED: Family = Family {
+        name: "mssante_connections_refused_total",
+        labels: &["listener", "reason"],
+        values: Values::Pairs(&[
+            (
+                "inbound",
+                &[
+                    CONNECTION_RATE,
+                    MAX_CONNECTIONS,
+                    MAX_CONNECTIONS_PER_IP,
+                    PRE_TLS_BUDGET,
+                    PROXY_MISSING,
+                    PROXY_INVALID,
+                    PROXY_TIMEOUT,
+                    PROXY_UNTRUSTED,
+                ],
+            ),
+            (
+                "submission",
+                &[
+                    NOT_ALLOWED,
+                    CONNECTION_RATE,
+                    MAX_CONNECTIONS,
+                    MAX_CONNECTIONS_PER_IP,
+                    PROXY_MISSING,
+                    PROXY_INVALID,
+                    PROXY_TIMEOUT,
+                    PROXY_UNTRUSTED,
+                ],
+            ),
+        ]),
+    };
+
+    pub static TLS_HANDSHAKE_FAILURES: Family = Family {
+        name: "mssante_tls_handshake_failures_total",
+        labels: &["reason"],
+        values: Values::One(&[
+            TIMEOUT,
+            EOF,
+            IO,
+            NOT_TLS,
+            INCOMPATIBLE,
+            ALERT_RECEIVED,
+            CLIENT_CERT_MISSING,
+            CERTIFICATE,
+            PROTOCOL,
+        ]),
+    };
+
+    /// By stage: the session's refusals of commands it cannot take (`smtp::session`, whose
+    /// stage is the command, or `command` when it does not parse), the policy's refusals
+    /// of MAIL and RCPT (`policy`, with the certificate's `trust::verify` reasons), the
+    /// checks only logged (`mail_logged`), and the connection's own limits.
+    pub static REJECTIONS: Family = Family {
+        name: "mssante_rejections_total",
+        labels: &["stage", "reason"],
+        values: Values::Pairs(&[
+            (
+                "connection",
+                &[TIMEOUT, WRITE_TIMEOUT, SESSION_DURATION, TLS_DEADLINE],
+            ),
+            (
+                "command",
+                &[
+                    "unknown_command",
+                    "syntax_error",
+                    "unsupported_parameter",
+                    "line_too_long",
+                    "nul_byte",
+                    "not_implemented",
+                ],
+            ),
+            ("ehlo", &["syntax_error", "not_implemented"]),
+            ("starttls", &["bad_sequence", "not_implemented"]),
+            (
+                "mail",
+                &[
+                    "bad_sequence",
+                    "tls_required",
+                    "unsupported_parameter",
+                    "message_too_large",
+                    "invalid_utf8",
+                    "non_ascii_address",
+                    CLIENT_CERT_MISSING,
+                    "client_cert_untrusted",
+                    "client_cert_expired",
+                    "client_cert_not_yet_valid",
+                    "client_cert_revoked",
+                    "client_cert_wrong_usage",
+                    "client_cert_malformed",
+                    "client_cert_other",
+                    "crl_expired",
+                    "crl_unavailable",
+                    WHITELIST_STALE,
+                    "dn_not_listed",
+                    "ehlo_cn_mismatch",
+                    "fcrdns_mismatch",
+                    "fcrdns_unavailable",
+                    "sender_syntax",
+                    "sender_domain_not_listed",
+                    "sender_dn_mismatch",
+                    "sender_not_local",
+                ],
+            ),
+            (
+                "mail_logged",
+                &["ehlo_cn_mismatch", "fcrdns_mismatch", "fcrdns_unavailable"],
+            ),
+            (
+                "rcpt",
+                &[
+                    "bad_sequence",
+                    "too_many_recipients",
+                    "unsupported_parameter",
+                    "invalid_utf8",
+                    "non_ascii_address",
+                    "routing_address",
+                    "recipient_syntax",
+                    "relay_denied",
+                    WHITELIST_STALE,
+                    RECIPIENT_DOMAIN_NOT_LISTED,
+                ],
+            ),
+            (
+                "data",
+                &[
+                    "bad_sequence",
+                    "syntax_error",
+                    "message_too_large",
+                    "bare_newline",
+                    "empty_message",
+                    "reset",
+                    SPOOL_ERROR,
+                    MAIL_LOOP,
+                ],
+            ),
+            ("relay", &[MAIL_LOOP]),
+        ]),
+    };
+
+    pub static MESSAGES_RECEIVED: Family = by_direction("mssante_messages_received_total");
+    pub static MESSAGES_RELAYED: Family = by_direction("mssante_messages_relayed_total");
+    pub static MESSAGES_DEFERRED: Family = by_direction("mssante_messages_deferred_total");
+    pub static MESSAGES_BOUNCED: Family = by_direction("mssante_messages_bounced_total");
+
+    const fn by_direction(name: &'static str) -> Family {
+        Family {
+            name,
+            labels: &["direction"],
+            values: Values::One(DIRECTIONS),
+        }
+    }
+
+    /// `policy::judge_server` (with the certificate's `trust::verify` reasons) and
+    /// `dns::DnsError::reason` besides `relay::outbound`.
+    pub static OUTBOUND_FAILURES: Family = Family {
+        name: "mssante_outbound_failures_total",
+        labels: &["reason"],
+        values: Values::One(&[
+            WHITELIST_STALE,
+            RECIPIENT_DOMAIN_NOT_LISTED,
+            DOMAIN_BUSY,
+            "dns_nxdomain",
+            "dns_null_mx",
+            "dns_no_mail_host",
+            "dns_no_address",
+            "dns_invalid_name",
+            "dns_temporary",
+            MX_INVALID_NAME,
+            CONNECT_FAILED,
+            TIMEOUT,
+            SESSION_REFUSED,
+            STARTTLS_UNAVAILABLE,
+            TLS_HANDSHAKE_FAILED,
+            "server_cert_missing",
+            "server_cert_untrusted",
+            "server_cert_expired",
+            "server_cert_not_yet_valid",
+            "server_cert_revoked",
+            "server_cert_wrong_usage",
+            "server_cert_malformed",
+            "server_cert_other",
+            "crl_expired",
+            "crl_unavailable",
+            "mx_cn_mismatch",
+            "recipient_dn_mismatch",
+            "whitelist_unavailable",
+            SESSION_BROKEN,
+        ]),
+    };
+
+    pub static WHITELIST_FETCHES: Family = Family {
+        name: "mssante_whitelist_fetch_total",
+        labels: &["outcome"],
+        values: Values::One(&[
+            UPDATED,
+            UNCHANGED,
+            CLIENT,
+            NETWORK,
+            HTTP_STATUS,
+            TOO_LARGE,
+            SIGNATURE,
+            PARSE,
+            SHRUNK,
+            OLDER,
+            CACHE_WRITE,
+        ]),
+    };
+
+    /// The failures are `trust::crl::CrlError::reason`.
+    pub static CRL_FETCHES: Family = Family {
+        name: "mssante_crl_fetch_total",
+        labels: &["outcome"],
+        values: Values::One(&[
+            UPDATED, UNCHANGED, NETWORK, PARSE, SIGNATURE, OLDER, "write",
+        ]),
+    };
+
+    pub static RELOADS: Family = Family {
+        name: "mssante_reloads_total",
+        labels: &["outcome"],
+        values: Values::One(&[APPLIED, INVALID]),
+    };
+
+    /// The suppressions are `autoreply::Suppressed::as_str`.
+    pub static AUTOREPLIES: Family = Family {
+        name: "mssante_autoreplies_total",
+        labels: &["outcome"],
+        values: Values::One(&[
+            SENT,
+            "suppressed_null_sender",
+            "suppressed_auto_submitted",
+            "suppressed_precedence",
+            "suppressed_mailing_list",
+            "suppressed_system_sender",
+            "suppressed_own_address",
+            "suppressed_already_replied",
+        ]),
+    };
+
+    pub static DSN_GENERATED: Family = Family {
+        name: "mssante_dsn_generated_total",
+        labels: &["action"],
+        values: Values::One(&[FAILED, DELAYED, DELIVERED, RELAYED]),
+    };
+
+    /// Every family above.
+    pub static FAMILIES: [&Family; 14] = [
+        &CONNECTIONS,
+        &CONNECTIONS_REFUSED,
+        &TLS_HANDSHAKE_FAILURES,
+        &REJECTIONS,
+        &MESSAGES_RECEIVED,
+        &MESSAGES_RELAYED,
+        &MESSAGES_DEFERRED,
+        &MESSAGES_BOUNCED,
+        &OUTBOUND_FAILURES,
+        &WHITELIST_FETCHES,
+        &CRL_FETCHES,
+        &RELOADS,
+        &AUTOREPLIES,
+        &DSN_GENERATED,
+    ];
 }
 
 /// The HTTP endpoint for Prometheus and orchestrators: `/metrics`, `/healthz` (the process

@@ -114,11 +114,11 @@ pub fn check_fcrdns(
     if mode == FcrdnsCheck::Off {
         return Ok(None);
     }
-    let (ok, reason, text) = match dns {
+    let refusal = match dns {
         ReverseDns::Names(names) if names.iter().any(|n| names_match(n, id)) => return Ok(None),
-        ReverseDns::Names(names) => (
-            false,
-            "fcrdns_mismatch",
+        ReverseDns::Names(names) => Refusal::new(
+            550,
+            (5, 7, 1),
             format!(
                 "Reverse DNS of your address ({}) does not confirm the certificate CN {}",
                 if names.is_empty() {
@@ -128,17 +128,18 @@ pub fn check_fcrdns(
                 },
                 id.cn.as_deref().unwrap_or("(none)")
             ),
+            "fcrdns_mismatch",
         ),
-        ReverseDns::Unavailable(e) => (
-            true,
-            "fcrdns_unavailable",
+        ReverseDns::Unavailable(e) => Refusal::new(
+            451,
+            (4, 4, 3),
             format!("Reverse DNS lookup failed ({e}); try again later"),
+            "fcrdns_unavailable",
         ),
     };
-    match (mode, ok) {
-        (FcrdnsCheck::Log, _) => Ok(Some(reason)),
-        (_, true) => Err(Refusal::new(451, (4, 4, 3), text, reason)),
-        (_, false) => Err(Refusal::new(550, (5, 7, 1), text, reason)),
+    match mode {
+        FcrdnsCheck::Log => Ok(Some(refusal.reason)),
+        _ => Err(refusal),
     }
 }
 
@@ -192,19 +193,20 @@ pub fn check_sender(ctx: &SenderContext<'_>, reverse_path: &str) -> Result<Accep
     }
     let mut accepted = Accepted::default();
     if ctx.ehlo_check != EhloCheck::Off && !ehlo_matches(ctx.helo, id, ctx.ehlo_names) {
+        let mismatch = Refusal::new(
+            550,
+            (5, 7, 1),
+            format!(
+                "EHLO name {} does not match the certificate CN {}",
+                ctx.helo,
+                id.cn.as_deref().unwrap_or("(none)")
+            ),
+            "ehlo_cn_mismatch",
+        );
         if ctx.ehlo_check == EhloCheck::Enforce {
-            return Err(Refusal::new(
-                550,
-                (5, 7, 1),
-                format!(
-                    "EHLO name {} does not match the certificate CN {}",
-                    ctx.helo,
-                    id.cn.as_deref().unwrap_or("(none)")
-                ),
-                "ehlo_cn_mismatch",
-            ));
+            return Err(mismatch);
         }
-        accepted.noted.push("ehlo_cn_mismatch");
+        accepted.noted.push(mismatch.reason);
     }
     if reverse_path.is_empty() {
         // Bounces have no sender domain; a listed operator may send them.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::sink::{Sink, SinkOpts};
 use common::{TestGateway, IO_TIMEOUT, LOCAL_DOMAIN};
+use mssante_gateway::metrics::labels;
 use mssante_gateway::spool::{Direction, StoredMessage};
 
 const AUTO_REPLY: &str = "reponse-automatique@gateway.test.mssante.fr";
@@ -70,27 +71,18 @@ fn rand_id() -> String {
 }
 
 fn autoreplies(gw: &TestGateway, outcome: &str) -> u64 {
-    gw.metrics
-        .autoreplies_total
-        .with_label_values(&[outcome])
-        .get()
+    gw.metrics.autoreplies_total.get(&[outcome])
 }
 
 /// Waits until the auto-responder has decided `n` times in all.
 async fn wait_for_decisions(gw: &TestGateway, n: u64) {
-    let outcomes = [
-        "sent",
-        "suppressed_null_sender",
-        "suppressed_auto_submitted",
-        "suppressed_precedence",
-        "suppressed_mailing_list",
-        "suppressed_system_sender",
-        "suppressed_own_address",
-        "suppressed_already_replied",
-    ];
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        let total: u64 = outcomes.iter().map(|o| autoreplies(gw, o)).sum();
+        let total: u64 = labels::AUTOREPLIES
+            .series()
+            .iter()
+            .map(|outcome| gw.metrics.autoreplies_total.get(outcome))
+            .sum();
         if total >= n {
             assert_eq!(total, n, "more decisions than messages sent");
             return;

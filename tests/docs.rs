@@ -1,9 +1,13 @@
 //! The README's configuration reference against the parser: every key the parser accepts
 //! has its row. The accepted keys are read from the parser itself: a configuration with
 //! an unknown key in a section is refused with the list of that section's keys.
+//!
+//! The operations guide against the metrics: every value `metrics::labels` lists for a
+//! counter's label has its row, with what it means and what to do.
 mod common;
 
 use mssante_gateway::config::Config;
+use mssante_gateway::metrics::labels;
 
 /// Sections of the reference, as TOML paths (`""`: the top level), and the keys inside
 /// them that are tables documented by their own keys.
@@ -171,5 +175,68 @@ fn every_configuration_key_has_a_row_in_the_readme() {
     assert!(
         missing.is_empty(),
         "configuration keys without a row in the README's reference: {missing:?}"
+    );
+}
+
+/// The operations guide's section 6.2 explains every label value of `metrics::labels`: a
+/// family's table sits under a heading that names it, with a row per value (first cell)
+/// saying what happened and what to do; for a two-label family the second cell names the
+/// values of the first label the row occurs with (the stages of a refusal reason).
+#[test]
+fn every_metric_label_value_has_a_row_in_the_operations_guide() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))
+        .expect("docs/OPERATIONS.md");
+    let section = guide
+        .split_once("### 6.2 ")
+        .and_then(|(_, rest)| rest.split_once("\n### "))
+        .map(|(section, _)| section)
+        .expect("section 6.2 of the operations guide");
+    // (heading, rows as cells) of each table below a `####` heading.
+    let mut tables: Vec<(&str, Vec<Vec<&str>>)> = Vec::new();
+    for line in section.lines() {
+        if let Some(heading) = line.strip_prefix("#### ") {
+            tables.push((heading, Vec::new()));
+        } else if let (Some(row), Some((_, rows))) = (line.strip_prefix("| "), tables.last_mut()) {
+            rows.push(row.trim_end_matches(" |").split(" | ").collect());
+        }
+    }
+    let mut missing = Vec::new();
+    for family in labels::FAMILIES {
+        let name = format!("`{}`", family.name);
+        let rows: Vec<&Vec<&str>> = tables
+            .iter()
+            .filter(|(heading, _)| heading.contains(&name))
+            .flat_map(|(_, rows)| rows)
+            .collect();
+        for series in family.series() {
+            let (value, with) = match series[..] {
+                [value] => (value, None),
+                [first, second] => (second, Some(first)),
+                _ => panic!("{}: more than two labels", family.name),
+            };
+            let explained = rows.iter().any(|cells| {
+                cells.first() == Some(&format!("`{value}`").as_str())
+                    && with
+                        .is_none_or(|w| cells.get(1).is_some_and(|c| c.contains(&format!("`{w}`"))))
+                    && cells
+                        .iter()
+                        .skip(1)
+                        .filter(|c| !c.trim().is_empty())
+                        .count()
+                        >= 2
+            });
+            if !explained {
+                missing.push(match with {
+                    Some(w) => format!("{} {value} ({w})", family.name),
+                    None => format!("{} {value}", family.name),
+                });
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "label values without a row (value, meaning, what to do) under a heading naming \
+         their metric in docs/OPERATIONS.md section 6.2:\n{}",
+        missing.join("\n")
     );
 }

@@ -37,10 +37,7 @@ async fn looping_gateway(own: u16, other: u16) -> TestGateway {
 
 /// DSNs of `action` a gateway wrote.
 fn dsns(gw: &TestGateway, action: &str) -> u64 {
-    gw.metrics
-        .dsn_generated_total
-        .with_label_values(&[action])
-        .get()
+    gw.metrics.dsn_generated_total.get(&[action])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use common::sink::{Sink, SinkOpts};
 use common::{
     certs_dir, client_tls_config, http_get, Client, TestGateway, IO_TIMEOUT, LOCAL_DOMAIN,
 };
+use mssante_gateway::metrics::labels;
 
 /// The value of the series `name{labels}` (labels as written by the exposition, sorted).
 fn value(exposition: &str, series: &str) -> f64 {
@@ -91,13 +92,7 @@ async fn counters_move_by_exactly_what_happened() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    while gw
-        .metrics
-        .messages_relayed_total
-        .with_label_values(&["inbound"])
-        .get()
-        < 3
-    {
+    while gw.metrics.messages_relayed_total.get(&["inbound"]) < 3 {
         assert!(std::time::Instant::now() < deadline, "relays not counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -444,11 +439,7 @@ async fn three_deferred(
     send_from_peer_a(tls_peer(&gw).await, 3).await;
     let metrics = gw.gateway().metrics_addr.expect("metrics endpoint");
     common::wait_for("three deferrals", IO_TIMEOUT, || {
-        gw.metrics
-            .messages_deferred_total
-            .with_label_values(&["inbound"])
-            .get()
-            >= 3
+        gw.metrics.messages_deferred_total.get(&["inbound"]) >= 3
     })
     .await;
     (gw, metrics)
@@ -788,6 +779,61 @@ async fn first_event_series_are_exported_at_zero_from_start_up() {
         "mssante_dsn_generated_total{action=\"failed\"} 0",
     ] {
         assert!(text.contains(series), "{series} missing at start-up");
+    }
+}
+
+/// Not only those: every series of `metrics::labels` exists at 0 from start-up, so that a
+/// query or a new alert on any reason sees its first event.
+#[tokio::test]
+async fn every_listed_series_is_exported_at_zero_from_start_up() {
+    let gw = TestGateway::start_with(with_metrics).await;
+    let addr = gw.gateway().metrics_addr.expect("metrics endpoint");
+    let (_, text) = http_get(addr, "/metrics").await;
+    let mut checked = 0;
+    for family in labels::FAMILIES {
+        for values in family.series() {
+            // As the exposition writes them: label names in order.
+            let mut pairs: Vec<(&str, &str)> = family.labels.iter().copied().zip(values).collect();
+            pairs.sort();
+            let labels: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let series = format!("{}{{{}}} 0", family.name, labels.join(","));
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing at start-up"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "only {checked} series checked");
+    // Every family of src/metrics.rs is there, but the CRL timestamps, known only once a
+    // CRL is downloaded: the TLS handshakes by the suites we offer, for instance.
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs"))
+        .expect("src/metrics.rs");
+    let families: std::collections::BTreeSet<&str> = source
+        .match_indices("\"mssante_")
+        .filter_map(|(at, _)| source[at + 1..].split('"').next())
+        .filter(|name| !name.contains(' '))
+        .collect();
+    assert!(families.len() > 30, "{families:?}");
+    for family in families {
+        if family != "mssante_crl_update_timestamp_seconds" {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} absent from a fresh exposition"
+            );
+        }
+    }
+    assert!(
+        text.contains("mssante_tls_handshakes_total{cipher=\"TLS13_AES_256_GCM_SHA384\",version=\"TLSv1_3\"} 0"),
+        "{text}"
+    );
+    // The latencies by direction too, so that their families are visible.
+    for direction in labels::DIRECTIONS {
+        for histogram in ["accept", "delivery"] {
+            let series =
+                format!("mssante_{histogram}_latency_seconds_count{{direction=\"{direction}\"}} 0");
+            assert!(text.lines().any(|l| l == series), "{series} missing");
+        }
     }
 }
 

@@ -91,14 +91,11 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn failures(gw: &TestGateway, reason: &str) -> u64 {
-    gw.metrics
-        .outbound_failures_total
-        .with_label_values(&[reason])
-        .get()
+    gw.metrics.outbound_failures_total.get(&[reason])
 }
 
-fn outbound_counter(c: &prometheus::IntCounterVec) -> u64 {
-    c.with_label_values(&["outbound"]).get()
+fn outbound_counter(c: &mssante_gateway::metrics::ListedCounter) -> u64 {
+    c.get(&["outbound"])
 }
 
 /// Splits off the one header the gateway adds; the rest must be the submitted bytes.

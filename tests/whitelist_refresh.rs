@@ -149,10 +149,7 @@ fn fetching(url: String, cache: &Path) -> impl FnOnce(&mut toml::Table) + '_ {
 }
 
 fn fetches(gw: &TestGateway, outcome: &str) -> u64 {
-    gw.metrics
-        .whitelist_fetch_total
-        .with_label_values(&[outcome])
-        .get()
+    gw.metrics.whitelist_fetch_total.get(&[outcome])
 }
 
 /// Waits until a refresh with `outcome` happens after the current count.

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::{InboundContext, Role};
 use crate::live::LiveSettings;
+use crate::metrics::labels;
 use crate::policy::{self, PeerCertificate};
 use crate::smtp::{Enhanced, Event, MailFrom, RcptTo, Reply, Session, SessionConfig};
 use crate::spool::{Envelope, Incoming, Recipient, SessionTls};
@@ -197,11 +198,7 @@ impl Connection {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 let reason = handshake_failure_reason(&e);
-                self.ctx
-                    .metrics
-                    .tls_handshake_failures_total
-                    .with_label_values(&[reason])
-                    .inc();
+                self.ctx.metrics.tls_handshake_failures_total.inc(&[reason]);
                 tracing::warn!(reason, error = %e, "TLS handshake failed; connection closed");
                 self.end = "tls_failed";
                 return;
@@ -210,10 +207,9 @@ impl Connection {
                 self.ctx
                     .metrics
                     .tls_handshake_failures_total
-                    .with_label_values(&["timeout"])
-                    .inc();
+                    .inc(&[labels::TIMEOUT]);
                 tracing::warn!(
-                    reason = "timeout",
+                    reason = labels::TIMEOUT,
                     "TLS handshake timed out; connection closed"
                 );
                 self.end = "tls_failed";
@@ -321,11 +317,11 @@ impl Connection {
                 // NOOP or a byte of its body just before each timeout.
                 _ = tokio::time::sleep_until(self.deadline) => {
                     if self.pre_tls_slot.is_some() {
-                        tracing::info!(reason = "tls_deadline", "no verified client certificate within inbound.tls_deadline; closing");
-                        self.ctx.metrics.reject("connection", "tls_deadline");
+                        tracing::info!(reason = labels::TLS_DEADLINE, "no verified client certificate within inbound.tls_deadline; closing");
+                        self.ctx.metrics.reject("connection", labels::TLS_DEADLINE);
                     } else {
-                        tracing::info!(reason = "session_duration", "session longer than inbound.max_session_duration; closing");
-                        self.ctx.metrics.reject("connection", "session_duration");
+                        tracing::info!(reason = labels::SESSION_DURATION, "session longer than inbound.max_session_duration; closing");
+                        self.ctx.metrics.reject("connection", labels::SESSION_DURATION);
                     }
                     self.session.timed_out();
                     self.end = "timeout";
@@ -348,12 +344,11 @@ impl Connection {
                         // A balancer this listener does not trust, or one sending a second
                         // header: its address claim is not taken, and what follows would
                         // not be SMTP.
-                        let reason = "proxy_untrusted";
+                        let reason = labels::PROXY_UNTRUSTED;
                         self.ctx
                             .metrics
                             .connections_refused_total
-                            .with_label_values(&[self.ctx.role.listener_name(), reason])
-                            .inc();
+                            .inc(&[self.ctx.role.listener_name(), reason]);
                         tracing::warn!(reason, "PROXY protocol header from an address not in proxy_protocol.trusted; connection closed");
                         self.end = reason;
                         return Ok(Pass::Closed);
@@ -363,11 +358,11 @@ impl Connection {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     tracing::info!(
-                        reason = "timeout",
+                        reason = labels::TIMEOUT,
                         in_body = self.session.in_body(),
                         "idle past the timeout; closing"
                     );
-                    self.ctx.metrics.reject("connection", "timeout");
+                    self.ctx.metrics.reject("connection", labels::TIMEOUT);
                     self.session.timed_out();
                     self.end = "timeout";
                 }
@@ -387,9 +382,9 @@ impl Connection {
         match tokio::time::timeout(self.ctx.settings.command_timeout, write).await {
             Ok(written) => written,
             Err(_) => {
-                self.ctx.metrics.reject("connection", "write_timeout");
+                self.ctx.metrics.reject("connection", labels::WRITE_TIMEOUT);
                 tracing::info!(
-                    reason = "write_timeout",
+                    reason = labels::WRITE_TIMEOUT,
                     "peer not reading its replies past the timeout; closing"
                 );
                 Err(io::Error::new(
@@ -592,7 +587,7 @@ impl Connection {
                 self.session.accept();
             }
             Err(e) => {
-                self.ctx.metrics.reject("data", "spool_error");
+                self.ctx.metrics.reject("data", labels::SPOOL_ERROR);
                 tracing::error!(error = %e, "cannot create a spool file; message deferred");
                 self.session.reject(local_error());
             }
@@ -607,7 +602,7 @@ impl Connection {
         };
         if self.spool_failed {
             incoming.discard().await;
-            self.ctx.metrics.reject("data", "spool_error");
+            self.ctx.metrics.reject("data", labels::SPOOL_ERROR);
             self.session.reject(local_error());
             return;
         }
@@ -616,11 +611,11 @@ impl Connection {
         let max = self.ctx.settings.max_received_headers;
         if received > max {
             incoming.discard().await;
-            self.ctx.metrics.reject("data", "mail_loop");
+            self.ctx.metrics.reject("data", labels::MAIL_LOOP);
             tracing::warn!(
                 stage = "data",
                 verdict = "reject",
-                reason = "mail_loop",
+                reason = labels::MAIL_LOOP,
                 received,
                 max,
                 mail_from = self.mail_from(),
@@ -638,9 +633,7 @@ impl Connection {
             Ok(queue_id) => {
                 let m = &self.ctx.metrics;
                 let direction = self.ctx.role.direction().as_str();
-                m.messages_received_total
-                    .with_label_values(&[direction])
-                    .inc();
+                m.messages_received_total.inc(&[direction]);
                 m.message_size_bytes.observe(size as f64);
                 m.accept_latency_seconds
                     .with_label_values(&[direction])
@@ -659,7 +652,7 @@ impl Connection {
                 self.messages += 1;
             }
             Err(e) => {
-                self.ctx.metrics.reject("data", "spool_error");
+                self.ctx.metrics.reject("data", labels::SPOOL_ERROR);
                 tracing::error!(error = %e, "cannot commit a spool file; message deferred");
                 self.session.reject(local_error());
             }
@@ -724,17 +717,17 @@ fn local_error() -> Reply {
 fn handshake_failure_reason(e: &io::Error) -> &'static str {
     let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return match e.kind() {
-            io::ErrorKind::UnexpectedEof => "eof",
-            _ => "io",
+            io::ErrorKind::UnexpectedEof => labels::EOF,
+            _ => labels::IO,
         };
     };
     match inner {
-        rustls::Error::InvalidMessage(_) => "not_tls",
-        rustls::Error::PeerIncompatible(_) => "incompatible",
-        rustls::Error::AlertReceived(_) => "alert_received",
-        rustls::Error::NoCertificatesPresented => "client_cert_missing",
-        rustls::Error::InvalidCertificate(_) => "certificate",
-        _ => "protocol",
+        rustls::Error::InvalidMessage(_) => labels::NOT_TLS,
+        rustls::Error::PeerIncompatible(_) => labels::INCOMPATIBLE,
+        rustls::Error::AlertReceived(_) => labels::ALERT_RECEIVED,
+        rustls::Error::NoCertificatesPresented => labels::CLIENT_CERT_MISSING,
+        rustls::Error::InvalidCertificate(_) => labels::CERTIFICATE,
+        _ => labels::PROTOCOL,
     }
 }
 

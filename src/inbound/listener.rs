@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::connection;
 use super::proxy;
 use super::{InboundContext, Role};
+use crate::metrics::labels;
 
 /// Counts open connections per IP address; the count drops with the guard.
 #[derive(Default)]
@@ -239,8 +240,7 @@ impl Admission {
         self.ctx
             .metrics
             .connections_refused_total
-            .with_label_values(&[self.name, reason])
-            .inc();
+            .inc(&[self.name, reason]);
     }
 
     /// A place among `max_connections` for a connection from `peer`; when none is left
@@ -253,8 +253,8 @@ impl Admission {
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(slot) => Some((stream, slot)),
             Err(_) => {
-                tracing::warn!(listener = self.name, peer = %peer, reason = "max_connections", "connection refused");
-                self.refused("max_connections");
+                tracing::warn!(listener = self.name, peer = %peer, reason = labels::MAX_CONNECTIONS, "connection refused");
+                self.refused(labels::MAX_CONNECTIONS);
                 tokio::spawn(refuse(
                     stream,
                     b"421 4.7.0 Too many connections, try again later\r\n",
@@ -282,17 +282,17 @@ impl Admission {
         };
         if let Role::Submission { allow, .. } = &self.ctx.role {
             if !allow.iter().any(|net| net.contains(client.ip())) {
-                tracing::warn!(listener = name, peer = %client, reason = "not_allowed", "connection refused: address not in submission.allow");
-                return refuse("not_allowed", b"554 5.7.1 Access denied\r\n", stream);
+                tracing::warn!(listener = name, peer = %client, reason = labels::NOT_ALLOWED, "connection refused: address not in submission.allow");
+                return refuse(labels::NOT_ALLOWED, b"554 5.7.1 Access denied\r\n", stream);
             }
         }
         if !self
             .rate
             .allow(client.ip(), Instant::now(), live.max_connection_rate_per_ip)
         {
-            tracing::warn!(listener = name, peer = %client, reason = "connection_rate", "connection refused");
+            tracing::warn!(listener = name, peer = %client, reason = labels::CONNECTION_RATE, "connection refused");
             return refuse(
-                "connection_rate",
+                labels::CONNECTION_RATE,
                 b"421 4.7.0 Too many new connections from your address, slow down\r\n",
                 stream,
             );
@@ -301,9 +301,9 @@ impl Admission {
             .per_ip
             .try_take(client.ip(), live.max_connections_per_ip)
         else {
-            tracing::warn!(listener = name, peer = %client, reason = "max_connections_per_ip", "connection refused");
+            tracing::warn!(listener = name, peer = %client, reason = labels::MAX_CONNECTIONS_PER_IP, "connection refused");
             return refuse(
-                "max_connections_per_ip",
+                labels::MAX_CONNECTIONS_PER_IP,
                 b"421 4.7.0 Too many connections from your address, try again later\r\n",
                 stream,
             );
@@ -312,9 +312,9 @@ impl Admission {
             Role::Peer => match Arc::clone(&self.pre_tls).try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    tracing::warn!(listener = name, peer = %client, reason = "pre_tls_budget", "connection refused: inbound.max_pre_tls_connections connections are still before TLS");
+                    tracing::warn!(listener = name, peer = %client, reason = labels::PRE_TLS_BUDGET, "connection refused: inbound.max_pre_tls_connections connections are still before TLS");
                     return refuse(
-                        "pre_tls_budget",
+                        labels::PRE_TLS_BUDGET,
                         b"421 4.7.0 Too many connections not yet authenticated, try again later\r\n",
                         stream,
                     );
@@ -338,11 +338,7 @@ impl Admission {
         via: Option<SocketAddr>,
         shutdown: watch::Receiver<bool>,
     ) {
-        self.ctx
-            .metrics
-            .connections_total
-            .with_label_values(&[self.name])
-            .inc();
+        self.ctx.metrics.connections_total.inc(&[self.name]);
         let Admitted {
             stream,
             slot,

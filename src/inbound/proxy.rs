@@ -11,6 +11,8 @@ use ppp::{v1, v2, HeaderResult, PartialResult};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::metrics::labels;
+
 /// The v2 signature.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -38,9 +40,9 @@ impl HeaderRefusal {
     /// The metrics label.
     pub fn reason(&self) -> &'static str {
         match self {
-            HeaderRefusal::Missing => "proxy_missing",
-            HeaderRefusal::Invalid(_) => "proxy_invalid",
-            HeaderRefusal::Timeout => "proxy_timeout",
+            HeaderRefusal::Missing => labels::PROXY_MISSING,
+            HeaderRefusal::Invalid(_) => labels::PROXY_INVALID,
+            HeaderRefusal::Timeout => labels::PROXY_TIMEOUT,
         }
     }
 }

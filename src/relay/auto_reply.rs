@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::Outcome;
 use crate::autoreply::{AutoReplier, Decision};
-use crate::metrics::Metrics;
+use crate::metrics::{labels, Metrics};
 use crate::smtp::Enhanced;
 use crate::spool::{Spool, StoredMessage};
 
@@ -33,7 +33,7 @@ pub async fn answer(
             Ok(reply_id) => {
                 tracing::info!(queue_id = %message.id, reply_id = %reply_id, to = %sender, "auto-reply mailbox: answer queued for the outbound relay");
                 responder.save().await;
-                Ok("sent")
+                Ok(labels::SENT)
             }
             Err(e) => {
                 responder.forget(sender, now);
@@ -43,10 +43,7 @@ pub async fn answer(
         },
     };
     if let Ok(outcome) = result {
-        metrics
-            .autoreplies_total
-            .with_label_values(&[outcome])
-            .inc();
+        metrics.autoreplies_total.inc(&[outcome]);
     }
     answered
         .into_iter()

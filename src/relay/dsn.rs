@@ -15,6 +15,7 @@ use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 
+use crate::metrics::labels;
 use crate::spool::{Envelope, Recipient, StoredMessage};
 
 /// What happened to a recipient (the DSN `Action:` field).
@@ -34,10 +35,10 @@ impl Action {
     /// The `Action:` field value, also the label of `mssante_dsn_generated_total`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::Failed => "failed",
-            Action::Delayed => "delayed",
-            Action::Delivered => "delivered",
-            Action::Relayed => "relayed",
+            Action::Failed => labels::FAILED,
+            Action::Delayed => labels::DELAYED,
+            Action::Delivered => labels::DELIVERED,
+            Action::Relayed => labels::RELAYED,
         }
     }
 }

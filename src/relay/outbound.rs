@@ -37,7 +37,7 @@ use super::Outcome;
 use crate::client::{Client, ClientError, ClientOptions, Transaction};
 use crate::dns::{DnsError, Resolver};
 use crate::live::LiveSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{labels, Metrics};
 use crate::policy::judge_server;
 use crate::smtp::{Enhanced, Reply};
 use crate::whitelist::live::WhitelistState;
@@ -197,10 +197,7 @@ impl Outbound {
     }
 
     fn fail(&self, reason: &str) {
-        self.metrics
-            .outbound_failures_total
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.outbound_failures_total.inc(&[reason]);
     }
 
     /// Delivers `d` and tells each recipient's fate.
@@ -218,8 +215,8 @@ impl Outbound {
         let rcpts = d.transaction.envelope.recipients;
 
         if self.whitelist.is_stale(SystemTime::now()) {
-            self.fail("whitelist_stale");
-            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = "whitelist_stale", "outbound delivery: our liste blanche is out of date");
+            self.fail(labels::WHITELIST_STALE);
+            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = labels::WHITELIST_STALE, "outbound delivery: our liste blanche is out of date");
             return DomainResult {
                 outcomes: all(Outcome::deferred(
                     Enhanced(4, 7, 1),
@@ -229,8 +226,8 @@ impl Outbound {
             };
         }
         if !self.whitelist.snapshot().is_listed_domain(domain) {
-            self.fail("recipient_domain_not_listed");
-            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "bounced", reason = "recipient_domain_not_listed", "outbound delivery: domain not on the liste blanche");
+            self.fail(labels::RECIPIENT_DOMAIN_NOT_LISTED);
+            tracing::warn!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "bounced", reason = labels::RECIPIENT_DOMAIN_NOT_LISTED, "outbound delivery: domain not on the liste blanche");
             let reply = Reply::new(
                 550,
                 Enhanced(5, 7, 1),
@@ -253,8 +250,8 @@ impl Outbound {
             // Waiting longer would hold a worker slot that other messages (our users'
             // incoming mail among them) need; the message comes back on the schedule.
             // (The semaphores are never closed, so `None` cannot happen.)
-            self.fail("domain_busy");
-            tracing::info!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = "domain_busy", "outbound delivery: every slot for the domain stayed busy");
+            self.fail(labels::DOMAIN_BUSY);
+            tracing::info!(queue_id = %id, domain, rcpts = %crate::logging::list(rcpts), outcome = "deferred", reason = labels::DOMAIN_BUSY, "outbound delivery: every slot for the domain stayed busy");
             return DomainResult {
                 outcomes: all(Outcome::deferred(
                     Enhanced(4, 4, 5),
@@ -357,7 +354,7 @@ impl Outbound {
         let server_name = ServerName::try_from(mx.to_string()).map_err(|e| {
             (
                 HostFailure {
-                    reason: "mx_invalid_name",
+                    reason: labels::MX_INVALID_NAME,
                     detail: format!("{mx}: {e}"),
                 },
                 true,
@@ -400,12 +397,12 @@ impl Outbound {
             Ok(c) => c,
             Err(e) => {
                 let (reason, next_host) = match &e {
-                    ClientError::StartTlsUnavailable => ("starttls_unavailable", true),
-                    ClientError::Handshake(_) => ("tls_handshake_failed", true),
-                    ClientError::Refused(_) => ("session_refused", false),
-                    ClientError::Timeout(_) => ("timeout", false),
+                    ClientError::StartTlsUnavailable => (labels::STARTTLS_UNAVAILABLE, true),
+                    ClientError::Handshake(_) => (labels::TLS_HANDSHAKE_FAILED, true),
+                    ClientError::Refused(_) => (labels::SESSION_REFUSED, false),
+                    ClientError::Timeout(_) => (labels::TIMEOUT, false),
                     ClientError::Io(_) | ClientError::Closed | ClientError::Protocol(_) => {
-                        ("connect_failed", false)
+                        (labels::CONNECT_FAILED, false)
                     }
                 };
                 let detail = e.to_string();
@@ -478,7 +475,7 @@ impl Outbound {
                 // The session broke mid-transaction: nothing is known of the recipients
                 // whose reply was not read, so all are retried (a duplicate is better than a
                 // loss). Not tried on another host now, for the same reason.
-                self.fail("session_broken");
+                self.fail(labels::SESSION_BROKEN);
                 let broke =
                     Outcome::deferred(Enhanced(4, 4, 2), format!("session with {mx} broke: {e}"));
                 let outcomes = d

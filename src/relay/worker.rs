@@ -17,7 +17,7 @@ use super::RelaySettings;
 use super::{auto_reply, Outcome};
 use crate::autoreply::AutoReplier;
 use crate::client::{Payload, Transaction};
-use crate::metrics::Metrics;
+use crate::metrics::{labels, Metrics};
 use crate::smtp::client::Envelope as Sending;
 use crate::smtp::Enhanced;
 use crate::spool::{id_time_ms, unix_ms, Envelope, Spool, SpoolError, StoredMessage};
@@ -226,8 +226,8 @@ impl Relay {
         // §6.3). Bounced, so the sender hears of it now rather than at expiry.
         let received = crate::message::read_headers(&message.body).received;
         if received >= self.settings.max_received_headers {
-            self.metrics.reject("relay", "mail_loop");
-            tracing::warn!(queue_id = %id, received, max = self.settings.max_received_headers, reason = "mail_loop", "message not relayed: mail loop; bounced");
+            self.metrics.reject("relay", labels::MAIL_LOOP);
+            tracing::warn!(queue_id = %id, received, max = self.settings.max_received_headers, reason = labels::MAIL_LOOP, "message not relayed: mail loop; bounced");
             let looping = Outcome::Permanent(crate::smtp::Reply::new(
                 554,
                 Enhanced(5, 4, 6),
@@ -444,10 +444,7 @@ impl Relay {
             }
         }
         if delivered > 0 {
-            self.metrics
-                .messages_relayed_total
-                .with_label_values(&[direction])
-                .inc();
+            self.metrics.messages_relayed_total.inc(&[direction]);
         }
         let now_dt = OffsetDateTime::now_utc();
         let remote = remote_mta.as_deref().filter(|n| !n.is_empty());
@@ -470,10 +467,7 @@ impl Relay {
             still_pending.extend(failures.iter().map(|(_, r)| r.clone()));
         }
         if bounced {
-            self.metrics
-                .messages_bounced_total
-                .with_label_values(&[direction])
-                .inc();
+            self.metrics.messages_bounced_total.inc(&[direction]);
         }
         let delay_reported = !delays.is_empty();
         if !delays.is_empty() {
@@ -502,10 +496,7 @@ impl Relay {
                 self.spool.complete(id).await
             }
         } else {
-            self.metrics
-                .messages_deferred_total
-                .with_label_values(&[direction])
-                .inc();
+            self.metrics.messages_deferred_total.inc(&[direction]);
             let attempt = state.attempts.saturating_add(1);
             let delay = self.settings.retry.next_delay_random(attempt);
             tracing::info!(queue_id = %id, attempt, retry_in_secs = delay.as_secs(), rcpts = %crate::logging::list(&still_pending), error = %last_error, "delivery deferred");
@@ -548,10 +539,7 @@ impl Relay {
         let sender = &message.envelope.mail_from;
         match self.store(&envelope, &bytes).await {
             Ok(dsn_id) => {
-                self.metrics
-                    .dsn_generated_total
-                    .with_label_values(&[action.as_str()])
-                    .inc();
+                self.metrics.dsn_generated_total.inc(&[action.as_str()]);
                 if self.is_local(sender) {
                     tracing::info!(queue_id = %message.id, dsn_id = %dsn_id, action = action.as_str(), to = %sender, "DSN queued for the internal server");
                 } else {

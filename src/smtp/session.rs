@@ -522,24 +522,24 @@ impl Session {
     }
 
     fn parse_error(&mut self, e: ProtoError) -> Progress {
-        let (r, reason) = match e {
-            ProtoError::UnknownCommand => (
+        match e {
+            ProtoError::UnknownCommand => self.command_error(
                 reply(500, (5, 5, 1), "Command unrecognized"),
                 "unknown_command",
             ),
-            ProtoError::InvalidSenderAddress => (
+            ProtoError::InvalidSenderAddress => self.command_error(
                 reply(501, (5, 1, 7), "Bad sender address syntax"),
                 "syntax_error",
             ),
-            ProtoError::InvalidRecipientAddress => (
+            ProtoError::InvalidRecipientAddress => self.command_error(
                 reply(501, (5, 1, 3), "Bad recipient address syntax"),
                 "syntax_error",
             ),
-            ProtoError::SyntaxError { syntax } => (
+            ProtoError::SyntaxError { syntax } => self.command_error(
                 reply(501, (5, 5, 4), format!("Syntax: {syntax}")),
                 "syntax_error",
             ),
-            ProtoError::InvalidParameter { param } => (
+            ProtoError::InvalidParameter { param } => self.command_error(
                 reply(
                     501,
                     (5, 5, 4),
@@ -547,7 +547,7 @@ impl Session {
                 ),
                 "syntax_error",
             ),
-            ProtoError::UnsupportedParameter { param } => (
+            ProtoError::UnsupportedParameter { param } => self.command_error(
                 reply(
                     555,
                     (5, 5, 4),
@@ -555,9 +555,8 @@ impl Session {
                 ),
                 "unsupported_parameter",
             ),
-            _ => (reply(500, (5, 5, 2), "Syntax error"), "syntax_error"),
-        };
-        self.command_error(r, reason)
+            _ => self.command_error(reply(500, (5, 5, 2), "Syntax error"), "syntax_error"),
+        }
     }
 
     fn request(&mut self, req: Request<Cow<'_, str>>, line: &[u8]) -> Progress {
@@ -699,8 +698,8 @@ impl Session {
             );
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
-        if let Some((r, reason)) = eight_bit_problem(line, smtputf8) {
-            return self.command_error(r, reason);
+        if let Some(refused) = self.eight_bit_problem(line, smtputf8) {
+            return refused;
         }
         let ret_full = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
             Some(true)
@@ -743,8 +742,8 @@ impl Session {
                 "unsupported_parameter",
             );
         }
-        if let Some((r, reason)) = eight_bit_problem(line, self.smtputf8) {
-            return self.command_error(r, reason);
+        if let Some(refused) = self.eight_bit_problem(line, self.smtputf8) {
+            return refused;
         }
         self.pending = Pending::Rcpt;
         let rcpt = RcptTo {
@@ -983,6 +982,26 @@ impl Session {
         Reply::plain(250, lines)
     }
 
+    /// Refuses bytes outside ASCII in a MAIL or RCPT line: invalid UTF-8 always; UTF-8
+    /// unless the transaction's MAIL declared SMTPUTF8 (RFC 6531 §3.4).
+    fn eight_bit_problem(&mut self, line: &[u8], smtputf8: bool) -> Option<Progress> {
+        if line.is_ascii() {
+            None
+        } else if std::str::from_utf8(line).is_err() {
+            Some(self.command_error(
+                reply(501, (5, 6, 7), "Invalid UTF-8 in address"),
+                "invalid_utf8",
+            ))
+        } else if !smtputf8 {
+            Some(self.command_error(
+                reply(553, (5, 6, 7), "Non-ASCII address without SMTPUTF8"),
+                "non_ascii_address",
+            ))
+        } else {
+            None
+        }
+    }
+
     fn command_error(&mut self, r: Reply, reason: &'static str) -> Progress {
         self.push(&r);
         self.count_error();
@@ -1160,26 +1179,6 @@ fn bdat_syntax(line: &[u8]) -> BdatSyntax {
         (None, _) => BdatSyntax::Exact,
         (Some(last), None) if last.eq_ignore_ascii_case("LAST") => BdatSyntax::Exact,
         _ => BdatSyntax::TrailingJunk,
-    }
-}
-
-/// Bytes outside ASCII in a MAIL or RCPT line: invalid UTF-8 is always refused; UTF-8 only
-/// in a transaction whose MAIL declared SMTPUTF8 (RFC 6531 §3.4).
-fn eight_bit_problem(line: &[u8], smtputf8: bool) -> Option<(Reply, &'static str)> {
-    if line.is_ascii() {
-        None
-    } else if std::str::from_utf8(line).is_err() {
-        Some((
-            reply(501, (5, 6, 7), "Invalid UTF-8 in address"),
-            "invalid_utf8",
-        ))
-    } else if !smtputf8 {
-        Some((
-            reply(553, (5, 6, 7), "Non-ASCII address without SMTPUTF8"),
-            "non_ascii_address",
-        ))
-    } else {
-        None
     }
 }
 

@@ -138,6 +138,39 @@ impl TlsInfo {
     }
 }
 
+impl TlsInfo {
+    /// Every version and suite a client can get from [`server_config`] with `our` key and
+    /// `versions`: the TLS 1.3 suites, and the TLS 1.2 ones that sign with our key's
+    /// algorithm. Empty if the key cannot be loaded (`server_config` then fails too).
+    pub fn offered(our: &OurIdentity, versions: TlsVersions) -> Vec<TlsInfo> {
+        let provider = provider();
+        let (Ok(key), Ok(versions)) = (
+            provider
+                .key_provider
+                .load_private_key(our.key().clone_key()),
+            versions.protocol_versions(),
+        ) else {
+            return Vec::new();
+        };
+        provider
+            .cipher_suites
+            .iter()
+            .filter(|suite| {
+                versions
+                    .iter()
+                    .any(|v| v.version == suite.version().version)
+            })
+            .filter(|suite| suite.usable_for_signature_algorithm(key.algorithm()))
+            .filter_map(|suite| {
+                Some(TlsInfo {
+                    version: suite.version().version.as_str()?,
+                    cipher: suite.suite().as_str()?,
+                })
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for TlsInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.version, self.cipher)
@@ -491,6 +524,26 @@ mod tests {
             matches!(err, TlsConfigError::VersionRange { .. }),
             "{err:?}"
         );
+    }
+
+    /// What `mssante_tls_handshakes_total` is created with at start-up: TLS 1.3 suites
+    /// and, with an RSA key, the ECDHE_RSA ones of TLS 1.2, in the allowed versions only.
+    #[test]
+    fn the_offered_suites_are_those_our_key_and_versions_allow() {
+        let all = TlsInfo::offered(&identity("gateway"), TlsVersions::default());
+        for (version, cipher) in [
+            ("TLSv1_3", "TLS13_AES_256_GCM_SHA384"),
+            ("TLSv1_2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        ] {
+            assert!(all.contains(&TlsInfo { version, cipher }), "{all:?}");
+        }
+        assert!(all.iter().all(|s| !s.cipher.contains("ECDSA")), "{all:?}");
+        let tls13 = TlsVersions {
+            min: TlsVersion::Tls13,
+            max: TlsVersion::Tls13,
+        };
+        let only = TlsInfo::offered(&identity("gateway"), tls13);
+        assert!(!only.is_empty() && only.iter().all(|s| s.version == "TLSv1_3"));
     }
 
     #[test]

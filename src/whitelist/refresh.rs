@@ -15,7 +15,7 @@ use super::WhitelistSettings;
 use super::{
     load_and_verify, load_unverified, ChainCheck, VerifyOptions, Whitelist, WhitelistError,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{labels, Metrics};
 use crate::trust::pki::TrustStore;
 
 /// Verification options for lists of this espace, checked as of `now`.
@@ -112,15 +112,15 @@ fn update_age(state: &WhitelistState, metrics: &Metrics) {
 /// The stable label of a failed refresh, for logs and metrics.
 pub fn failure_reason(e: &FetchError) -> &'static str {
     match e {
-        FetchError::Client(_) => "client",
-        FetchError::Transport { .. } => "network",
-        FetchError::Status { .. } => "http_status",
-        FetchError::TooLarge { .. } => "too_large",
-        FetchError::Invalid(WhitelistError::Signature(_)) => "signature",
-        FetchError::Invalid(_) => "parse",
-        FetchError::Shrunk { .. } => "shrunk",
-        FetchError::Older { .. } => "older",
-        FetchError::Store(_) => "cache_write",
+        FetchError::Client(_) => labels::CLIENT,
+        FetchError::Transport { .. } => labels::NETWORK,
+        FetchError::Status { .. } => labels::HTTP_STATUS,
+        FetchError::TooLarge { .. } => labels::TOO_LARGE,
+        FetchError::Invalid(WhitelistError::Signature(_)) => labels::SIGNATURE,
+        FetchError::Invalid(_) => labels::PARSE,
+        FetchError::Shrunk { .. } => labels::SHRUNK,
+        FetchError::Older { .. } => labels::OLDER,
+        FetchError::Store(_) => labels::CACHE_WRITE,
     }
 }
 
@@ -176,34 +176,22 @@ impl Refresher {
         match &result {
             Ok(FetchOutcome::Unchanged) => {
                 self.state.confirm(now);
-                self.metrics
-                    .whitelist_fetch_total
-                    .with_label_values(&["unchanged"])
-                    .inc();
+                self.metrics.whitelist_fetch_total.inc(&[labels::UNCHANGED]);
                 tracing::info!(url = %self.settings.url, "whitelist unchanged");
             }
             Ok(FetchOutcome::Updated(list)) => {
                 install(&self.state, Arc::clone(list), now, &self.metrics);
-                self.metrics
-                    .whitelist_fetch_total
-                    .with_label_values(&["updated"])
-                    .inc();
+                self.metrics.whitelist_fetch_total.inc(&[labels::UPDATED]);
             }
             Ok(FetchOutcome::UpdatedNotCached(list, _)) => {
                 install(&self.state, Arc::clone(list), now, &self.metrics);
-                for outcome in ["updated", "cache_write"] {
-                    self.metrics
-                        .whitelist_fetch_total
-                        .with_label_values(&[outcome])
-                        .inc();
+                for outcome in [labels::UPDATED, labels::CACHE_WRITE] {
+                    self.metrics.whitelist_fetch_total.inc(&[outcome]);
                 }
             }
             Err(e) => {
                 let reason = failure_reason(e);
-                self.metrics
-                    .whitelist_fetch_total
-                    .with_label_values(&[reason])
-                    .inc();
+                self.metrics.whitelist_fetch_total.inc(&[reason]);
                 tracing::warn!(url = %self.settings.url, reason, error = %e, "whitelist refresh failed; keeping the previous list");
             }
         }

@@ -298,18 +298,14 @@ impl TestGateway {
 
     /// `mssante_rejections_total{stage, reason}`.
     pub fn rejections(&self, stage: &str, reason: &str) -> u64 {
-        self.metrics
-            .rejections_total
-            .with_label_values(&[stage, reason])
-            .get()
+        self.metrics.rejections_total.get(&[stage, reason])
     }
 
     /// Connections refused at accept on `listener` (`inbound`, `submission`) for `reason`.
     pub fn connections_refused(&self, listener: &str, reason: &str) -> u64 {
         self.metrics
             .connections_refused_total
-            .with_label_values(&[listener, reason])
-            .get()
+            .get(&[listener, reason])
     }
 
     /// A new inbound connection must be turned away at once with `421 4.7.0`, counted
