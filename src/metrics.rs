@@ -786,6 +786,7 @@ pub mod labels {
         labels: &["outcome"],
         values: Values::One(&[
             SENT,
+            SPOOL_ERROR,
             "suppressed_null_sender",
             "suppressed_auto_submitted",
             "suppressed_precedence",

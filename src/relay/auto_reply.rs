@@ -42,9 +42,9 @@ pub async fn answer(
             }
         },
     };
-    if let Ok(outcome) = result {
-        metrics.autoreplies_total.inc(&[outcome]);
-    }
+    metrics
+        .autoreplies_total
+        .inc(&[*result.as_ref().unwrap_or(&labels::SPOOL_ERROR)]);
     answered
         .into_iter()
         .map(|r| {
