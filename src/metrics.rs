@@ -72,6 +72,8 @@ pub struct Metrics {
     pub reloads_total: ListedCounter,
     /// Messages in the spool waiting for delivery.
     pub queue_messages: IntGauge,
+    /// 1 while the internal server is marked down (its last session failed), else 0.
+    pub relay_internal_down: IntGauge,
     /// Age of the oldest queued message.
     pub queue_oldest_age_seconds: IntGauge,
     /// Messages handed to the next hop (at least one recipient accepted), by direction.
@@ -287,6 +289,10 @@ impl Metrics {
             "mssante_queue_messages",
             "Messages in the spool waiting for delivery.",
         );
+        let relay_internal_down = gauge(
+            "mssante_relay_internal_down",
+            "1 while the internal server is unreachable (its last session failed; messages for it wait for a probe to succeed), else 0.",
+        );
         let queue_oldest_age_seconds = gauge(
             "mssante_queue_oldest_age_seconds",
             "Age of the oldest message in the spool.",
@@ -390,6 +396,7 @@ impl Metrics {
             crl_present,
             reloads_total,
             queue_messages,
+            relay_internal_down,
             queue_oldest_age_seconds,
             messages_relayed_total,
             messages_deferred_total,

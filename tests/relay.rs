@@ -323,6 +323,7 @@ async fn unreachable_server_defers_then_delivers_when_it_returns() {
     })
     .await;
     assert!(queue_files(dir.path()).contains(&id), "still queued");
+    assert_eq!(gw.metrics.relay_internal_down.get(), 1, "marked down");
     // Waiting for the internal server says nothing about the message: no state file (two
     // fsyncs per message for as long as the outage lasts).
     assert!(!state.exists(), "no state written for an outage");
@@ -338,6 +339,7 @@ async fn unreachable_server_defers_then_delivers_when_it_returns() {
     let got = sink.delivered();
     assert_eq!(got.len(), 1);
     assert_eq!(strip_received(&got[0].data).1, &body[..]);
+    assert_eq!(gw.metrics.relay_internal_down.get(), 0, "back up");
     assert!(gw
         .metrics
         .render()

@@ -106,6 +106,9 @@ impl Relay {
             if !back.is_empty() {
                 self.spool.expedite(&back);
             }
+            self.metrics
+                .relay_internal_down
+                .set(i64::from(self.internal.is_down()));
             let now = SystemTime::now();
             // Only as many messages as there are free delivery slots are claimed: the rest
             // stay in the queue's index, not in tasks waiting for a slot.
@@ -267,6 +270,9 @@ impl Relay {
                 body: Payload::of(&message),
             };
             let delivered = self.internal.deliver(id, &t).await;
+            self.metrics
+                .relay_internal_down
+                .set(i64::from(self.internal.is_down()));
             outcomes.extend(delivered.outcomes);
             remote_mta = delivered.server;
             if !delivered.back.is_empty() {
