@@ -8,12 +8,10 @@ mod common;
 #[path = "common/dns_server.rs"]
 mod dns_server;
 
-use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::json_log::{self, Captured};
 use common::sink::{Sink, SinkOpts};
 use common::{Client, TestGateway, LOCAL_DOMAIN};
 use dns_server::{DnsServer, RecordSpec};
@@ -22,55 +20,6 @@ const PEER_A: &str = "peer-a.test.mssante.fr";
 const MX_A: &str = "smtp.peer-a.test.mssante.fr";
 const PEER_B: &str = "peer-b.test.mssante.fr";
 const MX_B: &str = "smtp.peer-b.test.mssante.fr";
-
-/// The records written so far, shared with the subscriber's writer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Installs the JSON format of `serve` (this test binary's only subscriber), at the
-    /// filter a default configuration gives.
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "off,mssante_gateway=info",
-            ))
-            .with_ansi(false)
-            .with_writer(mssante_gateway::logging::EscapingWriter::new(
-                move || writer.clone(),
-                false,
-            ))
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(mssante_gateway::logging::JsonFormat)
-            .init();
-        captured
-    }
-
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        String::from_utf8(bytes)
-            .expect("the log is UTF-8")
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     common::wait_for(what, Duration::from_secs(20), &mut f).await;
@@ -194,52 +143,10 @@ connect_timeout = "1s"
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let lines = log.lines();
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/log-schema.json"))
-            .expect("docs/log-schema.json"),
-    )
-    .expect("the schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
-    // Each kind of decision: its title, and the condition that recognises its lines.
-    let kinds: Vec<(String, jsonschema::Validator)> = schema["allOf"]
-        .as_array()
-        .expect("allOf")
-        .iter()
-        .map(|k| {
-            (
-                k["title"].as_str().expect("a title").to_owned(),
-                jsonschema::validator_for(&k["if"]).expect("a valid condition"),
-            )
-        })
-        .collect();
-    let mut seen = BTreeSet::new();
-    for line in &lines {
-        let record: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        let errors: Vec<String> = validator
-            .iter_errors(&record)
-            .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
-        assert!(errors.is_empty(), "{line}\n{}", errors.join("\n"));
-        // No Rust debug text in place of a typed value.
-        for (key, value) in record.as_object().expect("an object") {
-            if let Some(text) = value.as_str() {
-                assert!(
-                    !text.starts_with("Some(") && text != "None" && !text.starts_with("[\""),
-                    "{key} is a debug string: {line}"
-                );
-            }
-        }
-        for (title, condition) in &kinds {
-            if condition.is_valid(&record) {
-                seen.insert(title.clone());
-            }
-        }
-    }
-    let missing: Vec<&String> = kinds
-        .iter()
-        .map(|(t, _)| t)
-        .filter(|t| !seen.contains(*t))
+    let seen = json_log::check(&lines);
+    let missing: Vec<String> = json_log::kinds()
+        .into_iter()
+        .filter(|k| !seen.contains(k) && !json_log::ELSEWHERE.contains(&k.as_str()))
         .collect();
     assert!(
         missing.is_empty(),
@@ -252,11 +159,7 @@ connect_timeout = "1s"
 /// wrong type or missing is refused.
 #[test]
 fn the_schema_refuses_what_a_debug_formatter_would_write() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/log-schema.json"))
-            .expect("docs/log-schema.json"),
-    )
-    .expect("the schema is JSON");
+    let schema = json_log::schema();
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON schema");
     let good = serde_json::json!({
         "timestamp": "2026-12-05T16:17:59.910370Z", "level": "INFO",

@@ -194,6 +194,8 @@ async fn peer_b_refused(gw: &TestGateway) {
 
 #[tokio::test]
 async fn refresh_failures_keep_the_previous_list_and_the_cache_survives_a_restart() {
+    // Its log lines (downloads, refusals) are checked against docs/log-schema.json.
+    let log = common::json_log::Captured::install();
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .expect("time");
@@ -266,6 +268,10 @@ async fn refresh_failures_keep_the_previous_list_and_the_cache_survives_a_restar
     next_refresh(&gw, "network").await;
     assert_eq!(gw.metrics.whitelist_entries.get(), 10);
     peer_a_delivers(&gw).await;
+    let seen = common::json_log::check(&log.lines());
+    for kind in common::json_log::ELSEWHERE {
+        assert!(seen.contains(*kind), "no line of the kind {kind}: {seen:?}");
+    }
 }
 
 #[tokio::test]

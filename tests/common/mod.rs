@@ -14,6 +14,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub mod forge;
+pub mod json_log;
 pub mod sink;
 
 use mssante_gateway::config::Config;
