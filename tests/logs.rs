@@ -25,9 +25,9 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     common::wait_for(what, Duration::from_secs(20), &mut f).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn every_decision_is_a_typed_json_line_that_matches_the_schema() {
-    let log = Captured::install();
+    let (log, _logging) = Captured::install();
     let internal = Sink::start("127.0.0.1:0", SinkOpts::plain()).await;
     let peer = Sink::start("127.0.0.1:0", SinkOpts::peer("peer-a")).await;
     // peer-b's MX answers on 127.0.0.2, where nothing listens: deliveries there defer.

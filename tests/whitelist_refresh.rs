@@ -195,7 +195,7 @@ async fn peer_b_refused(gw: &TestGateway) {
 #[tokio::test]
 async fn refresh_failures_keep_the_previous_list_and_the_cache_survives_a_restart() {
     // Its log lines (downloads, refusals) are checked against docs/log-schema.json.
-    let log = common::json_log::Captured::install();
+    let (log, _logging) = common::json_log::Captured::install();
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .expect("time");

@@ -32,12 +32,14 @@ impl Write for Captured {
 }
 
 impl Captured {
-    /// Installs the JSON format of `serve` (this test binary's only subscriber), at the
-    /// filter a default configuration gives.
-    pub fn install() -> Captured {
+    /// Installs the JSON format of `serve`, at the filter a default configuration gives,
+    /// for this thread while the guard lives: the tests that use it run on a
+    /// current-thread runtime, so the gateway's tasks log here. (`cargo test` runs the
+    /// tests of a file in one process, where another may have set the global subscriber.)
+    pub fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
         let writer = captured.clone();
-        tracing_subscriber::fmt()
+        let subscriber = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
                 "off,mssante_gateway=info",
             ))
@@ -48,8 +50,8 @@ impl Captured {
             ))
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .event_format(mssante_gateway::logging::JsonFormat)
-            .init();
-        captured
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
     }
 
     pub fn lines(&self) -> Vec<String> {
