@@ -408,38 +408,34 @@ impl Default for RawLog {
 /// the libraries it uses (whose errors the gateway reports itself, with a reason). A
 /// `level` with directives of its own (`=` or `,`) is taken as the whole filter.
 fn log_filter(p: &mut Problems<'_>, raw: &RawLog) -> String {
-    let filter = if raw.level.contains(['=', ',']) {
-        raw.level.trim().to_owned()
-    } else {
-        for (key, value) in [
-            ("log.level", &raw.level),
-            ("log.dependencies", &raw.dependencies),
-        ] {
-            if value
-                .trim()
-                .parse::<tracing_subscriber::filter::LevelFilter>()
-                .is_err()
-            {
-                p.add(
-                    key,
-                    format!("\"{value}\" is not a level: off, error, warn, info, debug or trace"),
-                );
-            }
+    if raw.level.contains(['=', ',']) {
+        let filter = raw.level.trim().to_owned();
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&filter) {
+            p.add("log.level", format!("\"{filter}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,rustls=warn\""));
         }
-        format!(
-            "{},{}={}",
-            raw.dependencies.trim(),
-            env!("CARGO_CRATE_NAME"),
-            raw.level.trim()
-        )
-    };
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&filter) {
-        p.add(
-            "log.level",
-            format!("\"{filter}\" is not a log filter: {e}"),
-        );
+        return filter;
     }
-    filter
+    for (key, value) in [
+        ("log.level", &raw.level),
+        ("log.dependencies", &raw.dependencies),
+    ] {
+        if value
+            .trim()
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_err()
+        {
+            p.add(
+                key,
+                format!("\"{value}\" is not a level: off, error, warn, info, debug or trace"),
+            );
+        }
+    }
+    format!(
+        "{},{}={}",
+        raw.dependencies.trim(),
+        env!("CARGO_CRATE_NAME"),
+        raw.level.trim()
+    )
 }
 
 /// The validated configuration.
@@ -867,10 +863,6 @@ impl Config {
                 }
             },
         };
-
-        if let Err(e) = raw.log.level.parse::<tracing_subscriber::EnvFilter>() {
-            p.add("log.level", format!("\"{}\" is not a log filter ({e}): try \"info\" or \"mssante_gateway=debug,info\"", raw.log.level));
-        }
 
         let max_received_headers = raw.limits.max_received_headers;
         if max_received_headers == 0 {

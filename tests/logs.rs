@@ -63,8 +63,11 @@ connect_timeout = "1s"
     let extra: toml::Table = toml::from_str(&extra).expect("valid TOML");
     let gw = TestGateway::start_with(move |t| t.extend(extra)).await;
 
-    // Inbound, from peer A: a sender, recipients, a message, a refused sender, a loop.
+    // Inbound, from peer A: a refused command, a sender, recipients, a message, a refused
+    // sender, a loop.
     let mut c = gw.established(Some("peer-a")).await;
+    c.send("LHLO smtp.peer-a.test.mssante.fr").await;
+    c.expect_code(502).await;
     let r = c
         .send_message(
             &format!("a@{PEER_A}"),
@@ -153,6 +156,24 @@ connect_timeout = "1s"
         "no line of these kinds: {missing:?}\n{}",
         lines.join("\n")
     );
+}
+
+/// The schema's stages are those the refusal counter knows, no more, no fewer.
+#[test]
+fn the_schema_names_the_stages_of_the_code() {
+    let schema = json_log::schema();
+    let in_schema: std::collections::BTreeSet<&str> = schema["properties"]["stage"]["enum"]
+        .as_array()
+        .expect("an enum")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    let in_code: std::collections::BTreeSet<&str> = mssante_gateway::metrics::labels::REJECTIONS
+        .series()
+        .into_iter()
+        .map(|s| s[0])
+        .collect();
+    assert_eq!(in_schema, in_code);
 }
 
 /// The schema is not a check that cannot fail: a line of each kind with one field of the
@@ -259,13 +280,10 @@ fn a_log_level_that_is_not_one_is_refused_by_name() {
         let mut table = common::base_config(&dir.path().join("spool"));
         common::set(&mut table, "log", key, value);
         let text = toml::to_string(&table).expect("serialises");
-        let err = mssante_gateway::config::Config::from_toml(&dir.path().join("g.toml"), &text)
-            .expect_err("refused")
-            .to_string();
-        assert!(
-            err.contains(&format!("log.{key}")) || err.contains("log.level"),
-            "{err}"
-        );
-        assert!(err.contains(value), "{err}");
+        let errors = mssante_gateway::config::Config::from_toml(&dir.path().join("g.toml"), &text)
+            .expect_err("refused");
+        assert_eq!(errors.0.len(), 1, "one problem: {errors}");
+        assert_eq!(errors.0[0].key, format!("log.{key}"), "{errors}");
+        assert!(errors.0[0].message.contains(value), "{errors}");
     }
 }

@@ -168,7 +168,10 @@ impl Listener {
                 // moment; read it in the connection's own task, then admit the client. The
                 // connection holds its place among `max_connections` while it waits, so
                 // a balancer that opens many and sends nothing cannot exceed the limit.
-                let Some((stream, slot)) = admission.slot(peer, stream) else {
+                let Ok(slot) = Arc::clone(&admission.slots).try_acquire_owned() else {
+                    tracing::warn!(listener = admission.name, balancer = %peer, reason = labels::MAX_CONNECTIONS, "connection refused");
+                    admission.refused(labels::MAX_CONNECTIONS);
+                    tokio::spawn(refuse(stream, TOO_MANY_CONNECTIONS));
                     continue;
                 };
                 let admission = Arc::clone(&admission);
@@ -178,7 +181,7 @@ impl Listener {
                     match proxy::read_header(&mut stream, limit).await {
                         Ok(client) => {
                             let client = client.unwrap_or(peer);
-                            if let Some(admitted) = admission.admit_with(stream, client, slot) {
+                            if let Some(admitted) = admission.admit(stream, client, Some(slot)) {
                                 admission.run(admitted, client, Some(peer), shutdown).await;
                             }
                         }
@@ -191,10 +194,7 @@ impl Listener {
                 });
                 continue;
             }
-            if let Some(admitted) = admission
-                .slot(peer, stream)
-                .and_then(|(stream, slot)| admission.admit_with(stream, peer, slot))
-            {
+            if let Some(admitted) = admission.admit(stream, peer, None) {
                 let admission = Arc::clone(&admission);
                 tasks.spawn(async move { admission.run(admitted, peer, None, shutdown).await });
             }
@@ -215,6 +215,9 @@ impl Listener {
         tracing::info!(listener = self.name, "all sessions closed");
     }
 }
+
+/// The answer to a connection over `max_connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
 
 /// A connection that passed the listener's limits, with the places it holds.
 struct Admitted {
@@ -243,34 +246,14 @@ impl Admission {
             .inc(&[self.name, reason]);
     }
 
-    /// A place among `max_connections` for a connection from `peer`; when none is left
-    /// the connection is answered and closed in a task of its own.
-    fn slot(
-        &self,
-        peer: SocketAddr,
-        stream: TcpStream,
-    ) -> Option<(TcpStream, OwnedSemaphorePermit)> {
-        match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => Some((stream, slot)),
-            Err(_) => {
-                tracing::warn!(listener = self.name, peer = %peer, reason = labels::MAX_CONNECTIONS, "connection refused");
-                self.refused(labels::MAX_CONNECTIONS);
-                tokio::spawn(refuse(
-                    stream,
-                    b"421 4.7.0 Too many connections, try again later\r\n",
-                ));
-                None
-            }
-        }
-    }
-
-    /// Applies the other limits to a connection from `client` that holds `slot`; a
-    /// refused one is answered and closed in a task of its own.
-    fn admit_with(
+    /// Applies the limits to a connection from `client`; a refused one is answered and
+    /// closed in a task of its own. `held`: the place among `max_connections` a
+    /// balancer's connection took while its header was read.
+    fn admit(
         &self,
         stream: TcpStream,
         client: SocketAddr,
-        slot: OwnedSemaphorePermit,
+        held: Option<OwnedSemaphorePermit>,
     ) -> Option<Admitted> {
         let name = self.name;
         // The per-address limits are reloadable: the values current at this accept.
@@ -297,6 +280,16 @@ impl Admission {
                 stream,
             );
         }
+        let slot = match held {
+            Some(slot) => slot,
+            None => match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    tracing::warn!(listener = name, peer = %client, reason = labels::MAX_CONNECTIONS, "connection refused");
+                    return refuse(labels::MAX_CONNECTIONS, TOO_MANY_CONNECTIONS, stream);
+                }
+            },
+        };
         let Some(ip_slot) = self
             .per_ip
             .try_take(client.ip(), live.max_connections_per_ip)

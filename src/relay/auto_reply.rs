@@ -42,9 +42,11 @@ pub async fn answer(
             }
         },
     };
-    metrics
-        .autoreplies_total
-        .inc(&[*result.as_ref().unwrap_or(&labels::SPOOL_ERROR)]);
+    let outcome = match &result {
+        Ok(outcome) => outcome,
+        Err(_) => labels::SPOOL_ERROR,
+    };
+    metrics.autoreplies_total.inc(&[outcome]);
     answered
         .into_iter()
         .map(|r| {

@@ -39,6 +39,8 @@ pub struct Internal {
     /// Messages deferred because the server was down: due again as soon as a session
     /// succeeds, rather than at their retry time (minutes to an hour away).
     waiting: Mutex<HashSet<String>>,
+    /// `mssante_relay_internal_down`, set where `down` changes.
+    down_gauge: prometheus::IntGauge,
 }
 
 /// What one delivery to the internal server gave.
@@ -56,7 +58,12 @@ pub struct Delivered {
 
 impl Internal {
     /// The client settings (and TLS client configuration when STARTTLS is asked).
-    pub fn new(settings: &RelaySettings, hostname: &str) -> Result<Internal, RelayError> {
+    /// `down_gauge` shows whether the server is marked down.
+    pub fn new(
+        settings: &RelaySettings,
+        hostname: &str,
+        down_gauge: prometheus::IntGauge,
+    ) -> Result<Internal, RelayError> {
         let tls = if settings.starttls {
             Some(tls_connector(settings)?)
         } else {
@@ -78,6 +85,7 @@ impl Internal {
             down: AtomicBool::new(false),
             last_try: Mutex::new(Instant::now()),
             waiting: Mutex::new(HashSet::new()),
+            down_gauge,
         })
     }
 
@@ -146,11 +154,17 @@ impl Internal {
             }
             Err(e) => {
                 *lock(&self.last_try) = Instant::now();
-                if !self.down.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(internal = %self.options.addr, error = %e, "internal server unreachable: messages for it wait until a session succeeds");
+                {
+                    // The flag and its gauge change under the `waiting` lock, as in
+                    // `reached`, so they cannot disagree after two transitions race.
+                    let mut waiting = lock(&self.waiting);
+                    if !self.down.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(internal = %self.options.addr, error = %e, "internal server unreachable: messages for it wait until a session succeeds");
+                    }
+                    self.down_gauge.set(1);
+                    waiting.insert(queue_id.to_string());
                 }
                 tracing::debug!(queue_id = %queue_id, internal = %self.options.addr, error = %e, "internal server unreachable");
-                lock(&self.waiting).insert(queue_id.to_string());
                 Delivered {
                     outcomes: all(lost(&e)),
                     server: None,
@@ -164,10 +178,17 @@ impl Internal {
     /// A session succeeded: if the server was down, it is back, and every message that
     /// waited for it is handed back to be made due.
     fn reached(&self) -> Vec<String> {
-        if !self.down.swap(false, Ordering::SeqCst) {
+        if !self.is_down() {
             return Vec::new();
         }
-        let back: Vec<String> = lock(&self.waiting).drain().collect();
+        let back: Vec<String> = {
+            let mut waiting = lock(&self.waiting);
+            if !self.down.swap(false, Ordering::SeqCst) {
+                return Vec::new();
+            }
+            self.down_gauge.set(0);
+            waiting.drain().collect()
+        };
         tracing::info!(internal = %self.options.addr, waiting = back.len(), "internal server reachable again: the messages that waited for it are due now");
         back
     }

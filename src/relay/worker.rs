@@ -59,7 +59,7 @@ impl Relay {
         outbound: Option<Arc<Outbound>>,
     ) -> Result<Relay, RelayError> {
         Ok(Relay {
-            internal: Internal::new(&settings, &hostname)?,
+            internal: Internal::new(&settings, &hostname, metrics.relay_internal_down.clone())?,
             workers: Arc::new(Semaphore::new(
                 settings.internal_concurrency + outbound.as_ref().map_or(0, |o| o.concurrency()),
             )),
@@ -106,9 +106,6 @@ impl Relay {
             if !back.is_empty() {
                 self.spool.expedite(&back);
             }
-            self.metrics
-                .relay_internal_down
-                .set(i64::from(self.internal.is_down()));
             let now = SystemTime::now();
             // Only as many messages as there are free delivery slots are claimed: the rest
             // stay in the queue's index, not in tasks waiting for a slot.
@@ -270,9 +267,6 @@ impl Relay {
                 body: Payload::of(&message),
             };
             let delivered = self.internal.deliver(id, &t).await;
-            self.metrics
-                .relay_internal_down
-                .set(i64::from(self.internal.is_down()));
             outcomes.extend(delivered.outcomes);
             remote_mta = delivered.server;
             if !delivered.back.is_empty() {

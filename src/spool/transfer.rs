@@ -69,7 +69,13 @@ impl Spool {
                 report.skipped.push((id, e.to_string()));
                 continue;
             }
-            let state = self.read_state_blocking(&id)?;
+            let state = match state_for_move(&self.state_path(&id)) {
+                Ok(state) => state,
+                Err(why) => {
+                    report.skipped.push((id, why));
+                    continue;
+                }
+            };
             write_pair(dir, &id, &state, &bytes)?;
             self.remove(&id).await?;
             report.moved.push(id);
@@ -78,7 +84,13 @@ impl Spool {
         let mut logged: Vec<_> = scan.live.into_iter().collect();
         logged.sort_by(|a, b| a.0.cmp(&b.0));
         for (id, loc) in logged {
-            let state = self.read_state_blocking(&id)?;
+            let state = match state_for_move(&self.state_path(&id)) {
+                Ok(state) => state,
+                Err(why) => {
+                    report.skipped.push((id, why));
+                    continue;
+                }
+            };
             if state.deleted {
                 continue;
             }
@@ -128,22 +140,12 @@ impl Spool {
                 report.already_present.push(id);
                 continue;
             }
-            // A message without its state file (copied by hand) starts afresh; a damaged
-            // state is not guessed at: which recipients were served is in it, and a fresh
-            // state would deliver to them again.
-            let mut state: MessageState = match std::fs::read(&state_file) {
-                Ok(b) => match serde_json::from_slice(&b) {
-                    Ok(state) => state,
-                    Err(e) => {
-                        report.skipped.push((
-                            id,
-                            format!("its state file does not parse ({e}); repair it, or remove it to deliver to every recipient again"),
-                        ));
-                        continue;
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => MessageState::default(),
-                Err(e) => return Err(io_err(&state_file)(e)),
+            let mut state = match state_for_move(&state_file) {
+                Ok(state) => state,
+                Err(why) => {
+                    report.skipped.push((id, why));
+                    continue;
+                }
             };
             state.deleted = false;
             durable::replace(&self.state_path(&id), &serde_json::to_vec(&state)?)
@@ -157,6 +159,20 @@ impl Spool {
             report.moved.push(id);
         }
         Ok(report)
+    }
+}
+
+/// The state a message moves with. Without a state file (a message copied by hand) it
+/// starts afresh. A damaged or unreadable one is not guessed at: which recipients were
+/// served is in it, and a fresh state would deliver to them again; the message stays
+/// where it is, with the reason.
+fn state_for_move(path: &Path) -> Result<MessageState, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!("its state file does not parse ({e}); repair it, or remove it to deliver to every recipient again")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MessageState::default()),
+        Err(e) => Err(format!("its state file {} cannot be read: {e}", path.display())),
     }
 }
 
@@ -313,6 +329,19 @@ mod tests {
             moving.path().join(format!("{id}.msg")).exists(),
             "left for a look"
         );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_state_is_not_exported_either() {
+        let (a, moving) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (from, made) = source(a.path()).await;
+        let half = &made[1].0;
+        std::fs::write(from.state_path(half), b"{\"attempts\": 2, \"pen").unwrap();
+        let out = from.export(moving.path()).await.unwrap();
+        assert_eq!(out.moved.len(), 2, "{out:?}");
+        assert_eq!(&out.skipped[0].0, half, "{out:?}");
+        assert!(out.skipped[0].1.contains("state file"), "{out:?}");
+        assert_eq!(from.list().unwrap().len(), 1, "left in the spool");
     }
 
     #[tokio::test]
