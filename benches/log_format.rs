@@ -19,11 +19,10 @@ fn accepted_line() {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("json log record");
-    let ours = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .event_format(mssante_gateway::logging::JsonFormat)
-        .finish();
+    let ours = mssante_gateway::logging::json_subscriber(
+        tracing_subscriber::EnvFilter::new("info"),
+        std::io::sink,
+    );
     with_default(ours, || {
         let span = tracing::info_span!("session", session = "64ff-0", peer = "127.0.0.1:35392");
         let _entered = span.enter();

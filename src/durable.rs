@@ -42,14 +42,19 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     replace_via(&temp_beside(path), path, bytes)
 }
 
+/// The directory `path` is in (`.` for a bare file name).
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// A temporary file name in the directory of `path`, unique across processes (`queue
 /// retry` writes states beside a running gateway) and across threads of this one.
 fn temp_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -78,10 +83,7 @@ pub fn create(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<(
     // Best effort: after a link or a failure the temporary name is garbage.
     let _ = std::fs::remove_file(&temp);
     written?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(&parent(path))
 }
 
 /// As [`replace`], with the temporary file at `temp`, which must not exist and must be on
@@ -94,10 +96,7 @@ pub fn replace_via(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), WriteEr
         let _ = std::fs::remove_file(temp);
     }
     written?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(&parent(path))
 }
 
 /// [`replace`] on a blocking thread, for async callers.

@@ -51,6 +51,30 @@ pub fn time(time: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| time.unix_timestamp().to_string())
 }
 
+/// The subscriber of `log.format = "json"`: `filter`, then [`JsonFormat`] (span fields
+/// kept as JSON by `JsonFields`), written to `writer` through [`EscapingWriter`]. `serve`
+/// installs it globally; the tests and the benchmark use this same one.
+pub fn json_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> tracing_subscriber::fmt::Subscriber<
+    JsonFields,
+    JsonFormat,
+    tracing_subscriber::EnvFilter,
+    EscapingWriter<W>,
+>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(EscapingWriter::new(writer, false))
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonFormat)
+        .finish()
+}
+
 /// One JSON object per record: `timestamp`, `level`, the event's fields (with `message`),
 /// `target`, and `span` (the current span's name and fields) when there is one.
 /// `tracing-log`'s `log.*` fields, which carry a dependency's source path, are left out.

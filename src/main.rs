@@ -720,16 +720,16 @@ fn init_logs(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
         ));
     // Values from certificates and SMTP commands reach the log: the writer escapes every
     // control character in a record, so none can forge a line.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(mssante_gateway::logging::EscapingWriter::new(writer, ansi));
     match config.log_format {
-        LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(mssante_gateway::logging::JsonFormat)
+        LogFormat::Json => {
+            use tracing_subscriber::util::SubscriberInitExt;
+            mssante_gateway::logging::json_subscriber(filter, writer).init()
+        }
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(mssante_gateway::logging::EscapingWriter::new(writer, ansi))
             .init(),
-        LogFormat::Human => builder.init(),
     }
     guard
 }

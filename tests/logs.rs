@@ -229,12 +229,10 @@ fn passed_by(change: impl FnOnce(&mut toml::Table)) -> Vec<String> {
     let config = mssante_gateway::config::Config::from_toml(&path, &text).expect("valid");
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
-        .with_writer(move || writer.clone())
-        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .event_format(mssante_gateway::logging::JsonFormat)
-        .finish();
+    let subscriber = mssante_gateway::logging::json_subscriber(
+        tracing_subscriber::EnvFilter::new(&config.log_level),
+        move || writer.clone(),
+    );
     tracing::subscriber::with_default(subscriber, || {
         tracing::error!(target: "rustls::common_state", "a library's error");
         tracing::warn!(target: "hickory_proto::udp", "a library's warning");

@@ -136,9 +136,7 @@ impl TlsInfo {
                 .unwrap_or("unknown"),
         }
     }
-}
 
-impl TlsInfo {
     /// Every version and suite a client can get from [`server_config`] with `our` key and
     /// `versions`: the TLS 1.3 suites, and the TLS 1.2 ones that sign with our key's
     /// algorithm. Empty if the key cannot be loaded (`server_config` then fails too).

@@ -39,18 +39,10 @@ impl Captured {
     pub fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "off,mssante_gateway=info",
-            ))
-            .with_ansi(false)
-            .with_writer(mssante_gateway::logging::EscapingWriter::new(
-                move || writer.clone(),
-                false,
-            ))
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(mssante_gateway::logging::JsonFormat)
-            .finish();
+        let subscriber = mssante_gateway::logging::json_subscriber(
+            tracing_subscriber::EnvFilter::new("off,mssante_gateway=info"),
+            move || writer.clone(),
+        );
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
